@@ -1,0 +1,7 @@
+"""`python -m archiverd` is the `archiverd` command."""
+
+from __future__ import annotations
+
+from archiverd.cli import main
+
+raise SystemExit(main())

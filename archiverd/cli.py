@@ -1,0 +1,154 @@
+"""The `archiverd` command line: parse, load settings once, dispatch, map errors to exit codes.
+
+Each subcommand is a thin handler; the work lives in the pipeline modules. Keys are only ever
+named by file (``--key-file``), the config, or $CREDENTIALS_DIRECTORY: never a value in argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from archiverd import __version__
+from archiverd.config import Settings, load_settings
+from archiverd.errors import ArchiverError, NotBuiltError
+from archiverd.logs import configure_logging
+
+log = structlog.get_logger("archiverd.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level or "info", args.log_format or "auto")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ArchiverError as exc:
+        print(f"archiverd {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"archiverd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (also used by the docs test)."""
+    parser = argparse.ArgumentParser(
+        prog="archiverd",
+        description="Archive container logs to a versioned S3 bucket, encrypted.",
+    )
+    parser.add_argument("--version", action="version", version=f"archiverd {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon (or one pass with --once)")
+    _config_arg(run)
+    run.add_argument("--once", action="store_true", help="one pass: seal, pack, upload, exit")
+    run.add_argument(
+        "--seal-open", action="store_true", help="with --once: also seal running containers"
+    )
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate config, key, state dir and bucket")
+    _config_arg(check)
+    check.set_defaults(handler=_check)
+
+    keygen = commands.add_parser("keygen", help="write a new 256-bit master key (mode 0600)")
+    keygen.add_argument("--out", type=Path, required=True, help="key file to create")
+    keygen.set_defaults(handler=_keygen)
+
+    pack = commands.add_parser("pack", help="pack one file exactly as the daemon does")
+    pack.add_argument("--key-file", type=Path, help="master key (default: from --config)")
+    _config_arg(pack)
+    pack.add_argument("--level", type=int, choices=range(4), help="compression level 0-3")
+    pack.add_argument("input", help="file to pack, or - for stdin")
+    pack.add_argument("output", help="packed file to write, or - for stdout")
+    pack.set_defaults(handler=_pack)
+
+    unpack = commands.add_parser("unpack", help="verify, decrypt and gunzip one object")
+    unpack.add_argument(
+        "--key-file", type=Path, action="append", help="master key; repeat for old keys"
+    )
+    _config_arg(unpack)
+    unpack.add_argument("input", help="packed file, or - for stdin")
+    unpack.add_argument("output", help="plaintext to write, or - for stdout")
+    unpack.set_defaults(handler=_unpack)
+
+    ls = commands.add_parser("ls", help="list archived segments")
+    _config_arg(ls)
+    _filter_args(ls)
+    ls.add_argument("--versions", action="store_true", help="every version and delete marker")
+    ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ls.set_defaults(handler=_ls)
+
+    get = commands.add_parser("get", help="download, verify, decrypt and decompress segments")
+    _config_arg(get)
+    _filter_args(get)
+    get.add_argument("--key-file", type=Path, action="append", help="master key; repeatable")
+    get.add_argument("--grep", metavar="RE", help="only lines matching this regex")
+    get.add_argument("--version-id", help="one specific object version")
+    get.add_argument("--text", action="store_true", help="print only the message text")
+    get.add_argument("--out", required=True, help="directory, or - for stdout (time order)")
+    get.set_defaults(handler=_get)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file (default /etc/archiverd/...)")
+
+
+def _filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--container", help="container id prefix or name")
+    parser.add_argument("--host", help="host that archived the segments")
+    parser.add_argument("--since", help="RFC 3339 time or relative (2h, 30m, 7d)")
+    parser.add_argument("--until", help="RFC 3339 time or relative (2h, 30m, 7d)")
+    parser.add_argument("--label", action="append", default=[], metavar="K=V")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    if args.log_level is None and args.log_format is None:
+        configure_logging(settings.log.level, settings.log.format)
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    _settings(args)
+    raise NotBuiltError("`archiverd run` is not built yet (the daemon lands with issues 3-5)")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from archiverd.check import run_checks
+
+    return run_checks(_settings(args))
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    raise NotBuiltError("`archiverd keygen` is not built yet")
+
+
+def _pack(args: argparse.Namespace) -> int:
+    raise NotBuiltError("`archiverd pack` is not built yet")
+
+
+def _unpack(args: argparse.Namespace) -> int:
+    raise NotBuiltError("`archiverd unpack` is not built yet")
+
+
+def _ls(args: argparse.Namespace) -> int:
+    _settings(args)
+    raise NotBuiltError("`archiverd ls` is not built yet (the restore CLI lands with issue 6)")
+
+
+def _get(args: argparse.Namespace) -> int:
+    _settings(args)
+    raise NotBuiltError("`archiverd get` is not built yet (the restore CLI lands with issue 6)")

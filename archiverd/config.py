@@ -1,0 +1,301 @@
+"""Settings: one validated `Settings` object, built once at the entry point and passed in.
+
+Precedence, highest first: values passed to `load_settings`, environment variables
+``ARCHIVERD_<SECTION>__<KEY>``, the TOML file, the embedded defaults. The embedded defaults
+archive a demo source to ``file://<state.dir>/bucket`` so a first run works with no file.
+Every validation error becomes a `ConfigError` naming the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from archiverd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/archiverd/archiverd.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/archiverd")
+DEFAULT_KEY_FILE = Path("/etc/archiverd/archive.key")
+# Chosen by bench/pack.py: level 1 (ISA-L's default-class level) packs Docker json-file logs
+# at several times gzip -6's speed for a ratio within a few percent of it.
+DEFAULT_COMPRESSION_LEVEL = 1
+
+_UPLOAD_AT = re.compile(r"^(\*|[01]?\d|2[0-3]):[0-5]\d$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(_Section):
+    """One place to discover logs in."""
+
+    kind: Literal["docker", "cri", "directory", "demo"]
+    path: Path
+    glob: str = "**/*.log"
+    """`directory` only: which files under `path` are logs (pathlib glob)."""
+    events_socket: str = ""
+    """`docker` only: Docker API socket whose /events hint at exits (the files stay the truth)."""
+    idle_seconds: float = Field(default=300.0, gt=0)
+    """`cri`/`directory` with `run --once`: a file idle this long counts as finished."""
+    rescan_seconds: float = Field(default=30.0, gt=0)
+    """Periodic rescan, a safety net for missed inotify events."""
+
+
+class DestinationSettings(_Section):
+    """Where packed objects go: ``s3://bucket/prefix/`` or ``file:///dir``."""
+
+    url: str = ""
+    """Empty means ``file://<state.dir>/bucket`` (the embedded default)."""
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    require_versioning: bool = True
+    sse_kms_key_id: str = ""
+    storage_class: str = ""
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    access_key_id_file: Path | None = None
+    secret_access_key_file: Path | None = None
+    multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=8 * 1024 * 1024)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError("an s3:// URL needs a bucket, e.g. s3://my-log-archive/prod/")
+            return value
+        if parsed.scheme == "file":
+            if not parsed.path.startswith("/"):
+                raise ValueError("a file:// URL needs an absolute path, e.g. file:///srv/archive")
+            return value
+        raise ValueError("use s3://bucket/prefix/ or file:///absolute/dir")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("use http://host:port or https://host (or leave empty for AWS)")
+        return value
+
+
+class EncryptionSettings(_Section):
+    """How data keys are wrapped. The master key itself never appears in settings."""
+
+    key_file: Path = DEFAULT_KEY_FILE
+    """Raw 256-bit master key (base64), mode 0600; also looked up in $CREDENTIALS_DIRECTORY."""
+    wrap: Literal["aes-gcm", "kms", "rsa-oaep"] = "aes-gcm"
+    kms_key_id: str = ""
+    public_key_file: Path | None = None
+    """`rsa-oaep`: the PEM public key; the host can archive but not read back."""
+    decrypt_key_files: tuple[Path, ...] = ()
+    """Older raw keys, tried by key id when reading archives after a rotation."""
+    compression_level: int = Field(default=DEFAULT_COMPRESSION_LEVEL, ge=0, le=3)
+    """ISA-L level 0-3 (gzip-compatible output)."""
+
+    @model_validator(mode="after")
+    def _wrap_needs(self) -> EncryptionSettings:
+        if self.wrap == "kms" and not self.kms_key_id:
+            raise ValueError("encryption.wrap = 'kms' needs encryption.kms_key_id (a KMS key ARN)")
+        if self.wrap == "rsa-oaep" and self.public_key_file is None:
+            raise ValueError("encryption.wrap = 'rsa-oaep' needs encryption.public_key_file")
+        return self
+
+
+class RotationSettings(_Section):
+    """When a segment is sealed."""
+
+    max_segment_bytes: int = Field(default=500_000_000, ge=1024)
+    max_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class ScheduleSettings(_Section):
+    """When uploads run."""
+
+    upload_at: str = "*:00,*:30"
+    splay_seconds: int = Field(default=300, ge=0, le=3600)
+    upload_on_shutdown: bool = True
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
+    overdue_after_seconds: int = Field(default=2 * 3600, ge=60)
+    """/readyz fails when pending data is older than this and uploads are failing."""
+    max_backlog_bytes_per_second: int = Field(default=0, ge=0)
+    """Drain rate after an outage; 0 means unlimited."""
+
+    @field_validator("upload_at")
+    @classmethod
+    def _times(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",")]
+        bad = [part for part in parts if not _UPLOAD_AT.match(part)]
+        if not parts or bad:
+            raise ValueError(
+                f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'"
+            )
+        return ",".join(parts)
+
+
+class StateSettings(_Section):
+    """Where the journal and spool live."""
+
+    dir: Path = DEFAULT_STATE_DIR
+    spool_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+
+
+class HttpSettings(_Section):
+    """The read-only HTTP endpoints."""
+
+    listen: str = "127.0.0.1:9464"
+    """host:port; empty disables HTTP. Loopback by default."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("use host:port, e.g. 127.0.0.1:9464")
+        return value
+
+
+class LogSettings(_Section):
+    """archiverd's own logs."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+def _default_sources() -> tuple[SourceSettings, ...]:
+    return ()
+
+
+class Settings(BaseSettings):
+    """Everything archiverd is configured with, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ARCHIVERD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    sources: tuple[SourceSettings, ...] = Field(default_factory=_default_sources)
+    """Empty means one `demo` source under <state.dir>/demo (the embedded default)."""
+    destination: DestinationSettings = DestinationSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    rotation: RotationSettings = RotationSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    state: StateSettings = StateSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def destination_url(self) -> str:
+        """The destination URL, with the embedded default filled in."""
+        return self.destination.url or (self.state.dir / "bucket").resolve().as_uri()
+
+    @property
+    def effective_sources(self) -> tuple[SourceSettings, ...]:
+        """The configured sources, or the embedded demo source."""
+        if self.sources:
+            return self.sources
+        return (SourceSettings(kind="demo", path=self.state.dir / "demo"),)
+
+
+# pydantic-settings builds sources from class-level hooks; the file path rides along here
+# only for the duration of one `load_settings` call.
+_TOML_FILE: dict[str, Path | None] = {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings, or raise `ConfigError` saying what to fix.
+
+    `config_file` None means the default path if it exists, else the embedded defaults.
+    An explicitly named file that does not exist is an error.
+    """
+    path = config_file
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
+    _TOML_FILE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable file
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+    finally:
+        _TOML_FILE.pop("path", None)
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    origin = f" in {path}" if path else ""
+    lines = [f"invalid configuration{origin}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        env = "ARCHIVERD_" + "__".join(
+            str(part).upper() for part in error["loc"] if not isinstance(part, int)
+        )
+        value = error.get("input")
+        shown = "<hidden>" if _is_secret(key) else repr(value)
+        if error["type"] == "extra_forbidden":
+            hint = "unknown key: remove it or check its spelling against config/archiverd.toml"
+        elif error["type"] == "missing":
+            hint = "required: set it in the file or with " + env
+        else:
+            hint = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key} = {shown}: {hint} (file key {key!r} or env {env})")
+    return "\n".join(lines)
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key for word in ("secret", "access_key", "password", "token"))
+
+
+def credentials_directory() -> Path | None:
+    """systemd's $CREDENTIALS_DIRECTORY (LoadCredential=), when set."""
+    value = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(value) if value else None

@@ -1,0 +1,1 @@
+"""Destinations: where packed objects are stored (``s3://`` or ``file://``)."""
