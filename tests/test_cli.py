@@ -1,0 +1,70 @@
+"""The command line: exit codes and messages for the cases every command shares."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archiverd import __version__
+from archiverd.cli import main
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """`archiverd --version` prints the package version and exits 0."""
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"archiverd {__version__}\n"
+
+
+def test_bad_config_exits_78_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config error exits with EX_CONFIG and a message naming the key, no traceback."""
+    config = tmp_path / "c.toml"
+    config.write_text('[destination]\nurl = "http://x"\n')
+    assert main(["check", "--config", str(config)]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"archiverd check: invalid configuration in {config}:\n")
+    assert "destination.url = 'http://x'" in err
+    assert "Traceback" not in err
+
+
+def test_check_reports_state_dir_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`archiverd check` prints a FAIL line for an unusable state dir and exits non-zero."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\ndir = "{state}"\n')
+    assert main(["check", "--config", str(config)]) != 0
+    assert f"FAIL state dir: state.dir {str(state)!r} has mode 755" in capsys.readouterr().out
+
+
+def test_logs_are_json_lines_when_not_a_terminal(tmp_path: Path) -> None:
+    """Run as a subprocess (stderr a pipe), structlog writes one JSON object per line."""
+    code = (
+        "from archiverd.logs import configure_logging; import structlog;"
+        "configure_logging('info', 'auto');"
+        "structlog.get_logger().info('hello', container_id='abc')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    (line,) = result.stderr.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["container_id"], event["level"]) == ("hello", "abc", "info")
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse rejects an unknown command with exit code 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(["frobnicate"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
