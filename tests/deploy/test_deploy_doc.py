@@ -1,0 +1,77 @@
+"""docs/DEPLOY.md: its IAM policies are valid JSON and least-privilege; its files exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tests.deploy.tools import ROOT
+
+DOC = ROOT / "docs" / "DEPLOY.md"
+
+
+def _policies() -> list[dict[str, Any]]:
+    blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    return [json.loads(block) for block in blocks]
+
+
+def _actions(policy: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"]
+        found.update([actions] if isinstance(actions, str) else actions)
+    return found
+
+
+def test_doc_has_a_daemon_and_a_restore_policy() -> None:
+    """DEPLOY.md carries exactly two IAM policies, both valid JSON with unique statement ids."""
+    policies = _policies()
+    assert len(policies) == 2
+    for policy in policies:
+        assert policy["Version"] == "2012-10-17"
+        sids = [statement["Sid"] for statement in policy["Statement"]]
+        assert len(sids) == len(set(sids))
+
+
+def test_daemon_policy_writes_but_never_deletes_or_decrypts_archives() -> None:
+    """The daemon may put, HEAD and check versioning; never delete, reconfigure or read back."""
+    daemon = _actions(_policies()[0])
+    assert {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:GetBucketVersioning",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+        "s3:ListBucketMultipartUploads",
+    } <= daemon
+    assert not {a for a in daemon if "Delete" in a or a.startswith("s3:PutBucket") or "*" in a}
+    assert "s3:GetObjectVersion" not in daemon
+    master_key = [
+        s for s in _policies()[0]["Statement"] if s["Sid"] == "ArchiverdClientSideKmsWrapOnly"
+    ]
+    assert [s["Action"] for s in master_key] == [["kms:Encrypt"]]
+
+
+def test_restore_policy_is_read_only() -> None:
+    """The restore role lists and reads versions and decrypts; it cannot write or delete."""
+    restore = _actions(_policies()[1])
+    assert restore == {
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:GetBucketVersioning",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "kms:Decrypt",
+    }
+
+
+def test_files_the_doc_lists_exist() -> None:
+    """Every deployment file named in the doc's table is in the repository."""
+    table = re.findall(r"^\| `([^`]+)`(?:, `([^`]+)`)? \|", DOC.read_text(), flags=re.MULTILINE)
+    named = [name for row in table for name in row if "/" in name or "docker" in name.lower()]
+    assert len(named) == 7
+    for name in named:
+        assert (ROOT / name).is_file(), name
