@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
+from tests.dockerd import dockerd  # noqa: F401 - session fixture: a private real dockerd
 
 # Tests never reach a real AWS account, whatever the developer's shell has configured.
 for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
