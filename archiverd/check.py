@@ -56,10 +56,35 @@ def check_state_dir(settings: Settings) -> str:
     return f"{path} writable, mode 700"
 
 
+def check_master_key(settings: Settings) -> str:
+    """The master key loads and seals (raw key file mode 0600; KMS Encrypt allowed)."""
+    from archiverd.pack.keyring import check_master_key as check_key
+
+    return check_key(settings.encryption)
+
+
 def default_checks() -> list[tuple[str, Check]]:
     """The checks `archiverd check` runs, in order."""
     checks: list[tuple[str, Check]] = [("config", check_config), ("state dir", check_state_dir)]
+    checks.append(("master key", check_master_key))
+    checks.append(("destination", check_destination))
     return checks
+
+
+def check_destination(settings: Settings) -> str:
+    """The destination is reachable and (when required) versioned."""
+    import asyncio
+
+    from archiverd.destinations import open_destination
+
+    async def probe() -> str:
+        destination = open_destination(settings)
+        try:
+            return await destination.check()
+        finally:
+            await destination.close()
+
+    return asyncio.run(probe())
 
 
 def run_checks(

@@ -41,3 +41,13 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir(mode=0o700)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Undo `configure_logging` after each test: a test that ran `cli.main` under pytest's
+    capture must not leave structlog printing to that (then closed) stream."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()

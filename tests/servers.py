@@ -51,6 +51,8 @@ class S3Server:
     secret_key: str = SECRET_KEY
     region: str = "us-east-1"
     process: Any = field(default=None, repr=False)
+    ports: dict[str, int] = field(default_factory=dict, repr=False)
+    """SeaweedFS only: every port it listens on, so it can be restarted on the same ones."""
 
     def boto3_client(self, service: str = "s3") -> Any:
         """A synchronous botocore client for setting up and checking (not the code under test)."""
@@ -84,8 +86,8 @@ class S3Server:
         }
 
 
-def start_seaweedfs(data_dir: Path) -> S3Server:
-    """Start `weed mini` on free loopback ports; wait until S3 answers."""
+def start_seaweedfs(data_dir: Path, *, ports: dict[str, int] | None = None) -> S3Server:
+    """Start `weed mini` on free loopback ports (or the given ones); wait until S3 answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3.json"
     config.write_text(
@@ -101,19 +103,20 @@ def start_seaweedfs(data_dir: Path) -> S3Server:
             }
         )
     )
-    s3_port = free_port()
-    ports = {
-        "s3.port": s3_port,
-        "s3.port.grpc": free_port(),
-        "master.port": free_port(),
-        "master.port.grpc": free_port(),
-        "volume.port": free_port(),
-        "volume.port.grpc": free_port(),
-        "filer.port": free_port(),
-        "filer.port.grpc": free_port(),
-        "admin.port": free_port(),
-        "admin.port.grpc": free_port(),
-    }
+    if ports is None:
+        ports = {
+            "s3.port": free_port(),
+            "s3.port.grpc": free_port(),
+            "master.port": free_port(),
+            "master.port.grpc": free_port(),
+            "volume.port": free_port(),
+            "volume.port.grpc": free_port(),
+            "filer.port": free_port(),
+            "filer.port.grpc": free_port(),
+            "admin.port": free_port(),
+            "admin.port.grpc": free_port(),
+        }
+    s3_port = ports["s3.port"]
     args = [
         venv_bin("weed"),
         "mini",
@@ -133,7 +136,21 @@ def start_seaweedfs(data_dir: Path) -> S3Server:
         )
     endpoint = f"http://127.0.0.1:{s3_port}"
     _wait_http(endpoint, process, data_dir / "weed.log")
-    return S3Server(endpoint_url=endpoint, process=process)
+    return S3Server(endpoint_url=endpoint, process=process, ports=dict(ports))
+
+
+def kill(server: S3Server) -> None:
+    """SIGKILL a SeaweedFS started by this module (a crash: nothing is flushed)."""
+    process = server.process
+    assert isinstance(process, subprocess.Popen)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def restart_seaweedfs(server: S3Server, data_dir: Path) -> S3Server:
+    """Start SeaweedFS again on `server`'s ports and `data_dir` (after `kill` or `stop`)."""
+    return start_seaweedfs(data_dir, ports=server.ports)
 
 
 def start_moto() -> S3Server:

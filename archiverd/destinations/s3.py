@@ -1,0 +1,383 @@
+"""`s3://bucket/prefix/`: any S3 API (AWS, SeaweedFS, MinIO, R2, ...) through aiobotocore.
+
+Credentials: explicit ``destination.access_key_id``/``secret_access_key`` (or their
+``*_file``, also looked up in $CREDENTIALS_DIRECTORY) win when set; otherwise botocore's
+default chain (env, shared profile, web identity/IRSA, instance metadata), whose temporary
+credentials it refreshes before they expire.
+
+Uploads are conditional (``If-None-Match: *``, dropped for good if the server refuses the
+header) and checksummed (``ChecksumAlgorithm=SHA256`` with the precomputed value, so the
+server rejects a damaged body); files at or above ``multipart_threshold_bytes`` go multipart
+(`s3_multipart`). botocore's own retries are off: callers retry `RetryableDestinationError`
+with their own backoff, so every attempt is visible in logs and metrics.
+
+The client is created lazily on first use; `close()` (or ``async with``) releases it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import aiobotocore.session
+from aiobotocore.config import AioConfig
+
+from archiverd.config import DestinationSettings, credentials_directory
+from archiverd.destinations.base import ObjectVersion, StoredObject
+from archiverd.destinations.common import body_checksum, with_body_checksum
+from archiverd.destinations.failures import (
+    ObjectExistsError,
+    PermanentFailure,
+    RetryableFailure,
+    is_not_found,
+    is_precondition_failed,
+    rejects_conditional,
+    translate,
+)
+from archiverd.destinations.s3_multipart import MultipartRequest, abort_uploads, upload_multipart
+from archiverd.errors import ConfigError
+from archiverd.fsutil import publish
+
+_READ_CHUNK = 1024 * 1024
+
+
+class S3Destination:
+    """A versioned S3 bucket (and key prefix) as a `Destination`."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: DestinationSettings,
+        *,
+        session: aiobotocore.session.AioSession | None = None,
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(f"destination.url {url!r}: use s3://bucket/prefix/")
+        prefix = parsed.path.lstrip("/")
+        self.url = url
+        self.bucket = parsed.netloc
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self._settings = settings
+        self._credentials = _explicit_credentials(settings)
+        self._session = session if session is not None else aiobotocore.session.get_session()
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        self._if_none_match = True
+
+    async def __aenter__(self) -> S3Destination:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the client and its connections."""
+        self._client = None
+        await self._stack.aclose()
+
+    async def client(self) -> Any:
+        """The aiobotocore S3 client, created on first use."""
+        async with self._lock:
+            if self._client is None:
+                s = self._settings
+                config = AioConfig(
+                    connect_timeout=s.connect_timeout_seconds,
+                    read_timeout=s.read_timeout_seconds,
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    s3={"addressing_style": s.addressing_style},
+                    max_pool_connections=max(10, 2 * s.max_concurrency),
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    signature_version="s3v4",
+                )
+                self._client = await self._stack.enter_async_context(
+                    self._session.create_client(
+                        "s3",
+                        region_name=s.region,
+                        endpoint_url=s.endpoint_url or None,
+                        config=config,
+                        **self._credentials,
+                    )
+                )
+            return self._client
+
+    def _where(self, verb: str, key: str = "") -> str:
+        return f"{verb} s3://{self.bucket}/{key}"
+
+    async def check(self) -> str:
+        """Reachable and (when required) versioned; a one-line description."""
+        client = await self.client()
+        try:
+            answer = await client.get_bucket_versioning(Bucket=self.bucket)
+        except Exception as exc:
+            raise translate(exc, where=self._where("GetBucketVersioning")) from exc
+        status = str(answer.get("Status") or "never enabled")
+        if status != "Enabled" and self._settings.require_versioning:
+            raise PermanentFailure(
+                f"bucket {self.bucket!r} has versioning {status}: enable it with `aws s3api "
+                f"put-bucket-versioning --bucket {self.bucket} --versioning-configuration "
+                "Status=Enabled` (or set destination.require_versioning = false)",
+                "versioning",
+            )
+        endpoint = self._settings.endpoint_url or f"AWS {self._settings.region}"
+        return f"{self.url} reachable via {endpoint}, versioning {status}"
+
+    async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """The latest (or given) version of `key`, or None (also for a delete marker)."""
+        client = await self.client()
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if not self._settings.sse_kms_key_id:
+            # With SSE-KMS, ChecksumMode would also need kms:Decrypt, which a write-only
+            # archiver role lacks; the body checksum in our metadata serves instead.
+            args["ChecksumMode"] = "ENABLED"
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            answer = await client.head_object(**args)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise translate(exc, where=self._where("HEAD", key)) from exc
+        return _stored(key, answer)
+
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str],
+        sha256_b64: str,
+        *,
+        if_none_match: bool = True,
+    ) -> StoredObject:
+        """Upload `path` under `key`; `ObjectExistsError` when a live object is there already."""
+        s = self._settings
+        size = (await asyncio.to_thread(path.stat)).st_size
+        extra: dict[str, Any] = {
+            "Metadata": with_body_checksum(metadata, sha256_b64),
+            "ContentType": "application/octet-stream",
+        }
+        if s.sse_kms_key_id:
+            extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=s.sse_kms_key_id)
+        if s.storage_class:
+            extra["StorageClass"] = s.storage_class
+        conditional = if_none_match and self._if_none_match
+        client = await self.client()
+        try:
+            if size >= s.multipart_threshold_bytes:
+                request = MultipartRequest(
+                    self.bucket, key, path, sha256_b64, s.part_size_bytes,
+                    s.max_concurrency, extra, conditional,
+                )  # fmt: skip
+                answer = await upload_multipart(client, request)
+            else:
+                answer = await self._put_single(
+                    client, key, path, size, sha256_b64, extra, conditional
+                )
+        except Exception as exc:
+            if is_precondition_failed(exc) or isinstance(exc, ObjectExistsError):
+                raise ObjectExistsError(key) from exc
+            raise translate(exc, where=self._where("PUT", key)) from exc
+        echoed = str(answer.get("ChecksumSHA256") or "")
+        single = size < s.multipart_threshold_bytes  # multipart compared its composite itself
+        if single and echoed and echoed != sha256_b64:
+            raise PermanentFailure(
+                f"PUT s3://{self.bucket}/{key}: server checksum {echoed} != {sha256_b64}",
+                "integrity",
+            )
+        return StoredObject(
+            key=key,
+            version_id=str(answer.get("VersionId") or "null"),
+            size=size,
+            sha256_b64=sha256_b64,
+            metadata=dict(extra["Metadata"]),
+            etag=str(answer.get("ETag", "")).strip('"'),
+        )
+
+    async def _put_single(
+        self,
+        client: Any,
+        key: str,
+        path: Path,
+        size: int,
+        sha256_b64: str,
+        extra: Mapping[str, Any],
+        conditional: bool,
+    ) -> dict[str, Any]:
+        with path.open("rb") as body:
+            args = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "Body": body,
+                "ContentLength": size,
+                "ChecksumAlgorithm": "SHA256",
+                "ChecksumSHA256": sha256_b64,
+                **extra,
+            }
+            try:
+                answer: dict[str, Any] = await client.put_object(
+                    **args, **({"IfNoneMatch": "*"} if conditional else {})
+                )
+            except Exception as exc:
+                if not (conditional and rejects_conditional(exc)):
+                    raise
+                # Without the header a HEAD before each attempt still prevents duplicates.
+                self._if_none_match = False
+                body.seek(0)
+                answer = await client.put_object(**args)
+            return answer
+
+    async def delete(self, key: str) -> str:
+        """Put a delete marker on `key` (versions stay); return the marker's version id."""
+        client = await self.client()
+        try:
+            answer = await client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise translate(exc, where=self._where("DELETE", key)) from exc
+        return str(answer.get("VersionId") or "null")
+
+    async def list_versions(self, prefix: str) -> AsyncIterator[ObjectVersion]:
+        """Every version and delete marker under `prefix`, key order then newest first."""
+        client = await self.client()
+        paginator = client.get_paginator("list_object_versions")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                entries = [_version(v, False) for v in page.get("Versions", [])]
+                entries += [_version(v, True) for v in page.get("DeleteMarkers", [])]
+                entries.sort(key=lambda v: (v.key, -v.last_modified.timestamp(), not v.is_latest))
+                for entry in entries:
+                    yield entry
+        except Exception as exc:
+            raise translate(exc, where=self._where("ListObjectVersions", prefix)) from exc
+
+    async def list_latest(self, prefix: str) -> AsyncIterator[ObjectVersion]:
+        """The latest live version of every key under `prefix`, in key order."""
+        async for version in self.list_versions(prefix):
+            if version.is_latest and not version.is_delete_marker:
+                yield version
+
+    async def download(
+        self, key: str, destination: Path, version_id: str | None = None
+    ) -> StoredObject:
+        """Stream the body into a 0600 temp file beside `destination`, verify, then rename."""
+        client = await self.client()
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id:
+            args["VersionId"] = version_id
+        temp = destination.with_name(f".{destination.name}.part-{os.getpid()}")
+        digest, received = hashlib.sha256(), 0
+        try:
+            answer = await client.get_object(**args)
+            stored = _stored(key, answer)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                async with answer["Body"] as body:
+                    while chunk := await body.read(_READ_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+        except Exception as exc:
+            temp.unlink(missing_ok=True)
+            raise translate(exc, where=self._where("GET", key)) from exc
+        problem = _body_problem(stored, received, digest.digest())
+        if problem:
+            temp.unlink(missing_ok=True)
+            raise RetryableFailure(f"GET s3://{self.bucket}/{key}: {problem}", "truncated")
+        publish(temp, destination)
+        return stored
+
+    async def recover_incomplete(self, prefix: str, keep: Collection[str]) -> int:
+        """Abort incomplete multipart uploads under `prefix` except those of `keep` keys
+        (those are resumed by their next `put_file`); return how many were aborted."""
+        return await abort_uploads(await self.client(), self.bucket, prefix, frozenset(keep))
+
+
+def _stored(key: str, answer: Mapping[str, Any]) -> StoredObject:
+    metadata = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}
+    etag = str(answer.get("ETag", "")).strip('"')
+    multipart = "-" in etag or answer.get("ChecksumType") == "COMPOSITE"
+    return StoredObject(
+        key=key,
+        version_id=str(answer.get("VersionId") or "null"),
+        size=int(answer.get("ContentLength", 0)),
+        sha256_b64=body_checksum(
+            str(answer.get("ChecksumSHA256") or ""), metadata, multipart=multipart
+        ),
+        metadata=metadata,
+        etag=etag,
+    )
+
+
+def _version(entry: Mapping[str, Any], marker: bool) -> ObjectVersion:
+    return ObjectVersion(
+        key=str(entry["Key"]),
+        version_id=str(entry.get("VersionId") or "null"),
+        size=int(entry.get("Size", 0)),
+        last_modified=entry["LastModified"],
+        is_latest=bool(entry.get("IsLatest")),
+        is_delete_marker=marker,
+        etag=str(entry.get("ETag", "")).strip('"'),
+    )
+
+
+def _body_problem(stored: StoredObject, received: int, digest: bytes) -> str:
+    import base64
+
+    if received != stored.size:
+        return f"got {received} of {stored.size} bytes (truncated); retry"
+    actual = base64.b64encode(digest).decode()
+    if stored.sha256_b64 and "-" not in stored.sha256_b64 and actual != stored.sha256_b64:
+        return f"body hashes to {actual}, not {stored.sha256_b64} (corrupt in transit); retry"
+    return ""
+
+
+def _explicit_credentials(settings: DestinationSettings) -> dict[str, str]:
+    key = _secret(settings.access_key_id, settings.access_key_id_file, "access_key_id")
+    secret = _secret(
+        settings.secret_access_key, settings.secret_access_key_file, "secret_access_key"
+    )
+    if (key is None) != (secret is None):
+        raise ConfigError(
+            "destination.access_key_id and destination.secret_access_key (or their *_file) "
+            "must be set together, or both left empty to use the AWS default chain"
+        )
+    if key is None or secret is None:
+        return {}
+    return {"aws_access_key_id": key, "aws_secret_access_key": secret}
+
+
+def _secret(value: Any, path: Path | None, name: str) -> str | None:
+    if value is not None:
+        text = str(value.get_secret_value()).strip()
+        return text or None
+    if path is None:
+        return None
+    candidates = [path]
+    creds = credentials_directory()
+    if creds is not None:
+        candidates.append(creds / path.name)
+    for candidate in candidates:
+        try:
+            return candidate.read_text().strip() or None
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(
+                f"destination.{name}_file {str(candidate)!r} is unreadable ({exc.strerror})"
+            ) from None
+    raise ConfigError(
+        f"destination.{name}_file {str(path)!r} does not exist (nor in $CREDENTIALS_DIRECTORY)"
+    )

@@ -1,0 +1,256 @@
+"""One upload pass: every packed segment, oldest first, to its deterministic key, exactly once.
+
+Per segment, each attempt is: HEAD the key; if an object is there and is this segment (same
+body SHA-256, or same plaintext SHA-256 and byte range when it was packed twice), record it
+and stop; otherwise a conditional PUT. A PUT answered "already exists" (its earlier response
+was lost) goes back to the HEAD. So a re-upload after a crash never makes a second version.
+Then the journal commits 'uploaded' with the VersionId, and only after that the spool file is
+deleted. Retryable failures back off exponentially with jitter (injected clock and random);
+after `max_attempts`, or on a failure that concerns the whole destination (access denied, no
+bucket, KMS), the pass stops: the data stays in the spool for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import structlog
+
+from archiverd.clock import Clock, SystemClock
+from archiverd.config import ScheduleSettings, Settings
+from archiverd.destinations.base import Destination, StoredObject
+from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, reason_of
+from archiverd.errors import ArchiverError, RetryableDestinationError
+from archiverd.layout import object_key
+from archiverd.metrics import Metrics
+from archiverd.upload.queue import PendingSegment, UploadQueue
+
+log = structlog.get_logger("archiverd.upload")
+
+# Failures about the destination as a whole: every other segment would fail the same way.
+_STOP_PASS = frozenset({"access_denied", "no_bucket", "kms", "versioning"})
+_DEFAULT_ATTEMPTS = 8
+
+
+@runtime_checkable
+class RecoversIncomplete(Protocol):
+    """A destination that can clean up uploads a crash left half-done."""
+
+    async def recover_incomplete(self, prefix: str, keep: Collection[str]) -> int: ...
+
+
+@dataclass
+class UploadSummary:
+    """Counts from one pass; `errors` holds one message per failed segment."""
+
+    uploaded: int = 0
+    skipped_existing: int = 0
+    failed: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Uploader:
+    """Uploads the journal's packed segments to a destination. One pass at a time."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        journal: UploadQueue,
+        metrics: Metrics,
+        *,
+        settings: ScheduleSettings | Settings,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        host: str | None = None,
+        backoff_base_seconds: float = 1.0,
+        backoff_max_seconds: float = 120.0,
+    ) -> None:
+        if isinstance(settings, Settings):
+            self.schedule = settings.schedule
+            self.max_attempts = settings.destination.max_attempts
+        else:
+            self.schedule = settings
+            self.max_attempts = _DEFAULT_ATTEMPTS
+        self.destination = destination
+        self.journal = journal
+        self.metrics = metrics
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.host = host if host is not None else socket.gethostname()
+        self.backoff_base = backoff_base_seconds
+        self.backoff_max = backoff_max_seconds
+        self._lock = asyncio.Lock()
+        self._recovered = False
+
+    def oldest_pending_sealed_at(self) -> datetime | None:
+        """When the oldest segment not yet uploaded was sealed (None when none)."""
+        return self.journal.oldest_pending_sealed_at()
+
+    async def upload_pending(self) -> UploadSummary:
+        """Upload every packed segment, oldest first; never raises for a segment's failure."""
+        async with self._lock:
+            summary = UploadSummary()
+            segments = sorted(
+                await asyncio.to_thread(self.journal.packed_segments),
+                key=lambda s: (s.sealed_at, s.segment_id),
+            )
+            if not self._recovered:
+                await self._recover(segments)
+            started = self.clock.now()
+            rate = self.schedule.max_backlog_bytes_per_second
+            sent = 0
+            for segment in segments:
+                stop = await self._one(segment, summary)
+                if stop:
+                    break
+                sent += segment.packed_bytes
+                if rate > 0:
+                    # Average rate over the pass; the first object goes at once.
+                    await self.clock.sleep_until(started + timedelta(seconds=sent / rate))
+            self._update_pending_age()
+            return summary
+
+    async def _recover(self, segments: list[PendingSegment]) -> None:
+        """Once per process: abort incomplete uploads of ours no pending segment will resume."""
+        if not isinstance(self.destination, RecoversIncomplete):
+            self._recovered = True
+            return
+        prefix = self.destination.prefix
+        hosts = {self.host} | {s.description.host for s in segments}
+        keep = {object_key(prefix, s.description) for s in segments}
+        try:
+            for host in sorted(hosts):
+                aborted = await self.destination.recover_incomplete(f"{prefix}{host}/", keep)
+                if aborted:
+                    log.info("aborted incomplete uploads", host=host, count=aborted)
+            self._recovered = True
+        except ArchiverError as exc:
+            log.warning("could not clean up incomplete uploads; will retry", error=str(exc))
+
+    async def _one(self, segment: PendingSegment, summary: UploadSummary) -> bool:
+        """Upload one segment with retries; return True when the pass should stop."""
+        key = object_key(self.destination.prefix, segment.description)
+        started = self.clock.now()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                stored, existed = await self._attempt(key, segment)
+                break
+            except RetryableDestinationError as exc:
+                self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
+                if attempt >= self.max_attempts:
+                    self._failed(segment, key, exc, attempt, summary)
+                    return True
+                self.metrics.upload_retries.inc()
+                delay = self._backoff(attempt)
+                log.info("upload retry", key=key, attempt=attempt, delay=round(delay, 3),
+                         reason=reason_of(exc), error=str(exc))  # fmt: skip
+                await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
+            except (ArchiverError, OSError) as exc:
+                self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
+                self._failed(segment, key, exc, attempt, summary)
+                return reason_of(exc) in _STOP_PASS
+        await asyncio.to_thread(
+            self.journal.mark_uploaded,
+            segment.segment_id,
+            key=key,
+            version_id=stored.version_id,
+            sha256_b64=stored.sha256_b64,
+        )
+        await asyncio.to_thread(segment.spool_path.unlink, missing_ok=True)
+        if existed:
+            summary.skipped_existing += 1
+        else:
+            summary.uploaded += 1
+            summary.bytes += stored.size
+            self.metrics.upload_bytes.inc(stored.size)
+        self.metrics.segments_uploaded.inc()
+        now = self.clock.now()
+        self.metrics.last_upload_success.set(now.timestamp())
+        seconds = max((now - started).total_seconds(), 1e-6)
+        log.info(
+            "upload",
+            outcome="existing" if existed else "uploaded",
+            key=key,
+            segment_id=segment.segment_id,
+            version_id=stored.version_id,
+            bytes=stored.size,
+            attempts=attempt,
+            seconds=round(seconds, 3),
+            mib_per_s=round(stored.size / seconds / 2**20, 2),
+        )
+        return False
+
+    async def _attempt(self, key: str, segment: PendingSegment) -> tuple[StoredObject, bool]:
+        """HEAD, compare, conditional PUT; (stored object, whether it was already there)."""
+        for _ in range(3):  # PUT said "exists" but HEAD disagrees: a racing delete; re-check
+            existing = await self.destination.head(key)
+            if existing is not None:
+                if not _same_segment(existing, segment):
+                    raise PermanentFailure(
+                        f"s3 key {key!r} already holds a different object (body "
+                        f"{existing.sha256_b64}, expected {segment.packed_sha256_b64}); "
+                        "segment left in the spool: inspect the object and the journal",
+                        "conflict",
+                    )
+                await self._forget_incomplete(key)
+                return existing, True
+            try:
+                stored = await self.destination.put_file(
+                    key, segment.spool_path, segment.metadata, segment.packed_sha256_b64
+                )
+            except ObjectExistsError:
+                continue
+            return stored, False
+        raise PermanentFailure(f"{key!r}: conditional PUT and HEAD keep disagreeing", "conflict")
+
+    async def _forget_incomplete(self, key: str) -> None:
+        """The object is there: an incomplete upload of the same key would only leak."""
+        if isinstance(self.destination, RecoversIncomplete):
+            await self.destination.recover_incomplete(key, ())
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random."""
+        cap = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
+        return cap / 2 + self.rng.uniform(0, cap / 2)
+
+    def _failed(
+        self,
+        segment: PendingSegment,
+        key: str,
+        exc: BaseException,
+        attempts: int,
+        summary: UploadSummary,
+    ) -> None:
+        summary.failed += 1
+        summary.errors.append(str(exc))
+        log.error(
+            "upload failed; segment stays in the spool",
+            key=key,
+            segment_id=segment.segment_id,
+            reason=reason_of(exc),
+            attempts=attempts,
+            error=str(exc),
+        )
+
+    def _update_pending_age(self) -> None:
+        oldest = self.journal.oldest_pending_sealed_at()
+        age = (self.clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+        self.metrics.oldest_pending_age.set(max(0.0, age))
+
+
+def _same_segment(stored: StoredObject, segment: PendingSegment) -> bool:
+    """The stored object is this segment: same body, or the same plaintext packed again."""
+    if stored.sha256_b64 and stored.sha256_b64 == segment.packed_sha256_b64:
+        return True
+    names = ("archiverd-plaintext-sha256", "archiverd-range")
+    ours = [segment.metadata.get(name) for name in names]
+    return all(ours) and ours == [stored.metadata.get(name) for name in names]
