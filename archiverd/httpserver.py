@@ -1,0 +1,115 @@
+"""The read-only HTTP endpoints: ``/healthz``, ``/readyz``, ``/metrics`` (aiohttp).
+
+- ``GET /healthz``: 200 while the event loop is alive (the daemon's heartbeat task keeps a
+  fresh timestamp), else 503. For liveness probes and Docker ``HEALTHCHECK``.
+- ``GET /readyz``: 200 when every readiness condition passes (state dir writable, destination
+  reachable, no upload overdue, spool below its limit), else 503; the JSON body names each
+  condition and why it fails. For readiness probes and load balancers.
+- ``GET /metrics``: the per-daemon Prometheus registry in text exposition format.
+
+Nothing here changes state; every other method gets 405. Bound to ``http.listen``
+(loopback by default); ``host:0`` picks a free port, reported by `HttpServer.port`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from archiverd.errors import ConfigError
+
+
+class Health(Protocol):
+    """What the endpoints ask the daemon."""
+
+    def liveness(self) -> str | None:
+        """None while the loop is alive, else why not."""
+        ...
+
+    async def readiness(self) -> Mapping[str, str | None]:
+        """Each readiness condition mapped to None (passing) or why it fails."""
+        ...
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:9464`` too) into host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"http.listen = {listen!r}: use host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
+
+
+class HttpServer:
+    """aiohttp server for the three endpoints; `start` then `aclose`."""
+
+    def __init__(self, listen: str, health: Health, registry: CollectorRegistry) -> None:
+        self.host, self._port = parse_listen(listen)
+        self._health = health
+        self._registry = registry
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when started with port 0)."""
+        return self._port
+
+    def app(self) -> web.Application:
+        """The application (also what tests serve with aiohttp's test client)."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz, allow_head=True)
+        app.router.add_get("/readyz", self._readyz, allow_head=True)
+        app.router.add_get("/metrics", self._metrics, allow_head=True)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve; raises `ConfigError` when the address cannot be bound."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"http.listen = '{self.host}:{self._port}' cannot be bound ({exc.strerror}): "
+                "pick a free port or set http.listen = '' to disable HTTP"
+            ) from None
+        self._runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple):
+                self._port = int(address[1])
+                break
+
+    async def aclose(self) -> None:
+        """Stop serving; idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        problem = self._health.liveness()
+        if problem is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "failing", "reason": problem}, status=503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        conditions = dict(await self._health.readiness())
+        failing = {name: why for name, why in conditions.items() if why is not None}
+        body = {
+            "status": "failing" if failing else "ok",
+            "failing": failing,
+            "checks": {
+                name: "ok" if why is None else "failing" for name, why in conditions.items()
+            },
+        }
+        return web.json_response(body, status=503 if failing else 200)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        response = web.Response(body=body)
+        # aiohttp rejects a charset inside content_type=, so set the header verbatim.
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
