@@ -1,0 +1,28 @@
+"""pack: gzip + AES-256-GCM in the AWS S3 Encryption Client's V3 format (docs/FORMAT.md).
+
+Public API (binding, see notes/interfaces.md): `load_keyring`, `Keyring`, `pack_stream`,
+`unpack_to_file`, `unpack_stream`, `PackResult`, `UnpackResult`; the single-file form in
+`archiverd.pack.container`.
+"""
+
+from __future__ import annotations
+
+from archiverd.pack.keyring import Keyring, load_key_files, load_keyring
+from archiverd.pack.stream import (
+    PackResult,
+    UnpackResult,
+    pack_stream,
+    unpack_stream,
+    unpack_to_file,
+)
+
+__all__ = [
+    "Keyring",
+    "PackResult",
+    "UnpackResult",
+    "load_key_files",
+    "load_keyring",
+    "pack_stream",
+    "unpack_stream",
+    "unpack_to_file",
+]

@@ -1,0 +1,178 @@
+"""`archiverd keygen|pack|unpack` as real subprocesses: exit codes, files left, stdio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archiverd.pack.container import MAGIC
+from tests.pack.dockerlogs import bulk_log
+from tests.pack.helpers import leftovers
+
+EX_DATAERR, EX_NOPERM = 65, 77
+
+
+def archiverd(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "archiverd", "--log-format", "json", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    """A key made by `archiverd keygen`."""
+    path = tmp_path / "keys" / "archive.key"
+    path.parent.mkdir()
+    done = archiverd("keygen", "--out", str(path))
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def test_keygen_writes_private_key_and_refuses_overwrite(key: Path) -> None:
+    """keygen writes a 0600 base64 key, prints only its id, and never overwrites a key."""
+    content = key.read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert len(content.strip()) == 44
+    again = archiverd("keygen", "--out", str(key))
+    assert again.returncode == EX_NOPERM
+    assert b"refusing to overwrite" in again.stderr
+    assert key.read_bytes() == content
+    assert content.strip() not in again.stderr + again.stdout
+    assert leftovers(key.parent) == ["archive.key"]
+
+
+def test_pack_unpack_files(tmp_path: Path, key: Path) -> None:
+    """pack writes header+body; unpack restores the exact bytes; the key is never echoed."""
+    data = bulk_log(3_000_000)
+    (tmp_path / "in.log").write_bytes(data)
+    packed = archiverd(
+        "pack", "--key-file", str(key), str(tmp_path / "in.log"), str(tmp_path / "p")
+    )
+    assert packed.returncode == 0, packed.stderr
+    assert (tmp_path / "p").read_bytes().startswith(MAGIC)
+    assert (tmp_path / "p").stat().st_size < len(data) // 3
+    done = archiverd("unpack", "--key-file", str(key), str(tmp_path / "p"), str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    secret = key.read_bytes().strip()
+    assert secret not in packed.stderr + done.stderr
+    assert leftovers(tmp_path) == ["in.log", "keys", "out", "p"]
+
+
+def test_pack_unpack_stdio(key: Path) -> None:
+    """`-` packs from stdin to stdout and unpacks back."""
+    data = bulk_log(500_000, seed=5)
+    packed = archiverd("pack", "--key-file", str(key), "-", "-", stdin=data)
+    assert packed.returncode == 0, packed.stderr
+    assert packed.stdout.startswith(MAGIC)
+    done = archiverd("unpack", "--key-file", str(key), "-", "-", stdin=packed.stdout)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
+
+
+def test_unpack_failures_exit_nonzero_and_leave_nothing(tmp_path: Path, key: Path) -> None:
+    """Flipped, truncated or wrong-key input: exit 65, a clear message, no output file."""
+    (tmp_path / "in.log").write_bytes(bulk_log(200_000))
+    archiverd("pack", "--key-file", str(key), str(tmp_path / "in.log"), str(tmp_path / "p"))
+    packed = (tmp_path / "p").read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    flipped = bytearray(packed)
+    flipped[-100] ^= 1
+    other = tmp_path / "other.key"
+    assert archiverd("keygen", "--out", str(other)).returncode == 0
+    (tmp_path / "in2.log").write_bytes(bulk_log(50_000, seed=8))
+    archiverd("pack", "--key-file", str(key), str(tmp_path / "in2.log"), str(tmp_path / "p2"))
+    second = (tmp_path / "p2").read_bytes()
+    header, header2 = packed[: packed.index(b"}") + 1], second[: second.index(b"}") + 1]
+    cases = [
+        (bytes(flipped), key, b"GCM authentication tag does not verify"),
+        (packed[:-40], key, b"truncated"),
+        (packed + b"\n", key, b"were appended"),
+        (header2 + packed[len(header) :], key, b"swapped"),
+        (packed[:10], key, b"ends inside its header"),
+        (packed, other, b"not in the keyring"),
+    ]
+    for content, key_file, message in cases:
+        (work / "in.pack").write_bytes(content)
+        done = archiverd(
+            "unpack", "--key-file", str(key_file), str(work / "in.pack"), str(work / "out")
+        )
+        assert done.returncode == EX_DATAERR, (message, done.stderr)
+        assert message in done.stderr
+        assert leftovers(work) == ["in.pack"]
+        piped = archiverd("unpack", "--key-file", str(key_file), "-", "-", stdin=content)
+        assert piped.returncode == EX_DATAERR
+        assert piped.stdout == b""
+
+
+def test_missing_key_file_is_exit_77(tmp_path: Path) -> None:
+    """A key file that does not exist: exit 77, the message names it; no output is created."""
+    (tmp_path / "in.log").write_bytes(b"x\n")
+    done = archiverd(
+        "pack",
+        "--key-file",
+        str(tmp_path / "nope.key"),
+        str(tmp_path / "in.log"),
+        str(tmp_path / "p"),
+    )
+    assert done.returncode == EX_NOPERM
+    assert b"nope.key" in done.stderr
+    assert leftovers(tmp_path) == ["in.log"]
+
+
+def test_config_key_and_systemd_credentials(tmp_path: Path, key: Path) -> None:
+    """Without --key-file the config's key is used, found in $CREDENTIALS_DIRECTORY."""
+    config = tmp_path / "archiverd.toml"
+    config.write_text('[encryption]\nkey_file = "/etc/archiverd/archive.key"\n')
+    (tmp_path / "in.log").write_bytes(b"via credentials\n")
+    env = {"CREDENTIALS_DIRECTORY": str(key.parent)}
+    packed = archiverd(
+        "pack", "--config", str(config), str(tmp_path / "in.log"), str(tmp_path / "p"), env=env
+    )
+    assert packed.returncode == 0, packed.stderr
+    done = archiverd("unpack", "--key-file", str(key), str(tmp_path / "p"), str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o").read_bytes() == b"via credentials\n"
+
+
+def test_pack_refuses_terminal_stdout(tmp_path: Path, key: Path) -> None:
+    """`pack IN -` with stdout on a terminal refuses instead of spraying binary on it."""
+    import pty
+
+    (tmp_path / "in.log").write_bytes(b"x\n")
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "archiverd",
+                "pack",
+                "--key-file",
+                str(key),
+                str(tmp_path / "in.log"),
+                "-",
+            ],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 66
+    assert b"to a terminal" in done.stderr
