@@ -15,7 +15,7 @@ import structlog
 
 from archiverd import __version__
 from archiverd.config import Settings, load_settings
-from archiverd.errors import ArchiverError, NotBuiltError
+from archiverd.errors import ArchiverError
 from archiverd.logs import configure_logging
 
 log = structlog.get_logger("archiverd.cli")
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_args(ls)
     ls.add_argument("--versions", action="store_true", help="every version and delete marker")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _restore_args(ls, "ls")
     ls.set_defaults(handler=_ls)
 
     get = commands.add_parser("get", help="download, verify, decrypt and decompress segments")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--version-id", help="one specific object version")
     get.add_argument("--text", action="store_true", help="print only the message text")
     get.add_argument("--out", required=True, help="directory, or - for stdout (time order)")
+    _restore_args(get, "get")
     get.set_defaults(handler=_get)
     return parser
 
@@ -122,8 +124,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _settings(args)
-    raise NotBuiltError("`archiverd run` is not built yet (the daemon lands with issues 3-5)")
+    import asyncio
+
+    from archiverd.daemon import Daemon
+
+    settings = _settings(args)
+    daemon = Daemon(settings, load_settings=lambda: load_settings(args.config))
+    if args.once:
+        return asyncio.run(daemon.run_once(seal_open=args.seal_open))
+    if args.seal_open:
+        print("archiverd run: --seal-open only applies with --once", file=sys.stderr)
+        return 2
+    return asyncio.run(daemon.serve())
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -133,22 +145,60 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    raise NotBuiltError("`archiverd keygen` is not built yet")
+    from archiverd.pack.commands import keygen
+
+    key_id = keygen(args.out)
+    print(f"wrote {args.out} (mode 600), key id {key_id}", file=sys.stderr)
+    return 0
 
 
 def _pack(args: argparse.Namespace) -> int:
-    raise NotBuiltError("`archiverd pack` is not built yet")
+    from archiverd.pack import load_key_files, load_keyring
+    from archiverd.pack.commands import pack_file
+
+    if args.key_file is not None:
+        keyring = load_key_files([args.key_file])
+        level = args.level
+    else:
+        encryption = _settings(args).encryption
+        keyring = load_keyring(encryption)
+        level = args.level if args.level is not None else encryption.compression_level
+    if level is None:
+        from archiverd.config import DEFAULT_COMPRESSION_LEVEL
+
+        level = DEFAULT_COMPRESSION_LEVEL
+    pack_file(args.input, args.output, keyring, level=level)
+    return 0
 
 
 def _unpack(args: argparse.Namespace) -> int:
-    raise NotBuiltError("`archiverd unpack` is not built yet")
+    from archiverd.pack import load_key_files, load_keyring
+    from archiverd.pack.commands import unpack_file
+
+    if args.key_file:
+        keyring = load_key_files(args.key_file)
+    else:
+        keyring = load_keyring(_settings(args).encryption)
+    unpack_file(args.input, args.output, keyring)
+    return 0
+
+
+def _restore_args(parser: argparse.ArgumentParser, command: str) -> None:
+    from archiverd.restore import commands
+
+    if command == "ls":
+        commands.add_ls_arguments(parser)
+    else:
+        commands.add_get_arguments(parser)
 
 
 def _ls(args: argparse.Namespace) -> int:
-    _settings(args)
-    raise NotBuiltError("`archiverd ls` is not built yet (the restore CLI lands with issue 6)")
+    from archiverd.restore.commands import run_ls
+
+    return run_ls(args, _settings(args))
 
 
 def _get(args: argparse.Namespace) -> int:
-    _settings(args)
-    raise NotBuiltError("`archiverd get` is not built yet (the restore CLI lands with issue 6)")
+    from archiverd.restore.commands import run_get
+
+    return run_get(args, _settings(args))

@@ -1,0 +1,344 @@
+"""Download, verify, decrypt and decompress segments; no unverified byte is ever released.
+
+Each object is downloaded to a temp file, unpacked by `archiverd.pack.unpack_to_file` (which
+only renames its output into place once the GCM tag verified), checked against the
+plaintext SHA-256 and identity in its metadata, and only then renamed to its final name
+(``--out DIR``) or merged to stdout (``--out -``, after *every* segment verified). Any
+failure removes the temp files it made, so an interrupted or failed run leaves only
+complete, verified files, and a rerun skips those (resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from archiverd.destinations.base import Destination, StoredObject
+from archiverd.errors import ArchiverError, EnvelopeMismatchError, RetryableDestinationError
+from archiverd.layout import format_ts
+from archiverd.pack import Keyring, unpack_stream, unpack_to_file
+from archiverd.restore.listing import Segment, bounded_gather
+from archiverd.restore.query import container_name
+from archiverd.restore.records import keyed, merge, stream_messages, write_messages
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_CHUNK = 1024 * 1024
+RETRY_DELAYS = (0.5, 2.0)
+"""Pauses between download attempts; tests pass () so a failure surfaces at once."""
+
+
+class OutputError(ArchiverError):
+    """The output directory or stream cannot be written."""
+
+    exit_code = os.EX_CANTCREAT
+
+
+class RestoreFailedError(ArchiverError):
+    """Some segments failed; the exit code is that of the first failure."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How `get` writes what it restores."""
+
+    parallel: int = 4
+    grep: re.Pattern[str] | None = None
+    text: bool = False
+    retry_delays: tuple[float, ...] = RETRY_DELAYS
+    since_ns: int | None = None
+    until_ns: int | None = None
+    """`--out -` only: records outside [since, until] are left out (DIR keeps whole segments)."""
+
+    @property
+    def filtered(self) -> bool:
+        """Whether output differs from the archived bytes (so resume cannot compare hashes)."""
+        return self.grep is not None or self.text
+
+    @property
+    def trimmed(self) -> bool:
+        """Whether `--out -` leaves out records outside a time window."""
+        return self.since_ns is not None or self.until_ns is not None
+
+
+@dataclass
+class Summary:
+    """What one `get` did."""
+
+    restored: int = 0
+    skipped: int = 0
+    plaintext_bytes: int = 0
+    messages: int = 0
+    failures: list[tuple[Segment, ArchiverError]] = field(default_factory=list)
+
+
+Advance = Callable[[int], None]
+
+
+def output_name(segment: Segment, metadata: Mapping[str, str] | None) -> str:
+    """``<name>_<id12>_<first-ts>_<seq>.log``: who and when, unique per segment."""
+    name = _UNSAFE.sub("_", container_name(metadata or {})).strip("._")
+    who = f"{name}_{segment.parsed.container_id[:12]}" if name else segment.parsed.container_id
+    return f"{who}_{format_ts(segment.parsed.first_ts)}_{segment.parsed.seq:08d}.log"
+
+
+async def fetch_segment(
+    destination: Destination,
+    segment: Segment,
+    keyring: Keyring,
+    dst: Path,
+    work: Path,
+    retry_delays: Sequence[float] = RETRY_DELAYS,
+    *,
+    durable: bool = True,
+) -> Mapping[str, str]:
+    """Verified plaintext of `segment` at `dst` (or raise, leaving nothing); return metadata.
+
+    ``durable=False`` skips the fsync (for private temp files read once, then deleted).
+    """
+    body = work / f".{uuid.uuid4().hex}.body"
+    try:
+        stored = await _download(destination, segment, body, retry_delays)
+        metadata = dict(stored.metadata)
+        check_identity(segment, metadata)
+        unpack = _unpack if durable else _unpack_scratch
+        digest = await asyncio.to_thread(unpack, body, metadata, dst, keyring)
+        expected = metadata.get("archiverd-plaintext-sha256", "")
+        if expected and digest != expected:
+            await asyncio.to_thread(dst.unlink, missing_ok=True)
+            raise EnvelopeMismatchError(
+                f"{segment.key}: decrypted content does not match the plaintext SHA-256 in its "
+                "metadata (object and metadata come from different segments): restore another "
+                "version from `archiverd ls --versions`"
+            )
+        return metadata
+    finally:
+        body.unlink(missing_ok=True)
+
+
+async def _download(
+    destination: Destination, segment: Segment, body: Path, retry_delays: Sequence[float]
+) -> StoredObject:
+    """Download, retrying transient failures (network, a short or corrupt transfer)."""
+    for delay in (*retry_delays, None):
+        try:
+            return await destination.download(segment.key, body, segment.version_id or None)
+        except RetryableDestinationError:
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def check_identity(segment: Segment, metadata: Mapping[str, str]) -> None:
+    """The metadata describes the segment its key names (catches objects copied elsewhere)."""
+    said_id = metadata.get("archiverd-container-id")
+    said_first = metadata.get("archiverd-first-ts")
+    if (said_id is not None and said_id != segment.parsed.container_id) or (
+        said_first is not None and said_first != format_ts(segment.parsed.first_ts)
+    ):
+        raise EnvelopeMismatchError(
+            f"{segment.key}: its metadata describes another segment (container {said_id}, "
+            f"first record {said_first}): the object was copied or swapped; restore another "
+            "version from `archiverd ls --versions`"
+        )
+
+
+def _unpack(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
+    with body.open("rb") as src:
+        result = unpack_to_file(src, metadata, dst, keyring)
+    return str(result.plaintext_sha256)
+
+
+def _unpack_scratch(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
+    """`unpack_stream` into a new 0600 file; removed again on any failure."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with body.open("rb") as src, os.fdopen(fd, "wb") as out:
+            result = unpack_stream(src, metadata, out, keyring, tmp_dir=dst.parent)
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
+    return str(result.plaintext_sha256)
+
+
+async def restore_to_dir(
+    destination: Destination,
+    segments: Sequence[Segment],
+    keyring: Keyring,
+    out_dir: Path,
+    options: FetchOptions,
+    advance: Advance,
+) -> Summary:
+    """One verified file per segment in `out_dir`; skips files already restored intact.
+
+    Work files live in a hidden temp dir inside `out_dir` (same filesystem, so the final
+    rename is atomic), removed at the end even when interrupted.
+    """
+    try:
+        await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        work = Path(await asyncio.to_thread(tempfile.mkdtemp, ".tmp", ".archiverd-get-", out_dir))
+    except OSError as exc:
+        raise OutputError(f"cannot write --out {str(out_dir)!r}: {exc.strerror}") from None
+    summary = Summary()
+
+    async def one(segment: Segment) -> None:
+        final = out_dir / output_name(segment, segment.metadata)
+        if not options.filtered and await asyncio.to_thread(_intact, final, segment.metadata):
+            summary.skipped += 1
+            advance(segment.size)
+            return
+        partial = work / f"{uuid.uuid4().hex}.log"
+        filtered = partial.with_suffix(".filtered")
+        try:
+            await fetch_segment(destination, segment, keyring, partial, work, options.retry_delays)
+            if options.filtered:
+                matched = await asyncio.to_thread(_filter_file, partial, filtered, options)
+                summary.messages += matched
+                if not matched and options.grep is not None:
+                    # No file for a segment without a matching line, as grep -l would.
+                    final.unlink(missing_ok=True)
+                    advance(segment.size)
+                    return
+                os.replace(filtered, final)
+            else:
+                os.replace(partial, final)
+            summary.restored += 1
+            summary.plaintext_bytes += final.stat().st_size
+        except ArchiverError as exc:
+            summary.failures.append((segment, exc))
+        except OSError as exc:
+            summary.failures.append((segment, OutputError(f"writing {final}: {exc}")))
+        finally:
+            partial.unlink(missing_ok=True)
+            filtered.unlink(missing_ok=True)
+        advance(segment.size)
+
+    try:
+        await bounded_gather([one(s) for s in segments], options.parallel)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+async def restore_to_stream(
+    destination: Destination,
+    segments: Sequence[Segment],
+    keyring: Keyring,
+    out: BinaryIO,
+    options: FetchOptions,
+    advance: Advance,
+    tmp_root: Path | None = None,
+) -> Summary:
+    """Verify every segment into a private temp dir, then write them merged in time order.
+
+    Nothing is written to `out` unless every segment verified. Streams are per container
+    (segments in seq order, so each container's bytes come out exactly as written),
+    interleaved by record time.
+    """
+    summary = Summary()
+    with tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=tmp_root) as tmp:
+        work = Path(tmp)
+        paths: dict[int, Path] = {}
+
+        async def one(index: int, segment: Segment) -> None:
+            dst = work / f"{index:08d}.log"
+            try:
+                await fetch_segment(
+                    destination, segment, keyring, dst, work, options.retry_delays, durable=False
+                )
+                paths[index] = dst
+            except ArchiverError as exc:
+                summary.failures.append((segment, exc))
+            advance(segment.size)
+
+        await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
+        if summary.failures:
+            return summary
+        streams = _streams(segments, paths)
+        summary.restored = len(segments)
+        summary.plaintext_bytes = sum(p.stat().st_size for p in paths.values())
+        try:
+            if len(streams) == 1 and not options.filtered and not options.trimmed:
+                _copy(streams[0][1], out)
+            else:
+                merged = merge(
+                    [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
+                )
+                summary.messages = write_messages(
+                    merged,
+                    out,
+                    grep=options.grep,
+                    text=options.text,
+                    since_ns=options.since_ns,
+                    until_ns=options.until_ns,
+                )
+            out.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and keep the interpreter's
+            # final flush from raising again.
+            with suppress(OSError, ValueError, io.UnsupportedOperation):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, out.fileno())
+    return summary
+
+
+def _streams(
+    segments: Sequence[Segment], paths: Mapping[int, Path]
+) -> list[tuple[int, list[Path]]]:
+    """Per (host, container): its segment files in seq order, with its first record's time."""
+    groups: dict[tuple[str, str], list[tuple[int, Segment]]] = {}
+    for index, segment in enumerate(segments):
+        groups.setdefault((segment.parsed.host, segment.parsed.container_id), []).append(
+            (index, segment)
+        )
+    streams = []
+    for members in groups.values():
+        members.sort(key=lambda item: (item[1].parsed.seq, item[1].parsed.first_ts))
+        start = int(members[0][1].parsed.first_ts.timestamp() * 1_000_000) * 1000
+        streams.append((start, [paths[index] for index, _ in members]))
+    streams.sort(key=lambda item: item[0])
+    return streams
+
+
+def _copy(paths: Sequence[Path], out: BinaryIO) -> None:
+    for path in paths:
+        with path.open("rb") as handle:
+            shutil.copyfileobj(handle, out, _CHUNK)
+
+
+def _filter_file(src: Path, dst: Path, options: FetchOptions) -> int:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        count = write_messages(
+            keyed(stream_messages([src], 0)), out, grep=options.grep, text=options.text
+        )
+        out.flush()
+        os.fsync(out.fileno())
+    return count
+
+
+def _intact(path: Path, metadata: Mapping[str, str] | None) -> bool:
+    """A finished file from an earlier run whose SHA-256 is the archived plaintext's."""
+    expected = (metadata or {}).get("archiverd-plaintext-sha256")
+    if not expected or not path.is_file():
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == expected

@@ -1,0 +1,256 @@
+"""Find the segments a `Query` selects, listing only the partitions it needs.
+
+Hosts come from a delimiter listing when the destination offers one (`PrefixLister`);
+otherwise, and only when ``--host`` is absent, the whole prefix is listed once. Metadata
+(container names, labels) is fetched with one HEAD per key, only when a filter needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol, TypeVar, runtime_checkable
+
+from archiverd.destinations.base import Destination, ObjectVersion
+from archiverd.errors import ArchiverError
+from archiverd.layout import ParsedKey, parse_key
+from archiverd.restore.query import Query, plan_days, plan_prefixes
+
+_T = TypeVar("_T")
+
+
+class NoMatchError(ArchiverError):
+    """Nothing matched the filters (or the version asked for does not exist)."""
+
+    exit_code = 1
+
+
+@runtime_checkable
+class PrefixLister(Protocol):
+    """Optional destination capability: common prefixes one level below `prefix`."""
+
+    def list_prefixes(self, prefix: str) -> AsyncIterator[str]:
+        """Yield full prefixes ending in '/' (an S3 ``Delimiter='/'`` listing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One listed object version (or delete marker) of an archived segment."""
+
+    key: str
+    parsed: ParsedKey
+    version_id: str
+    size: int
+    last_modified: datetime
+    is_latest: bool = True
+    is_delete_marker: bool = False
+    metadata: Mapping[str, str] | None = None
+
+    @property
+    def order(self) -> tuple[datetime, str, str, int, int]:
+        """Time order: first record, host, container, seq; newest version first."""
+        stamp = -self.last_modified.timestamp()
+        return (
+            self.parsed.first_ts,
+            self.parsed.host,
+            self.parsed.container_id,
+            self.parsed.seq,
+            int(stamp * 1_000_000),
+        )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What `select` found; `deleted` counts matching keys whose latest is a delete marker."""
+
+    segments: list[Segment]
+    deleted: int = 0
+
+
+async def discover_hosts(destination: Destination) -> list[str] | None:
+    """Host names under the destination prefix; None when the destination cannot tell cheaply."""
+    if not isinstance(destination, PrefixLister):
+        return None
+    hosts = []
+    async for sub in destination.list_prefixes(destination.prefix):
+        name = sub[len(destination.prefix) :].rstrip("/")
+        if name:
+            hosts.append(name)
+    return sorted(hosts)
+
+
+async def select(
+    destination: Destination,
+    query: Query,
+    now: datetime,
+    *,
+    versions: bool = False,
+    with_metadata: bool = False,
+    concurrency: int = 8,
+) -> Selection:
+    """The segments matching `query`, in time order.
+
+    ``versions``: every version and delete marker, else the latest live version of each key.
+    ``with_metadata``: HEAD each kept version (for `ls --long` and naming `get` outputs).
+    """
+    entries = await _list(destination, query, now, versions=versions)
+    if query.container and query.container_may_be_id:
+        by_id = [s for s in entries if s.parsed.container_id.startswith(query.container)]
+        if by_id:
+            entries, name_filter = by_id, False
+        else:
+            name_filter = True
+    else:
+        name_filter = bool(query.container)
+    if name_filter or query.needs_metadata:
+        entries = await _filter_by_metadata(destination, query, entries, name_filter, concurrency)
+    if with_metadata:
+        entries = await fill_metadata(destination, entries, concurrency)
+    entries.sort(key=lambda s: s.order)
+    deleted = 0
+    if not versions and not entries:
+        deleted = await _count_deleted(destination, query, now, name_filter, concurrency)
+    return Selection(entries, deleted)
+
+
+async def _list(
+    destination: Destination, query: Query, now: datetime, *, versions: bool
+) -> list[Segment]:
+    hosts = [query.host] if query.host else await discover_hosts(destination)
+    days = plan_days(query.since, query.until, now, query.lookback)
+    prefixes = (
+        plan_prefixes(destination.prefix, hosts, days)
+        if hosts is not None
+        else [destination.prefix]
+    )
+    found: list[Segment] = []
+    for prefix in prefixes:
+        listing = destination.list_versions(prefix) if versions else destination.list_latest(prefix)
+        async for item in listing:
+            segment = _segment(destination.prefix, item)
+            if segment is not None and query.key_matches(segment.parsed):
+                found.append(segment)
+    return found
+
+
+def _segment(prefix: str, item: ObjectVersion) -> Segment | None:
+    parsed = parse_key(prefix, item.key)
+    if parsed is None:
+        return None
+    return Segment(
+        key=item.key,
+        parsed=parsed,
+        version_id=item.version_id,
+        size=item.size,
+        last_modified=item.last_modified,
+        is_latest=item.is_latest,
+        is_delete_marker=item.is_delete_marker,
+    )
+
+
+async def _filter_by_metadata(
+    destination: Destination,
+    query: Query,
+    entries: list[Segment],
+    name_filter: bool,
+    concurrency: int,
+) -> list[Segment]:
+    """Keep keys whose metadata matches; one HEAD per key (all versions share a container)."""
+    live: dict[str, Segment] = {}
+    for segment in entries:
+        if not segment.is_delete_marker and (segment.key not in live or segment.is_latest):
+            live[segment.key] = segment
+
+    async def decide(segment: Segment) -> tuple[str, Mapping[str, str] | None]:
+        stored = await destination.head(segment.key, segment.version_id or None)
+        return segment.key, None if stored is None else stored.metadata
+
+    heads = dict(await bounded_gather([decide(s) for s in live.values()], concurrency))
+    kept: list[Segment] = []
+    for segment in entries:
+        metadata = heads.get(segment.key)
+        if metadata is None:
+            continue
+        if name_filter and not query.name_matches(metadata):
+            continue
+        if not query.metadata_matches(metadata):
+            continue
+        own = metadata if live[segment.key].version_id == segment.version_id else None
+        kept.append(replace(segment, metadata=own))
+    return kept
+
+
+async def fill_metadata(
+    destination: Destination, entries: Sequence[Segment], concurrency: int = 8
+) -> list[Segment]:
+    """The same entries, each live version with its metadata (one HEAD where missing)."""
+
+    async def fill(segment: Segment) -> Segment:
+        if segment.metadata is not None or segment.is_delete_marker:
+            return segment
+        stored = await destination.head(segment.key, segment.version_id or None)
+        return replace(segment, metadata={} if stored is None else dict(stored.metadata))
+
+    return await bounded_gather([fill(s) for s in entries], concurrency)
+
+
+async def _count_deleted(
+    destination: Destination, query: Query, now: datetime, name_filter: bool, concurrency: int
+) -> int:
+    """How many keys would have matched but whose latest version is a delete marker."""
+    every = await _list(destination, query, now, versions=True)
+    if query.container and not name_filter:
+        every = [s for s in every if s.parsed.container_id.startswith(query.container)]
+    marked = {s.key for s in every if s.is_latest and s.is_delete_marker}
+    if not marked:
+        return 0
+    candidates = [s for s in every if s.key in marked]
+    if name_filter or query.needs_metadata:
+        candidates = await _filter_by_metadata(
+            destination, query, candidates, name_filter, concurrency
+        )
+    return len({s.key for s in candidates})
+
+
+async def bounded_gather(calls: Sequence[Awaitable[_T]], concurrency: int) -> list[_T]:
+    """Await all `calls`, at most `concurrency` at once, results in order.
+
+    The first exception cancels the rest and is raised as itself (not an ExceptionGroup).
+    """
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(call: Awaitable[_T]) -> _T:
+        async with gate:
+            return await call
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(call)) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        # Calls that never started (cancelled while queued) are closed, not leaked.
+        for call in calls:
+            if inspect.iscoroutine(call) and inspect.getcoroutinestate(call) == "CORO_CREATED":
+                call.close()
+    return [task.result() for task in tasks]
+
+
+def find_version(selection: Selection, version_id: str) -> Segment:
+    """The one listed entry with `version_id`; `NoMatchError` when absent or a delete marker."""
+    for segment in selection.segments:
+        if segment.version_id == version_id:
+            if segment.is_delete_marker:
+                raise NoMatchError(
+                    f"version {version_id} of {segment.key} is a delete marker (the object was "
+                    "deleted): pick an earlier version from `archiverd ls --versions`"
+                )
+            return segment
+    raise NoMatchError(
+        f"no version {version_id} among {len({s.key for s in selection.segments})} matching "
+        "key(s): list them with `archiverd ls --versions` and the same filters"
+    )
