@@ -69,6 +69,10 @@ class Destination(Protocol):
         """Every version and delete marker under `prefix`, key order then newest first."""
         ...
 
+    def list_prefixes(self, prefix: str) -> AsyncIterator[str]:
+        """Common prefixes one level below `prefix`, ending in '/' (S3 ``Delimiter='/'``)."""
+        ...
+
     def list_latest(self, prefix: str) -> AsyncIterator[ObjectVersion]:
         """The latest live version of every key under `prefix`, in key order."""
         ...

@@ -186,6 +186,28 @@ class FileDestination:
         for version in await asyncio.to_thread(self._list, prefix):
             yield version
 
+    async def list_prefixes(self, prefix: str) -> AsyncIterator[str]:
+        """Common prefixes one level below `prefix`: its sub-folders that are not objects."""
+        for name in await asyncio.to_thread(self._subfolders, prefix):
+            yield name
+
+    def _subfolders(self, prefix: str) -> list[str]:
+        *parents, partial = prefix.split("/")
+        folder = self.root.joinpath(*parents)
+        base = "".join(f"{part}/" for part in parents)
+        try:
+            names = sorted(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [
+            f"{base}{name}/"
+            for name in names
+            if name.startswith(partial)
+            and not name.startswith(".")
+            and not name.endswith(SUFFIX)
+            and (folder / name).is_dir()
+        ]
+
     async def list_latest(self, prefix: str) -> AsyncIterator[ObjectVersion]:
         """The latest live version of every key under `prefix`, in key order."""
         for version in await asyncio.to_thread(self._list, prefix):

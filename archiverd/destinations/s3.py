@@ -263,6 +263,17 @@ class S3Destination:
         except Exception as exc:
             raise translate(exc, where=self._where("ListObjectVersions", prefix)) from exc
 
+    async def list_prefixes(self, prefix: str) -> AsyncIterator[str]:
+        """Common prefixes one level below `prefix` (a ``Delimiter='/'`` listing)."""
+        client = await self.client()
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield str(common["Prefix"])
+        except Exception as exc:
+            raise translate(exc, where=self._where("ListObjectsV2", prefix)) from exc
+
     async def list_latest(self, prefix: str) -> AsyncIterator[ObjectVersion]:
         """The latest live version of every key under `prefix`, in key order."""
         async for version in self.list_versions(prefix):

@@ -73,10 +73,11 @@ class Selection:
 
 async def discover_hosts(destination: Destination) -> list[str] | None:
     """Host names under the destination prefix; None when the destination cannot tell cheaply."""
-    if not isinstance(destination, PrefixLister):
+    lister: object = destination  # fakes and older destinations may lack list_prefixes
+    if not isinstance(lister, PrefixLister):
         return None
     hosts = []
-    async for sub in destination.list_prefixes(destination.prefix):
+    async for sub in lister.list_prefixes(destination.prefix):
         name = sub[len(destination.prefix) :].rstrip("/")
         if name:
             hosts.append(name)

@@ -142,3 +142,15 @@ async def test_factory_defaults_to_the_state_dir_bucket(tmp_path: Path) -> None:
     assert dest.root == (tmp_path / "state" / "bucket").resolve()
     assert "keeps every version" in await dest.check()
     await dest.close()
+
+
+async def test_list_prefixes_yields_host_folders_only(tmp_path: Path) -> None:
+    """list_prefixes names the folders one level down, never objects or hidden temp dirs."""
+    root = tmp_path / "bucket"
+    for folder in ("p/host-a/2026", "p/host-b/2026", "p/.tmp-x", "p/k.log.gz.enc.versions"):
+        (root / folder).mkdir(parents=True)
+    destination = FileDestination(root.as_uri())
+    found = [prefix async for prefix in destination.list_prefixes("p/")]
+    assert found == ["p/host-a/", "p/host-b/"]
+    assert [prefix async for prefix in destination.list_prefixes("p/host-a")] == ["p/host-a/"]
+    assert [prefix async for prefix in destination.list_prefixes("nothing/")] == []

@@ -214,3 +214,17 @@ async def test_multipart_put_on_an_existing_key_leaves_no_upload(
             await dest.put_file(key, path, {}, sha)
     assert len(versions_of(seaweedfs, bucket)) == 1
     assert incomplete_uploads(seaweedfs, bucket) == []
+
+
+async def test_list_prefixes_is_a_delimiter_listing(seaweedfs: S3Server) -> None:
+    """list_prefixes returns the host folders under the prefix, one level deep."""
+    bucket = seaweedfs.make_bucket()
+    client = seaweedfs.boto3_client()
+    for key in ("arch/host-a/2026/x", "arch/host-b/2026/y", "arch/host-b/z", "other/q"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"1")
+    destination = s3_destination(seaweedfs, bucket, "arch/")
+    try:
+        found = [p async for p in destination.list_prefixes("arch/")]
+    finally:
+        await destination.close()
+    assert found == ["arch/host-a/", "arch/host-b/"]
