@@ -9,6 +9,7 @@ opened is registered on the caller's `AsyncExitStack` so it closes in reverse or
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -128,9 +129,9 @@ class Built:
     schedule_factory: Callable[[ScheduleSettings], Schedule]
 
 
-def make_schedule(schedule: ScheduleSettings) -> Schedule:
-    """The wall-clock upload schedule for this host (deterministic splay by host name)."""
-    return UploadSchedule(schedule.upload_at, schedule.splay_seconds, socket.gethostname())
+def make_schedule(schedule: ScheduleSettings, host: str | None = None) -> Schedule:
+    """The wall-clock upload schedule for `host` (deterministic splay by host name)."""
+    return UploadSchedule(schedule.upload_at, schedule.splay_seconds, host or socket.gethostname())
 
 
 async def build_components(
@@ -153,15 +154,22 @@ async def build_components(
         parts.destination = open_destination(settings)
     stack.push_async_callback(parts.destination.close)
     if parts.collector is None:
-        parts.collector = CollectorImpl(settings, _real(journal), parts.keyring, metrics)
+        parts.collector = CollectorImpl(
+            settings, _real(journal), parts.keyring, metrics, host=settings.host_name
+        )
     stack.push_async_callback(parts.collector.aclose)
     if parts.clock is None:
         parts.clock = SystemClock()
     if parts.uploader is None:
         parts.uploader = UploaderImpl(
-            parts.destination, _real(journal), metrics, settings=settings, clock=parts.clock
+            parts.destination,
+            _real(journal),
+            metrics,
+            settings=settings,
+            clock=parts.clock,
+            host=settings.host_name,
         )
-    factory = parts.schedule_factory or make_schedule
+    factory = parts.schedule_factory or functools.partial(make_schedule, host=settings.host_name)
     if parts.schedule is None:
         parts.schedule = ReloadableSchedule(factory(settings.schedule))
     if parts.upload_loop is None:

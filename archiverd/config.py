@@ -56,8 +56,6 @@ class SourceSettings(_Section):
     path: Path
     glob: str = "**/*.log"
     """`directory` only: which files under `path` are logs (pathlib glob)."""
-    events_socket: str = ""
-    """`docker` only: Docker API socket whose /events hint at exits (the files stay the truth)."""
     idle_seconds: float = Field(default=300.0, gt=0)
     """`cri`/`directory` with `run --once`: a file idle this long counts as finished."""
     rescan_seconds: float = Field(default=30.0, gt=0)

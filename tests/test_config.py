@@ -123,3 +123,14 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[destination\n")
     with pytest.raises(ConfigError, match=r"cannot read config file .*archiverd\.toml"):
         load_settings(path)
+
+
+def test_host_comes_from_the_environment_and_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARCHIVERD_HOST names the key's host segment; a value with '/' is refused."""
+    monkeypatch.setenv("ARCHIVERD_HOST", "node-7.example")
+    assert load_settings(write(tmp_path, "")).host_name == "node-7.example"
+    monkeypatch.setenv("ARCHIVERD_HOST", "a/b")
+    with pytest.raises(ConfigError, match=r"host = 'a/b': use letters, digits"):
+        load_settings(write(tmp_path, ""))
