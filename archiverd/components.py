@@ -26,7 +26,7 @@ from archiverd.journal import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
 from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
-from archiverd.upload.schedule import UploadSchedule
+from archiverd.upload.schedule import UploadSchedule, UploadSummary
 from archiverd.upload.uploader import Uploader as UploaderImpl
 
 
@@ -38,19 +38,6 @@ class Collector(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
     async def seal_all(self, *, include_open: bool) -> int: ...
     async def aclose(self) -> None: ...
-
-
-class UploadSummary(Protocol):
-    """Counts from one upload pass."""
-
-    @property
-    def uploaded(self) -> int: ...
-    @property
-    def skipped_existing(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
 
 
 class Uploader(Protocol):

@@ -42,7 +42,6 @@ from archiverd.components import (
     Journal,
     Uploader,
     UploadLoop,
-    UploadSummary,
     build_components,
 )
 from archiverd.config import Settings
@@ -53,6 +52,7 @@ from archiverd.logs import configure_logging
 from archiverd.metrics import Metrics
 from archiverd.reload import merge_reloadable
 from archiverd.systemd import Notifier, watchdog_loop
+from archiverd.upload.schedule import UploadSummary
 
 log = structlog.get_logger("archiverd.daemon")
 

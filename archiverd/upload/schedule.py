@@ -79,10 +79,12 @@ class Schedule(Protocol):
 class PassRunner(Protocol):
     """The uploader, as the loop sees it."""
 
-    async def upload_pending(self) -> _Summary: ...
+    async def upload_pending(self) -> UploadSummary: ...
 
 
-class _Summary(Protocol):
+class UploadSummary(Protocol):
+    """Counts from one upload pass, as the loop and the daemon read them."""
+
     @property
     def uploaded(self) -> int: ...
     @property

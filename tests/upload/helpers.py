@@ -9,22 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from archiverd.journal import PackedSegment
 from archiverd.layout import SegmentDescription, segment_metadata
 
 BASE = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Shaped like `archiverd.journal.PackedSegment`."""
-
-    segment_id: int
-    description: SegmentDescription
-    spool_path: Path
-    metadata: dict[str, str]
-    packed_bytes: int
-    packed_sha256_b64: str
-    sealed_at: datetime
+# The uploader reads exactly what the journal returns.
+Segment = PackedSegment
 
 
 def sha256_b64(data: bytes) -> str:
