@@ -98,7 +98,9 @@ def child(argv: list[str]) -> None:
         with open(src + ".meta") as meta:
             envelope = json.load(meta)
         with open(src + ".body", "rb") as body:
-            unpack_to_file(body, envelope, Path(dst), keyring)
+            # `archiverd unpack` skips the plaintext SHA-256 (the tag and gzip CRC verify);
+            # `archiverd get` computes it to compare with the segment's metadata.
+            unpack_to_file(body, envelope, Path(dst), keyring, hash_plaintext=op == "unpack-sha")
         packed = 0
     seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     user = after.ru_utime - before.ru_utime
@@ -235,6 +237,7 @@ def report(work: Path, size: int) -> None:
 
     pack = run_child("pack", log, work / "obj", key, level)
     unpack = run_child("unpack", work / "obj", work / "restored.log", key, level)
+    unpack_sha = run_child("unpack-sha", work / "obj", work / "restored.log", key, level)
     same = _sha256(work / "restored.log") == _sha256(log)
     gzip_wall, gzip_cpu = timed_shell(f"gzip -6 -c {log} > {work}/gz6.gz")
     gzip_size = (work / "gz6.gz").stat().st_size
@@ -249,7 +252,12 @@ def report(work: Path, size: int) -> None:
 
     components(log, level)
     print(f"\nplaintext {size / MB:.0f} MB, level {level}, round trip identical: {same}")
-    for name, run in (("archiverd pack", pack), ("archiverd unpack", unpack)):
+    runs = (
+        ("archiverd pack", pack),
+        ("archiverd unpack", unpack),
+        ("unpack + sha256 (get)", unpack_sha),
+    )
+    for name, run in runs:
         rss, user_rate = run["rss_kib"] / 1024, size / run["user"] / MB
         extra = f"peak RSS {rss:.1f} MiB, user-only {user_rate:.0f} MB/s"
         _row(name, size, run["seconds"], run["cpu"], extra)

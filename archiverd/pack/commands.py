@@ -102,9 +102,11 @@ def unpack_file(source: str, target: str, keyring: Keyring) -> UnpackResult:
     with _open_in(source) as src:
         metadata = container.read_header(src)
         if target == STDIO:
-            result = unpack_stream(src, metadata, sys.stdout.buffer, keyring)
+            result = unpack_stream(src, metadata, sys.stdout.buffer, keyring, hash_plaintext=False)
         else:
-            result = unpack_to_file(src, metadata, Path(target).absolute(), keyring)
+            result = unpack_to_file(
+                src, metadata, Path(target).absolute(), keyring, hash_plaintext=False
+            )
     log.info("unpacked", source=source, target=target, plaintext_bytes=result.plaintext_bytes)
     return result
 

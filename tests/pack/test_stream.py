@@ -54,6 +54,33 @@ def test_roundtrip_docker_logs(data: bytes) -> None:
     assert roundtrip(data) == data
 
 
+@SETTINGS
+@given(data=st.binary(min_size=1, max_size=50_000), position=st.integers(min_value=0))
+def test_unhashed_unpack_still_refuses_any_flipped_byte(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, position: int
+) -> None:
+    """Without the plaintext SHA-256 a flipped body byte still fails and leaves no file."""
+    body, result = pack_bytes(data, KEYRING)
+    dst = tmp_path_factory.mktemp("unhashed") / "out.log"
+    assert unpack_to_file(
+        io.BytesIO(body), result.envelope, dst, KEYRING, hash_plaintext=False
+    ) == (type(result_of(data))(len(data), ""))
+    assert dst.read_bytes() == data
+    dst.unlink()
+    damaged = bytearray(body)
+    damaged[position % len(body)] ^= 0x01
+    with pytest.raises(IntegrityError):
+        unpack_to_file(
+            io.BytesIO(bytes(damaged)), result.envelope, dst, KEYRING, hash_plaintext=False
+        )
+    assert list(dst.parent.iterdir()) == []
+
+
+def result_of(data: bytes) -> object:
+    body, result = pack_bytes(data, KEYRING)
+    return unpack_stream(io.BytesIO(body), result.envelope, io.BytesIO(), KEYRING)
+
+
 def test_roundtrip_many_chunks_reports_checksums() -> None:
     """A multi-MiB log round-trips; PackResult's sizes and hashes describe plaintext and body."""
     data = bulk_log(5 * 1024 * 1024 + 17)
@@ -296,7 +323,7 @@ def test_gzip_bomb_inflates_in_bounded_pieces() -> None:
     result = pack_stream(ZeroReader(size), body, KEYRING)  # type: ignore[arg-type]
     assert result.packed_bytes < size // 500
     sink = MaxWriteRecorder()
-    _unpack(io.BytesIO(body.getvalue()), result.envelope, sink, KEYRING)  # type: ignore[arg-type]
+    _unpack(io.BytesIO(body.getvalue()), result.envelope, sink, KEYRING, True)  # type: ignore[arg-type]
     assert sink.total == size
     assert sink.largest <= CHUNK_BYTES
 
