@@ -6,15 +6,14 @@ catches anything missed. Each dirty stream is processed on a worker thread (at m
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed.
 
-Back-pressure: while the spool holds ``state.spool_max_bytes`` or more (or the disk is full),
-`spool_full` is set, the metric ``archiverd_spool_full`` is 1 and no new segment is sealed;
-sealed data is never dropped and reading resumes where it stopped.
+Event bridging and rescans live in `archiverd.rescan`; packing and the spool's back-pressure
+(no new segment is sealed while `spool_full`; sealed data is never dropped) in
+`archiverd.spooling`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 import threading
@@ -25,19 +24,19 @@ from datetime import UTC, datetime
 import structlog
 
 from archiverd.config import Settings
-from archiverd.errors import SourceError
-from archiverd.journal import Journal, SegmentRow
+from archiverd.journal import Journal
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
+from archiverd.rescan import DirtyStreams, Key
 from archiverd.seal import FilesMissingError, StreamTail, TailContext
 from archiverd.sources import BaseSource, StreamInfo, make_source
-from archiverd.spool import Spool, pack_segment
-from archiverd.tail import Opener, RangeReader
+from archiverd.spool import Spool
+from archiverd.spooling import SpoolFeeder
+from archiverd.tail import Opener
 from archiverd.watch import Watcher
 
 log = structlog.get_logger("archiverd.collect")
 
-Key = tuple[int, str]  # (source index, stream key)
 REOPEN_ATTEMPTS = 5
 """Passes a journaled file may be missing (e.g. mid-rotation) before its bytes count as lost."""
 
@@ -46,7 +45,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Collector:
+class Collector(DirtyStreams, SpoolFeeder):
     """Discover, tail, seal and pack; see the module docstring."""
 
     def __init__(
@@ -98,29 +97,8 @@ class Collector:
 
     # reporting -----------------------------------------------------------------------
 
-    def _bad(self, reason: str) -> None:
-        self.metrics.bad_input.labels(reason=reason).inc()
-
     def _bad_at(self, reason: str, path: str) -> None:
         self._bad(reason)
-
-    def _update_spool_state(self) -> None:
-        used, objects = self.journal.spool_usage()
-        self.metrics.spool_bytes.set(used)
-        self.metrics.spool_objects.set(objects)
-        full = self._disk_full or used >= self.spool.max_bytes
-        if full != self.spool_full:
-            if full:
-                log.warning(
-                    "spool full: not sealing new segments until uploads free space",
-                    spool_bytes=used,
-                    limit=self.spool.max_bytes,
-                    disk_full=self._disk_full,
-                )
-            else:
-                log.info("spool has room again; sealing resumes", spool_bytes=used)
-        self.spool_full = full
-        self.metrics.spool_full.set(1 if full else 0)
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -206,53 +184,6 @@ class Collector:
         while self._busy or self._packing:
             self._done.clear()
             await self._done.wait()
-
-    # events --------------------------------------------------------------------------
-
-    def _on_event(self, index: int, paths: list[str]) -> None:
-        """Called on watchdog's thread."""
-        source = self.sources[index]
-        keys = {source.key_for_path(p) for p in paths if p}
-        with self._lock:
-            was_idle = not self._dirty and not self._rescan_wanted
-            for key in keys:
-                if key is None:
-                    self._rescan_wanted = True
-                else:
-                    self._dirty.add((index, key))
-        if was_idle and self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    def _mark(self, key: Key) -> None:
-        with self._lock:
-            self._dirty.add(key)
-
-    def _take_dirty(self) -> list[Key]:
-        with self._lock:
-            ready = [k for k in self._dirty if k not in self._busy]
-            self._dirty.difference_update(ready)
-        return ready
-
-    def _discover(self, changed_only: bool = False) -> set[Key]:
-        """Stream keys present or journaled; `changed_only`: only those whose cheap
-        signature (stats of their files) moved since the last rescan, so watching many idle
-        containers costs a few stats each."""
-        keys: set[Key] = set()
-        for index, source in enumerate(self.sources):
-            try:
-                found = source.keys()
-            except OSError as exc:
-                log.warning("discovery failed; will retry", source=source.name, error=str(exc))
-                continue
-            journaled = {key for _, key in self.journal.active_streams(source.name)}
-            for key in set(found) | journaled:
-                if changed_only:
-                    signature = source.signature(key)
-                    if self._signatures.get((index, key)) == signature:
-                        continue
-                    self._signatures[(index, key)] = signature
-                keys.add((index, key))
-        return keys
 
     # work ----------------------------------------------------------------------------
 
@@ -351,20 +282,6 @@ class Collector:
         self.metrics.watched_files.set(sum(len(t.files) for t in list(self._tails.values())))
         return pending
 
-    def _pack_work(self, key: Key) -> None:
-        tail = self._tails.get(key)
-        if tail is None:
-            return
-        while True:
-            sealed = self.journal.segments(tail.stream_id, "sealed")
-            if not sealed:
-                break
-            for segment in sealed:
-                if not self._pack(tail, segment):
-                    self._update_spool_state()
-                    return
-            self._update_spool_state()
-
     def _new_tail(self, index: int, source: BaseSource, info: StreamInfo) -> StreamTail | None:
         journaled = {k for _, k in self.journal.active_streams(source.name)}
         if info.key not in journaled and (info.state == "removed" or not info.files):
@@ -431,42 +348,3 @@ class Collector:
         except OSError:
             mtime = 0.0
         return datetime.fromtimestamp(mtime, UTC)
-
-    def _pack(self, tail: StreamTail, segment: SegmentRow) -> bool:
-        """Pack one sealed segment into the spool and commit it as packed."""
-        assert segment.end_offset is not None
-        assert segment.description is not None
-        started = time.monotonic()
-        try:
-            result = pack_segment(
-                self.spool,
-                self.journal,
-                self.keyring,
-                RangeReader(tail.spans(), segment.start_offset, segment.end_offset),
-                segment,
-                level=self.settings.encryption.compression_level,
-            )
-        except SourceError as exc:
-            self.journal.mark_lost(segment.id, str(exc))
-            self._bad("vanished")
-            log.error("segment lost: its source bytes are gone", segment=segment.id, error=str(exc))
-            return True
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._disk_full = True
-            self._update_spool_state()
-            log.error("cannot write to the spool; will retry", segment=segment.id, error=str(exc))
-            return False
-        self._disk_full = False
-        self.packed_total += 1
-        self.metrics.segments_packed.inc()
-        self.metrics.pack_plaintext_bytes.inc(result.plaintext_bytes)
-        self.metrics.pack_seconds.inc(time.monotonic() - started)
-        log.info(
-            "segment packed",
-            container=segment.description["container_id"],
-            seq=segment.seq,
-            bytes=result.plaintext_bytes,
-            packed=result.packed_bytes,
-        )
-        return True

@@ -10,14 +10,14 @@ discovery, seal and journal, drain uploads for up to ``schedule.shutdown_timeout
 (when ``schedule.upload_on_shutdown``), cancel the rest (it stays in the spool and goes out on
 the next start), close HTTP last, and log one summary line.
 
-Signals (with ``handle_signals=True``) only record and set events: SIGTERM/SIGINT stop (a
-second one forces exit at once: the journal is committed before every side effect, so that
-is as safe as kill -9), SIGHUP reloads, SIGUSR1 uploads now. Reload applies only what can
-change under a running pipeline: ``log.level``, ``log.format``, ``schedule.upload_at`` and
-``schedule.splay_seconds`` (from the next planned run), ``schedule.upload_on_shutdown`` and
-``schedule.shutdown_timeout_seconds``. Everything else (sources, destination, keys, state,
-HTTP, the uploader's overdue limit and drain rate) is held by running parts and needs a
-restart; a reload that changes it logs which settings and keeps the old values.
+Signals (with ``handle_signals=True``, see `archiverd.signals`) only record and set events;
+the ``--once`` pass and the bounded shutdown steps are in `archiverd.drain`. Reload (SIGHUP)
+applies only what can change under a running pipeline: ``log.level``, ``log.format``,
+``schedule.upload_at`` and ``schedule.splay_seconds`` (from the next planned run),
+``schedule.upload_on_shutdown`` and ``schedule.shutdown_timeout_seconds``. Everything else
+(sources, destination, keys, state, HTTP, the uploader's overdue limit and drain rate) is held
+by running parts and needs a restart; a reload that changes it logs which settings and keeps
+the old values.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ from archiverd.components import (
     build_components,
 )
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, DestinationError, RetryableDestinationError
+from archiverd.drain import bounded, count_pending, once_pass
+from archiverd.errors import ArchiverError, RetryableDestinationError
 from archiverd.health import Health, check_state_dir
 from archiverd.httpserver import HttpServer
 from archiverd.logs import configure_logging
 from archiverd.metrics import Metrics
 from archiverd.reload import merge_reloadable
+from archiverd.signals import Requests
 from archiverd.systemd import Notifier, watchdog_loop
 from archiverd.upload.schedule import UploadSummary
 
@@ -87,39 +89,26 @@ class Daemon:
         self._load_settings = load_settings
         self._monotonic = monotonic
         self.health: Health | None = None
-        self._stop = asyncio.Event()
-        self._force = asyncio.Event()
-        self._reload = asyncio.Event()
-        self._flush = asyncio.Event()
+        self._requests = Requests()
         self._collector_stop = asyncio.Event()
         self._upload_stop = asyncio.Event()
         self._aux_stop = asyncio.Event()
-        self._stop_reason = ""
-        self._force_signal: int = signal.SIGTERM
         self._stack = AsyncExitStack()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._signals: list[signal.Signals] = []
 
     # -- control (signal handlers and tests) ---------------------------------------------
 
     def request_stop(self, reason: str = "requested", signum: int = signal.SIGTERM) -> None:
         """Begin a graceful shutdown; a second request forces exit (code 128 + `signum`)."""
-        if self._stop.is_set():
-            self._stop_reason = f"{self._stop_reason}, then {reason}"
-            self._force_signal = signum
-            self._force.set()
-            return
-        self._stop_reason = reason
-        self._force_signal = signum
-        self._stop.set()
+        self._requests.request_stop(reason, signum)
 
     def request_reload(self) -> None:
         """Re-read the settings that can change safely (see the module docstring)."""
-        self._reload.set()
+        self._requests.reload.set()
 
     def request_flush(self) -> None:
         """Run an upload now instead of at the next scheduled time."""
-        self._flush.set()
+        self._requests.flush.set()
 
     @property
     def parts(self) -> Built:
@@ -141,7 +130,7 @@ class Daemon:
             await self._stack.aclose()
             if self.http is not None:
                 await self.http.aclose()
-            self._remove_signals()
+            self._requests.remove()
             raise
 
     async def _startup(self, once: bool) -> None:
@@ -154,7 +143,8 @@ class Daemon:
             destination=s.destination_url,
             state_dir=str(s.state.dir),
         )
-        self._loop_signals()
+        if self.handle_signals:
+            self._requests.install()
         parts = await build_components(s, self.metrics, self._given, self._stack, check_state_dir)
         self._parts = parts
         self.health = health = Health(
@@ -175,31 +165,13 @@ class Daemon:
             await self.http.start()
             log.info("http listening", host=self.http.host, port=self.http.port)
         self._spawn("collector", parts.collector.run(self._collector_stop), pipeline=True)
-        self._spawn("uploads", parts.upload_loop.run(self._upload_stop, self._flush), pipeline=True)
-        self._spawn("control", self._control())
+        uploads = parts.upload_loop.run(self._upload_stop, self._requests.flush)
+        self._spawn("uploads", uploads, pipeline=True)
+        self._spawn("control", self._requests.serve_reloads(self.reload))
         self.notifier.ready(status="archiving")
         self._spawn("heartbeat", health.run())
         self._spawn("watchdog", watchdog_loop(self.notifier, self._healthy, self._aux_stop))
         log.info("started")
-
-    def _loop_signals(self) -> None:
-        if not self.handle_signals:
-            return
-        loop = asyncio.get_running_loop()
-        actions: dict[signal.Signals, Callable[[], None]] = {
-            signal.SIGTERM: lambda: self.request_stop("SIGTERM", signal.SIGTERM),
-            signal.SIGINT: lambda: self.request_stop("SIGINT", signal.SIGINT),
-            signal.SIGHUP: self.request_reload,
-            signal.SIGUSR1: self.request_flush,
-        }
-        for signum, action in actions.items():
-            loop.add_signal_handler(signum, action)
-            self._signals.append(signum)
-
-    def _remove_signals(self, keep: int = 0) -> None:
-        loop = asyncio.get_running_loop()
-        while len(self._signals) > keep:
-            loop.remove_signal_handler(self._signals.pop())
 
     def _spawn(self, name: str, coro: Any, *, pipeline: bool = False) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=f"archiverd-{name}")
@@ -208,7 +180,7 @@ class Daemon:
             task.add_done_callback(lambda t: self._pipeline_ended(name, t))
 
     def _pipeline_ended(self, name: str, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stop.is_set():
+        if task.cancelled() or self._requests.stop.is_set():
             return
         exc = task.exception()
         log.error(
@@ -224,9 +196,9 @@ class Daemon:
     async def serve(self) -> int:
         """Start, run until stopped, shut down; return the exit code."""
         await self.startup()
-        await self._stop.wait()
+        await self._requests.stop.wait()
         shutdown = asyncio.create_task(self.shutdown(), name="archiverd-shutdown")
-        forced = asyncio.create_task(self._force.wait())
+        forced = asyncio.create_task(self._requests.force.wait())
         await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
         forced.cancel()
         if not shutdown.done():
@@ -238,7 +210,7 @@ class Daemon:
     async def _force_exit(self, shutdown: asyncio.Task[None]) -> None:
         self.forced = True
         if not self.exit_code:
-            self.exit_code = 128 + self._force_signal
+            self.exit_code = 128 + self._requests.force_signal
         shutdown.cancel()
         await asyncio.wait({shutdown}, timeout=2.0)
         tasks = [task for task in self._tasks.values() if not task.done()]
@@ -252,7 +224,7 @@ class Daemon:
             await self.http.aclose()
         log.warning(
             "forced exit: remaining work cancelled; spooled segments upload on the next start",
-            reason=self._stop_reason,
+            reason=self._requests.stop_reason,
             exit_code=self.exit_code,
         )
         if self.handle_signals:  # a real process: do not wait for threads still packing
@@ -266,43 +238,20 @@ class Daemon:
         A stop signal cancels the pass (what is not uploaded stays spooled) and returns 128+N.
         """
         await self.startup(once=True)
-        work = asyncio.create_task(self._once(seal_open), name="archiverd-once")
-        stopped = asyncio.create_task(self._stop.wait())
+        work = asyncio.create_task(once_pass(self.parts, seal_open), name="archiverd-once")
+        stopped = asyncio.create_task(self._requests.stop.wait())
         try:
             await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 work.cancel()
                 await asyncio.wait({work})
                 log.warning("run --once interrupted; unfinished work resumes on the next run")
-                return 128 + self._force_signal
+                return 128 + self._requests.force_signal
             return work.result()
         finally:
             stopped.cancel()
             await self._stack.aclose()
-            self._remove_signals()
-
-    async def _once(self, seal_open: bool) -> int:
-        parts = self.parts
-        sealed = await parts.collector.seal_all(include_open=seal_open)
-        summary = await parts.uploader.upload_pending()
-        pending = await _count_pending(parts)
-        ok = summary.failed == 0 and pending == 0
-        log.info(
-            "run --once complete" if ok else "run --once incomplete",
-            sealed=sealed,
-            uploaded=summary.uploaded,
-            skipped_existing=summary.skipped_existing,
-            failed=summary.failed,
-            bytes=summary.bytes,
-            pending=pending,
-        )
-        return os.EX_OK if ok else DestinationError.exit_code
-
-    async def _control(self) -> None:
-        while True:
-            await self._reload.wait()
-            self._reload.clear()
-            self.reload()
+            self._requests.remove()
 
     def reload(self) -> None:
         """Apply reloadable settings from `load_settings`; keep the old ones on any error."""
@@ -329,7 +278,7 @@ class Daemon:
         is not mistaken for a hang.
         """
         live = self.health is not None and self.health.liveness() is None
-        if self._stop.is_set():
+        if self._requests.stop.is_set():
             return live
         pipeline = [self._tasks[name] for name in ("collector", "uploads") if name in self._tasks]
         return live and all(not task.done() for task in pipeline)
@@ -344,32 +293,34 @@ class Daemon:
         parts = self.parts
         self.notifier.stopping("stopping: sealing and draining uploads")
         log.info(
-            "stopping", reason=self._stop_reason, timeout_seconds=schedule.shutdown_timeout_seconds
+            "stopping",
+            reason=self._requests.stop_reason,
+            timeout_seconds=schedule.shutdown_timeout_seconds,
         )
-        self._remove_signals(keep=2)  # keep TERM/INT: a second one forces exit
+        self._requests.remove(keep=2)  # keep TERM/INT: a second one forces exit
 
         sealed: int | None = None
         summary: UploadSummary | None = None
         queued = pending = -1
         try:
             self._collector_stop.set()
-            await _bounded(self._tasks.get("collector"), deadline, "discovery")
-            sealed = await _bounded(
+            await bounded(self._tasks.get("collector"), deadline, "discovery")
+            sealed = await bounded(
                 parts.collector.seal_all(include_open=schedule.upload_on_shutdown),
                 deadline,
                 "seal",
             )
-            queued = await _count_pending(parts)
+            queued = await count_pending(parts)
             self._upload_stop.set()
-            await _bounded(self._tasks.get("uploads"), deadline, "upload loop")
+            await bounded(self._tasks.get("uploads"), deadline, "upload loop")
             if schedule.upload_on_shutdown:
-                summary = await _bounded(parts.uploader.upload_pending(), deadline, "final upload")
-            pending = await _count_pending(parts)
+                summary = await bounded(parts.uploader.upload_pending(), deadline, "final upload")
+            pending = await count_pending(parts)
         finally:
             await self._close_all()
         log.info(
             "shutdown complete",
-            reason=self._stop_reason,
+            reason=self._requests.stop_reason,
             sealed=sealed if sealed is not None else "timed out",
             queued=queued,
             uploaded=max(0, queued - pending),
@@ -392,38 +343,7 @@ class Daemon:
         finally:
             if self.http is not None:
                 await self.http.aclose()
-            self._remove_signals()
-
-
-async def _bounded(work: Any, deadline: float, what: str) -> Any:
-    """Await a task or coroutine until `deadline` (monotonic); past it cancel, return None.
-
-    Failures are logged, not raised: shutdown must reach the journal close and HTTP close.
-    """
-    if work is None:
-        return None
-    task = work if isinstance(work, asyncio.Future) else asyncio.ensure_future(work)
-    if task.done() and (task.cancelled() or task.exception() is not None):
-        return None  # a pipeline task that already ended; its end was logged then
-    try:
-        return await asyncio.wait_for(task, timeout=max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        log.warning(f"{what} cancelled at the shutdown timeout; it resumes on the next start")
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled (forced exit), not just `task`
-    except Exception as exc:
-        log.error(
-            f"{what} failed during shutdown; it resumes on the next start",
-            error=str(exc) if isinstance(exc, ArchiverError) else repr(exc),
-        )
-    return None
-
-
-async def _count_pending(parts: Built) -> int:
-    """Packed segments not yet uploaded (the journal may block briefly: off the loop)."""
-    return len(await asyncio.to_thread(parts.journal.packed_segments))
+            self._requests.remove()
 
 
 __all__ = [
