@@ -30,7 +30,14 @@ from archiverd.layout import format_ts
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
 from archiverd.restore.listing import Segment, bounded_gather
 from archiverd.restore.query import container_name
-from archiverd.restore.records import keyed, merge, stream_messages, write_messages
+from archiverd.restore.records import (
+    keyed,
+    merge,
+    stream_messages,
+    stream_records,
+    write_messages,
+    write_records,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
@@ -275,6 +282,14 @@ async def restore_to_stream(
         try:
             if len(streams) == 1 and not options.filtered and not options.trimmed:
                 _copy(streams[0][1], out)
+            elif not options.filtered:
+                # No --grep/--text: merge raw records, never building message objects.
+                summary.messages = write_records(
+                    [stream_records(files, start, n) for n, (start, files) in enumerate(streams)],
+                    out,
+                    since_ns=options.since_ns,
+                    until_ns=options.until_ns,
+                )
             else:
                 merged = merge(
                     [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
