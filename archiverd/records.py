@@ -194,7 +194,7 @@ class _RecordScanner(Scanner):
         raise NotImplementedError
 
 
-def _escaped_newline_at_end(text: bytes) -> bool:
+def escaped_newline_at_end(text: bytes) -> bool:
     """Whether JSON string bytes end in an escaped newline (``\\n`` not ``\\\\n``)."""
     if not text.endswith(b"\\n"):
         return False
@@ -236,7 +236,7 @@ class DockerScanner(_RecordScanner):
         split = line.find(_STREAM)
         tpos = line.rfind(_TIME)
         if line.startswith(b'{"log":"') and line.endswith(b'"}') and split > 0 and tpos > split:
-            return _escaped_newline_at_end(line[8:split]), line[tpos + len(_TIME) : -2]
+            return escaped_newline_at_end(line[8:split]), line[tpos + len(_TIME) : -2]
         try:  # an unusual but valid shape, e.g. other key order
             record = json.loads(line)
             text, ts = record["log"], record.get("time", "")

@@ -15,11 +15,10 @@ from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from archiverd.fsutil import ensure_private_dir, fsync_dir
+from archiverd.fsutil import ensure_private_dir, fsync_dir, publish
 from archiverd.journal import Journal, SegmentRow, description_from_json
 from archiverd.layout import segment_metadata
 from archiverd.pack import Keyring, PackResult, pack_stream
-from archiverd.tail import RangeReader, as_binary
 
 log = structlog.get_logger("archiverd.spool")
 
@@ -62,10 +61,7 @@ class Spool:
         try:
             with self._open_temp(temp) as out:
                 result = produce(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, final)
-            fsync_dir(self.dir)
+            publish(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -109,16 +105,18 @@ def pack_segment(
     spool: Spool,
     journal: Journal,
     keyring: Keyring,
-    reader: RangeReader,
+    reader: BinaryIO,
     segment: SegmentRow,
     *,
     level: int,
 ) -> PackResult:
     """Pack a sealed segment's bytes (from `reader`) into the spool, then commit 'packed'
-    with its object metadata. Raises SourceError (source bytes gone) or OSError (spool)."""
+    with its object metadata. Raises SourceError (source bytes gone) or OSError (spool).
+
+    The daemon reads the stream's files through `as_binary(RangeReader(...))`."""
     assert segment.description is not None
     path, result = spool.write(
-        segment.id, lambda dst: pack_stream(as_binary(reader), dst, keyring, level=level)
+        segment.id, lambda dst: pack_stream(reader, dst, keyring, level=level)
     )
     description: dict[str, Any] = dict(segment.description)
     description["plaintext_sha256"] = result.plaintext_sha256

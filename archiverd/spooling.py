@@ -23,7 +23,7 @@ from archiverd.pack import Keyring
 from archiverd.rescan import Key
 from archiverd.seal import StreamTail
 from archiverd.spool import Spool, pack_segment
-from archiverd.tail import RangeReader
+from archiverd.tail import RangeReader, as_binary
 
 log = structlog.get_logger("archiverd.spooling")
 
@@ -87,7 +87,7 @@ class SpoolFeeder:
                 self.spool,
                 self.journal,
                 self.keyring,
-                RangeReader(tail.spans(), segment.start_offset, segment.end_offset),
+                as_binary(RangeReader(tail.spans(), segment.start_offset, segment.end_offset)),
                 segment,
                 level=self.settings.encryption.compression_level,
             )

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from archiverd.records import escaped_newline_at_end
+
 _TS = re.compile(
     rb"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
     rb"(?:([Zz])|([+-])(\d\d):?(\d\d))$"
@@ -116,7 +118,7 @@ def _classify(line: bytes) -> tuple[bool, int | None]:
             stop = line.find(b'"', at + 8)
             ts = parse_ts_ns(line[at + 8 : stop])
             if ts is not None:
-                return _ends_in_newline_escape(line[8:end]), ts
+                return escaped_newline_at_end(line[8:end]), ts
     if line.startswith(b"{"):
         docker = _docker(line)
         if docker is not None:
@@ -125,14 +127,6 @@ def _classify(line: bytes) -> tuple[bool, int | None]:
     if cri is not None:
         return cri[1], cri[2]
     return True, None
-
-
-def _ends_in_newline_escape(value: bytes) -> bool:
-    """Whether a JSON string body ends with the escape ``\\n`` (not an escaped backslash + n)."""
-    if not value.endswith(b"\\n"):
-        return False
-    slashes = len(value) - 1 - len(value[:-1].rstrip(b"\\"))
-    return slashes % 2 == 1
 
 
 def _line_text(line: bytes) -> bytes:
@@ -285,7 +279,7 @@ def stream_records(
                         if ts is not None:
                             # Ends in the escape \n unless that backslash is itself escaped.
                             complete = line.endswith(b"\\n", 8, end) and (
-                                line[end - 3] != 92 or _ends_in_newline_escape(line[8:end])
+                                line[end - 3] != 92 or escaped_newline_at_end(line[8:end])
                             )
                 if complete is None:
                     complete, ts = _classify(line)

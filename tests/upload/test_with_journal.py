@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from archiverd.config import ScheduleSettings
 from archiverd.destinations.filesystem import FileDestination
-from archiverd.journal import Journal, description_from_json
-from archiverd.layout import object_key, segment_metadata
+from archiverd.journal import Journal
+from archiverd.layout import object_key
 from archiverd.metrics import Metrics
-from archiverd.pack import Keyring, load_key_files, pack_stream
+from archiverd.pack import Keyring, load_key_files
 from archiverd.pack.commands import unpack_file
-from archiverd.spool import Spool
+from archiverd.spool import Spool, pack_segment
 from archiverd.upload.uploader import Uploader
 from tests.fakeclock import FakeClock
 
@@ -38,17 +38,8 @@ def _pack_one(journal: Journal, spool: Spool, keyring: Keyring, plain: bytes, n:
         "plaintext_sha256": hashlib.sha256(plain).hexdigest(), "container_name": f"app{n}",
         "image": "busybox", "source": "docker",
     }  # fmt: skip
-    journal.seal(segment.id, len(plain), description, "exit")
-    path, result = spool.write(segment.id, lambda out: pack_stream(io.BytesIO(plain), out, keyring))
-    metadata = segment_metadata(description_from_json(description), result.envelope, keyring.key_id)
-    journal.mark_packed(
-        segment.id,
-        spool_path=path,
-        metadata=metadata,
-        packed_bytes=result.packed_bytes,
-        packed_sha256_b64=result.packed_sha256_b64,
-        description=description,
-    )
+    sealed = journal.seal(segment.id, len(plain), description, "exit")
+    pack_segment(spool, journal, keyring, io.BytesIO(plain), sealed, level=1)
     return segment.id
 
 
