@@ -126,7 +126,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from archiverd.daemon import Daemon
+    from archiverd.service.daemon import Daemon
 
     settings = _settings(args)
     daemon = Daemon(settings, load_settings=lambda: load_settings(args.config))
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from archiverd.check import run_checks
+    from archiverd.service.check import run_checks
 
     return run_checks(_settings(args))
 

@@ -4,7 +4,7 @@
 
 Starts a local SeaweedFS, generates Docker json-file logs, and stores every segment twice:
 packed exactly as the daemon does (gzip via ISA-L + AES-256-GCM, metadata from
-archiverd.layout), and as plain `gzip -6` of the same plaintext (the baseline: what a
+archiverd.formats.layout), and as plain `gzip -6` of the same plaintext (the baseline: what a
 restore without encryption costs with AWS's own tools). Then measures, wall clock:
 
   archiverd get --out DIR     list, download in parallel, verify, decrypt, gunzip, rename
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from archiverd.layout import SegmentDescription, object_key, segment_metadata  # noqa: E402
+from archiverd.formats.layout import SegmentDescription, object_key, segment_metadata  # noqa: E402
 from archiverd.pack import Keyring, pack_stream  # noqa: E402
 from tests import servers  # noqa: E402
 

@@ -72,9 +72,9 @@ def timed(cmd: list[str]) -> float:
 
 
 async def child_seal(state: Path, root: Path) -> None:
-    from archiverd.collect import Collector
+    from archiverd.collect.collector import Collector
     from archiverd.config import RotationSettings, Settings, SourceSettings, StateSettings
-    from archiverd.journal import Journal
+    from archiverd.journal.db import Journal
     from archiverd.metrics import Metrics
     from archiverd.pack import Keyring
 
@@ -100,9 +100,9 @@ async def child_seal(state: Path, root: Path) -> None:
 
 
 async def child_watch(state: Path, root: Path, seconds: float) -> None:
-    from archiverd.collect import Collector
+    from archiverd.collect.collector import Collector
     from archiverd.config import Settings, SourceSettings, StateSettings
-    from archiverd.journal import Journal
+    from archiverd.journal.db import Journal
     from archiverd.metrics import Metrics
     from archiverd.pack import Keyring
 
@@ -193,7 +193,7 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-watch":
         asyncio.run(child_watch(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-idle":
-        import archiverd.collect  # noqa: F401
+        import archiverd.collect.collector  # noqa: F401
 
         print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from archiverd.layout import METADATA_LIMIT_BYTES
+from archiverd.formats.layout import METADATA_LIMIT_BYTES
 
 SHA256_METADATA = "archiverd-sha256"
 """User metadata holding the body's full SHA-256 (base64), so a HEAD can compare it even

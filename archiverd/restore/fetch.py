@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from archiverd.destinations.base import Destination, StoredObject
 from archiverd.errors import ArchiverError, EnvelopeMismatchError, RetryableDestinationError
-from archiverd.layout import format_ts
+from archiverd.formats.layout import format_ts
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
 from archiverd.restore.listing import Segment, bounded_gather
 from archiverd.restore.query import container_name

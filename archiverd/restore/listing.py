@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from archiverd.destinations.base import Destination, ObjectVersion
 from archiverd.errors import ArchiverError
-from archiverd.layout import ParsedKey, parse_key
+from archiverd.formats.layout import ParsedKey, parse_key
 from archiverd.restore.query import Query, plan_days, plan_prefixes
 
 _T = TypeVar("_T")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from archiverd.errors import ConfigError
-from archiverd.layout import ParsedKey, day_prefix
+from archiverd.formats.layout import ParsedKey, day_prefix
 from archiverd.restore.timespec import parse_duration, parse_time
 
 DEFAULT_LOOKBACK = timedelta(days=1)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from archiverd.records import escaped_newline_at_end
+from archiverd.formats.records import escaped_newline_at_end
 
 _TS = re.compile(
     rb"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"

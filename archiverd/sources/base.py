@@ -16,9 +16,9 @@ from typing import Literal, Protocol
 
 import structlog
 
+from archiverd.collect.files import inside
 from archiverd.config import SourceSettings
-from archiverd.records import Format
-from archiverd.tail import inside
+from archiverd.formats.records import Format
 
 log = structlog.get_logger("archiverd.sources")
 

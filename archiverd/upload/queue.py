@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from archiverd.layout import SegmentDescription
+from archiverd.formats.layout import SegmentDescription
 
 
 class PendingSegment(Protocol):
-    """A packed segment waiting in the spool (`archiverd.journal.PackedSegment`)."""
+    """A packed segment waiting in the spool (`archiverd.journal.db.PackedSegment`)."""
 
     @property
     def segment_id(self) -> int: ...
@@ -30,7 +30,7 @@ class PendingSegment(Protocol):
 
 
 class UploadQueue(Protocol):
-    """The journal, as the uploader sees it (`archiverd.journal.Journal` implements it)."""
+    """The journal, as the uploader sees it (`archiverd.journal.db.Journal` implements it)."""
 
     def packed_segments(self, limit: int | None = None) -> Sequence[PendingSegment]:
         """Segments in state 'packed', oldest sealed first."""

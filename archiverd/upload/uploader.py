@@ -27,7 +27,7 @@ from archiverd.config import ScheduleSettings, Settings
 from archiverd.destinations.base import Destination, StoredObject
 from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, reason_of
 from archiverd.errors import ArchiverError, RetryableDestinationError
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.queue import PendingSegment, UploadQueue
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from archiverd.check import check_destination, run_checks
 from archiverd.config import Settings
 from archiverd.errors import PermanentDestinationError
+from archiverd.service.check import check_destination, run_checks
 from tests.servers import S3Server
 
 

@@ -16,7 +16,7 @@ from archiverd.config import DestinationSettings, Settings
 from archiverd.destinations.failures import reason_of
 from archiverd.destinations.s3 import S3Destination
 from archiverd.errors import RetryableDestinationError
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
 from tests.destinations.s3util import MIB, incomplete_uploads, s3_destination, versions_of

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from archiverd.config import ScheduleSettings
 from archiverd.destinations.failures import ObjectExistsError, reason_of
 from archiverd.errors import PermanentDestinationError, RetryableDestinationError
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
 from tests.destinations.s3util import MIB, aws, incomplete_uploads, s3_destination, versions_of

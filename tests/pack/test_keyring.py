@@ -13,12 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from archiverd.check import default_checks, run_checks
 from archiverd.config import EncryptionSettings, Settings
 from archiverd.errors import KeyMaterialError, TamperedError, WrongKeyError
 from archiverd.logs import configure_logging
 from archiverd.pack import Keyring, load_key_files, load_keyring, unpack_stream
 from archiverd.pack.keyring import aes_key_id, check_master_key
+from archiverd.service.check import default_checks, run_checks
 from tests.pack.helpers import pack_bytes
 from tests.servers import S3Server
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from archiverd.layout import SegmentDescription, object_key, segment_metadata
+from archiverd.formats.layout import SegmentDescription, object_key, segment_metadata
 from archiverd.pack import Keyring, pack_stream
 
 PREFIX = "archive/"

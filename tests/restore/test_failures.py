@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from archiverd.layout import SegmentDescription, object_key
+from archiverd.formats.layout import SegmentDescription, object_key
 from archiverd.pack import Keyring
 from tests.restore import corpus
 from tests.restore.cli import Result, run

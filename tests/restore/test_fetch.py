@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.errors import EnvelopeMismatchError, RetryableDestinationError
-from archiverd.layout import SegmentDescription, object_key, parse_key
+from archiverd.formats.layout import SegmentDescription, object_key, parse_key
 from archiverd.pack import Keyring
 from archiverd.restore.fetch import FetchOptions, check_identity, restore_to_dir
 from archiverd.restore.listing import Segment

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
 from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Container, Seg

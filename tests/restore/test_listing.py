@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
-from archiverd.layout import SegmentDescription, object_key
+from archiverd.formats.layout import SegmentDescription, object_key
 from archiverd.restore.listing import NoMatchError, Segment, find_version, select
 from archiverd.restore.output import Progress, human_bytes, write_table
 from archiverd.restore.query import Query
@@ -175,7 +175,7 @@ async def test_deleted_keys_are_counted_for_the_message() -> None:
 
 
 def _segment(version_id: str, marker: bool, latest: bool = True) -> Segment:
-    from archiverd.layout import parse_key
+    from archiverd.formats.layout import parse_key
 
     desc = SegmentDescription(
         host="h",

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from archiverd.layout import format_ts
+from archiverd.formats.layout import format_ts
 from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Seg

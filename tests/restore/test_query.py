@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from archiverd.errors import ConfigError
-from archiverd.layout import ParsedKey, SegmentDescription, object_key, parse_key
+from archiverd.formats.layout import ParsedKey, SegmentDescription, object_key, parse_key
 from archiverd.restore.query import (
     Query,
     container_name,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from archiverd.collect import Collector
+from archiverd.collect.collector import Collector
 from archiverd.config import RotationSettings, Settings, SourceSettings, StateSettings
-from archiverd.journal import Journal, PackedSegment
-from archiverd.layout import SegmentDescription
+from archiverd.formats.layout import SegmentDescription
+from archiverd.journal.db import Journal, PackedSegment
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring, unpack_to_file
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from archiverd.config import SourceSettings
-from archiverd.journal import Journal
+from archiverd.journal.db import Journal
 from tests.sources.helpers import archived, collector, cri_line, settings
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from archiverd.collect import Collector
+from archiverd.collect.collector import Collector
 from archiverd.config import SourceSettings
-from archiverd.journal import Journal
+from archiverd.journal.db import Journal
 from tests.dockerd import DockerDaemon
 from tests.sources.helpers import archived, collector, settings
 

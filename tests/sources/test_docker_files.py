@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.config import SourceSettings
-from archiverd.journal import Journal
+from archiverd.journal.db import Journal
 from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
 
 CID = "c0ffee" + "0" * 58

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiverd.journal import PackedSegment
-from archiverd.layout import SegmentDescription, segment_metadata
+from archiverd.formats.layout import SegmentDescription, segment_metadata
+from archiverd.journal.db import PackedSegment
 
 BASE = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from archiverd.config import DestinationSettings, ScheduleSettings, Settings
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.failures import PermanentFailure, RetryableFailure
 from archiverd.destinations.filesystem import FileDestination
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
 from tests.fakeclock import FakeClock

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from archiverd.config import ScheduleSettings
 from archiverd.destinations.filesystem import FileDestination
-from archiverd.journal import Journal
-from archiverd.layout import object_key
+from archiverd.formats.layout import object_key
+from archiverd.journal.db import Journal
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring, load_key_files
 from archiverd.pack.commands import unpack_file
-from archiverd.spool import Spool, pack_segment
+from archiverd.spool.store import Spool, pack_segment
 from archiverd.upload.uploader import Uploader
 from tests.fakeclock import FakeClock
 

@@ -1,0 +1,350 @@
+"""The Collector: the front half of the pipeline (discover, tail, seal, pack into the spool).
+
+The event loop only dispatches. Filesystem events arrive from watchdog's inotify thread via
+``loop.call_soon_threadsafe`` and mark streams dirty; a periodic rescan (``rescan_seconds``)
+catches anything missed. Each dirty stream is processed on a worker thread (at most
+``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
+pack every sealed segment into the spool and commit it as packed.
+
+Event bridging and rescans live in `archiverd.collect.dirty`; packing and the spool's back-pressure
+(no new segment is sealed while `spool_full`; sealed data is never dropped) in
+`archiverd.collect.packing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import structlog
+
+from archiverd.collect.dirty import DirtyStreams, Key
+from archiverd.collect.files import Opener
+from archiverd.collect.packing import SpoolFeeder
+from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
+from archiverd.collect.watch import Watcher
+from archiverd.config import Settings
+from archiverd.journal.db import Journal
+from archiverd.metrics import Metrics
+from archiverd.pack import Keyring
+from archiverd.sources import BaseSource, StreamInfo, make_source
+from archiverd.spool.store import Spool
+
+log = structlog.get_logger("archiverd.collect.collector")
+
+REOPEN_ATTEMPTS = 5
+"""Passes a journaled file may be missing (e.g. mid-rotation) before its bytes count as lost."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Collector(DirtyStreams, SpoolFeeder):
+    """Discover, tail, seal and pack; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        keyring: Keyring,
+        metrics: Metrics,
+        *,
+        host: str | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        spool: Spool | None = None,
+        opener: Opener = os.open,
+        sources: Iterable[BaseSource] | None = None,
+        workers: int = 2,
+        watch: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.keyring = keyring
+        self.metrics = metrics
+        self.host = host or socket.gethostname()
+        self.clock = clock
+        self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
+        self.sources: list[BaseSource] = list(
+            sources
+            if sources is not None
+            else (make_source(s, self._bad_at) for s in settings.effective_sources)
+        )
+        self._opener = opener
+        self._workers = workers
+        self._watch = watch
+        self._tails: dict[Key, StreamTail] = {}
+        self._reopen_attempts: dict[Key, int] = {}
+        self._signatures: dict[Key, object] = {}
+        self._busy: set[Key] = set()
+        self._packing: set[Key] = set()
+        self._pack_tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[Key] = set()
+        self._rescan_wanted = True
+        self._lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._done = asyncio.Event()
+        self._disk_full = False
+        self.spool_full = False
+        self.packed_total = 0
+
+    # reporting -----------------------------------------------------------------------
+
+    def _bad_at(self, reason: str, path: str) -> None:
+        self._bad(reason)
+
+    # lifecycle -----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await asyncio.to_thread(self.spool.recover, self.journal)
+        self._update_spool_state()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch, tail, seal and pack until `stop` is set."""
+        await self._start()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        background = [
+            asyncio.create_task(source.background(stop), name=f"source {source.name}")
+            for source in self.sources
+        ]
+        await asyncio.sleep(0)  # a source's background may create its root first (demo)
+        watcher = Watcher(self._on_event) if self._watch else None
+        unwatched = set(range(len(self.sources))) if watcher is not None else set()
+        rescan_every = min(s.settings.rescan_seconds for s in self.sources) if self.sources else 30
+        next_rescan = 0.0
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                if watcher is not None and unwatched:
+                    for index in list(unwatched):
+                        root = self.sources[index].root
+                        if await asyncio.to_thread(watcher.watch, index, root):
+                            unwatched.discard(index)
+                            self._rescan_wanted = True
+                if time.monotonic() >= next_rescan or self._rescan_wanted:
+                    self._rescan_wanted = False
+                    next_rescan = time.monotonic() + rescan_every
+                    for key in await asyncio.to_thread(self._discover, True):
+                        self._mark(key)
+                for key in self._take_dirty():
+                    task = asyncio.create_task(self._process(key, None))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                self._wake.clear()
+                timeout = max(next_rescan - time.monotonic(), 0.01)
+                if unwatched:  # a root that does not exist yet: look again soon
+                    timeout = min(timeout, 1.0)
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+                waiter.cancel()
+                stopper.cancel()
+        finally:
+            if watcher is not None:
+                await asyncio.to_thread(watcher.close)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._pack_tasks, return_exceptions=True)
+
+    async def seal_all(self, *, include_open: bool) -> int:
+        """Seal whatever is sealable now (exited/finished streams, idle ones with
+        ``idle_finishes``, and with `include_open` every stream up to its last record
+        boundary), pack it, and return how many segments were packed."""
+        await self._start()
+        before = self.packed_total
+        keys = await asyncio.to_thread(self._discover)
+        keys |= set(self._tails)
+        await self._idle()  # let run()'s workers finish before touching their streams
+        await asyncio.gather(*(self._process(key, ("once", include_open)) for key in keys))
+        return self.packed_total - before
+
+    async def aclose(self) -> None:
+        """Release every held fd."""
+        await self._idle()
+        for tail in self._tails.values():
+            tail.close()
+        self._tails.clear()
+        self.metrics.watched_files.set(0)
+
+    async def _idle(self) -> None:
+        while self._busy or self._packing:
+            self._done.clear()
+            await self._done.wait()
+
+    # work ----------------------------------------------------------------------------
+
+    async def _process(self, key: Key, once: tuple[str, bool] | None) -> None:
+        """Tail phase (refresh, read, seal), then hand sealed segments to a pack job.
+
+        Packing runs as its own job so a stream keeps opening its new files (before dockerd's
+        max-file deletes them) while earlier segments are being packed. With `once` the pack
+        job is awaited.
+        """
+        if key in self._busy:
+            self._mark(key)
+            return
+        self._busy.add(key)
+        try:
+            async with self._semaphore():
+                sealed = await asyncio.to_thread(self._tail_work, key, once)
+        except Exception:
+            log.exception("stream processing failed; will retry", stream=key[1])
+            self._signatures.pop(key, None)
+            sealed = False
+        finally:
+            self._busy.discard(key)
+            self._done.set()
+            if self._wake is not None:
+                self._wake.set()
+        if sealed and key not in self._packing:
+            job = asyncio.create_task(self._pack_job(key))
+            self._pack_tasks.add(job)
+            job.add_done_callback(self._pack_tasks.discard)
+            if once is not None:
+                await job
+                if once[0] != "final":  # one more pass: release files, notice removal
+                    await self._process(key, ("final", once[1]))
+        elif once is not None:
+            await self._idle()
+
+    async def _pack_job(self, key: Key) -> None:
+        self._packing.add(key)
+        try:
+            async with self._pack_semaphore():
+                await asyncio.to_thread(self._pack_work, key)
+        except Exception:
+            log.exception("packing failed; will retry", stream=key[1])
+        finally:
+            self._packing.discard(key)
+            self._done.set()
+            self._mark(key)  # a tail pass releases files and notices removal
+            if self._wake is not None:
+                self._wake.set()
+
+    _sem: asyncio.Semaphore | None = None
+    _pack_sem: asyncio.Semaphore | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self._workers)
+        return self._sem
+
+    def _pack_semaphore(self) -> asyncio.Semaphore:
+        if self._pack_sem is None:
+            self._pack_sem = asyncio.Semaphore(self._workers)
+        return self._pack_sem
+
+    def _tail_work(self, key: Key, once: tuple[str, bool] | None) -> bool:
+        """Returns whether sealed segments wait for packing."""
+        index, stream_key = key
+        source = self.sources[index]
+        info = source.describe(stream_key)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = self._new_tail(index, source, info)
+            if tail is None:
+                return False
+        if key not in self._packing:
+            tail.release()
+        complete = tail.refresh(info)
+        self._update_spool_state()
+        finish = self._finish_reason(source, info, once)
+        seal_open = once is not None and once[1]
+        tail.advance(may_seal=not self.spool_full, finish=finish, seal_open=seal_open)
+        pending = bool(self.journal.segments(tail.stream_id, "sealed"))
+        if not complete or self.spool_full or not tail.at_end:
+            self._signatures.pop(key, None)  # unfinished business: the next rescan retries
+        if (
+            info.state == "removed"
+            and tail.at_end
+            and not pending
+            and key not in self._packing
+            and tail.scanner.position == tail.open_segment.start_offset
+        ):
+            tail.close()
+            self.journal.remove_stream(tail.stream_id)
+            del self._tails[key]
+            log.info("stream removed and fully archived", stream=stream_key)
+        self.metrics.watched_files.set(sum(len(t.files) for t in list(self._tails.values())))
+        return pending
+
+    def _new_tail(self, index: int, source: BaseSource, info: StreamInfo) -> StreamTail | None:
+        journaled = {k for _, k in self.journal.active_streams(source.name)}
+        if info.key not in journaled and (info.state == "removed" or not info.files):
+            return None
+        if info.key not in journaled and info.files and self._held_elsewhere(index, info):
+            return None  # a rotated name of a file another stream already reads
+        ctx = TailContext(
+            journal=self.journal,
+            rotation=self.settings.rotation,
+            host=self.host,
+            root=source.root,
+            source_name=source.name,
+            clock=self.clock,
+            on_bad=self._bad,
+            on_read=self.metrics.source_bytes_read.labels(source=source.name).inc,
+            on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
+            opener=self._opener,
+        )
+        key = (index, info.key)
+        attempts = self._reopen_attempts.get(key, 0) + 1
+        allow_loss = info.state == "removed" or attempts >= REOPEN_ATTEMPTS
+        try:
+            tail = StreamTail(
+                ctx, self.journal.stream_id(source.name, info.key), info, allow_loss=allow_loss
+            )
+        except FilesMissingError as exc:
+            self._reopen_attempts[key] = attempts
+            self._signatures.pop(key, None)
+            log.warning("cannot find journaled files yet; will retry", error=str(exc))
+            self._rescan_wanted = True
+            return None
+        self._reopen_attempts.pop(key, None)
+        self._tails[key] = tail
+        return tail
+
+    def _held_elsewhere(self, index: int, info: StreamInfo) -> bool:
+        try:
+            st = os.stat(info.files[-1].path)
+        except OSError:
+            return False
+        return any(
+            (f.file.dev, f.file.ino) == (st.st_dev, st.st_ino)
+            for (i, _), tail in list(self._tails.items())
+            if i == index
+            for f in tail.files
+        )
+
+    def _finish_reason(
+        self, source: BaseSource, info: StreamInfo, once: tuple[str, bool] | None
+    ) -> str | None:
+        if info.state == "exited":
+            return "exit"
+        if info.state in ("finished", "removed"):
+            return "finished"
+        if once is not None and info.idle_finishes:
+            idle = (self.clock() - self._last_write(info)).total_seconds()
+            if idle >= source.settings.idle_seconds:
+                return "finished"
+        return None
+
+    def _last_write(self, info: StreamInfo) -> datetime:
+        try:
+            mtime = os.stat(info.files[-1].path).st_mtime if info.files else 0.0
+        except OSError:
+            mtime = 0.0
+        return datetime.fromtimestamp(mtime, UTC)

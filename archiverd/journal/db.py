@@ -1,0 +1,426 @@
+"""The journal: SQLite (WAL) in ``state.dir``, the single source of truth for resuming.
+
+Tables: ``streams`` (one per container log stream), ``files`` (the physical files a stream
+is made of, in order, with their offset in the stream), ``segments`` (byte ranges of a stream
+with a state ``open -> sealed -> packed -> uploaded``; ``lost`` when a source vanished before
+its bytes could be packed). Every transition is committed (``synchronous=FULL``) before the
+side effect that follows it, so a restart resumes exactly: a ``sealed`` segment is packed
+again from its start offset, a ``packed`` one is not.
+
+One connection, shared by the event loop and worker threads behind a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from archiverd.errors import StateError
+from archiverd.formats.layout import SegmentDescription
+from archiverd.fsutil import ensure_private_dir
+
+FILENAME = "journal.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (source, key)
+);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL REFERENCES streams(id),
+    path TEXT NOT NULL,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    fp TEXT NOT NULL,
+    fp_len INTEGER NOT NULL,
+    gz INTEGER NOT NULL DEFAULT 0,
+    base INTEGER,
+    length INTEGER
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL REFERENCES streams(id),
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    start_offset INTEGER NOT NULL,
+    end_offset INTEGER,
+    reason TEXT,
+    sealed_at TEXT,
+    description TEXT,
+    spool_path TEXT,
+    metadata TEXT,
+    packed_bytes INTEGER,
+    packed_sha256_b64 TEXT,
+    object_key TEXT,
+    version_id TEXT,
+    UNIQUE (stream_id, seq)
+);
+CREATE INDEX IF NOT EXISTS segments_state ON segments (state, sealed_at);
+"""
+
+
+@dataclass(frozen=True)
+class PackedSegment:
+    """A segment packed into the spool, waiting for upload."""
+
+    segment_id: int
+    description: SegmentDescription
+    spool_path: Path
+    metadata: dict[str, str]
+    packed_bytes: int
+    packed_sha256_b64: str
+    sealed_at: datetime
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One physical file of a stream; `base` is None until the files before it are read."""
+
+    id: int
+    path: str
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    gz: bool
+    base: int | None
+    length: int | None
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """A segment of a stream in any state."""
+
+    id: int
+    stream_id: int
+    seq: int
+    state: str
+    start_offset: int
+    end_offset: int | None
+    description: dict[str, Any] | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Journal:
+    """The SQLite journal; see the module docstring."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Journal:
+        """Open (creating, mode 0600) ``state_dir/journal.sqlite3`` in WAL mode."""
+        try:
+            ensure_private_dir(state_dir)
+            path = state_dir / FILENAME
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"cannot open the journal in {state_dir}: {exc}; check that state.dir is "
+                "writable by archiverd and not on a network filesystem"
+            ) from exc
+        return cls(conn, path)
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._conn.execute(sql, args))
+
+    # streams -------------------------------------------------------------------------
+
+    def stream_id(self, source: str, key: str) -> int:
+        """The stream's id, creating it (with its first open segment at offset 0)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT id FROM streams WHERE source = ? AND key = ?", (source, key)
+            ).fetchone()
+            if row is not None:
+                conn.execute("UPDATE streams SET removed = 0 WHERE id = ?", (row[0],))
+                return int(row[0])
+            cur = conn.execute("INSERT INTO streams (source, key) VALUES (?, ?)", (source, key))
+            stream_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO segments (stream_id, seq, state, start_offset) "
+                "VALUES (?, 0, 'open', 0)",
+                (stream_id,),
+            )
+            return stream_id
+
+    def active_streams(self, source: str) -> list[tuple[int, str]]:
+        """(id, key) of the source's streams not yet removed."""
+        rows = self._query(
+            "SELECT id, key FROM streams WHERE source = ? AND removed = 0", (source,)
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def remove_stream(self, stream_id: int) -> None:
+        """Mark a stream gone (its files are dropped; segments stay)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE streams SET removed = 1 WHERE id = ?", (stream_id,))
+            conn.execute("DELETE FROM files WHERE stream_id = ?", (stream_id,))
+
+    # files ---------------------------------------------------------------------------
+
+    def files(self, stream_id: int) -> list[FileRow]:
+        """The stream's files still needed, oldest first."""
+        rows = self._query(
+            "SELECT id, path, dev, ino, fp, fp_len, gz, base, length FROM files "
+            "WHERE stream_id = ? ORDER BY id",
+            (stream_id,),
+        )
+        return [FileRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8]) for r in rows]
+
+    def add_file(
+        self,
+        stream_id: int,
+        *,
+        path: str,
+        dev: int,
+        ino: int,
+        fp: str,
+        fp_len: int,
+        gz: bool,
+        base: int | None,
+    ) -> int:
+        """Append a file to the stream; returns its row id."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO files (stream_id, path, dev, ino, fp, fp_len, gz, base) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (stream_id, path, dev, ino, fp, fp_len, int(gz), base),
+            )
+            return int(cur.lastrowid or 0)
+
+    def update_fingerprint(self, file_id: int, fp: str, fp_len: int) -> None:
+        """A file that was shorter than the fingerprint length grew: remember more of it."""
+        with self._tx() as conn:
+            conn.execute("UPDATE files SET fp = ?, fp_len = ? WHERE id = ?", (fp, fp_len, file_id))
+
+    def finish_file(self, file_id: int, length: int, next_id: int | None) -> None:
+        """The file ended at `length`; the next one (if any) starts right after it."""
+        with self._tx() as conn:
+            conn.execute("UPDATE files SET length = ? WHERE id = ?", (length, file_id))
+            if next_id is not None:
+                conn.execute(
+                    "UPDATE files SET base = (SELECT base + length FROM files WHERE id = ?) "
+                    "WHERE id = ?",
+                    (file_id, next_id),
+                )
+
+    def set_file_base(self, file_id: int, base: int | None) -> None:
+        """Place a file in the stream (after a gap, or clear a stale placement)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE files SET base = ? WHERE id = ?", (base, file_id))
+
+    def drop_files(self, file_ids: list[int]) -> None:
+        """Forget files whose bytes are all packed."""
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+
+    # segments ------------------------------------------------------------------------
+
+    def _segment(self, row: tuple[Any, ...]) -> SegmentRow:
+        desc = json.loads(row[6]) if row[6] else None
+        return SegmentRow(row[0], row[1], row[2], row[3], row[4], row[5], desc)
+
+    _SEG = "SELECT id, stream_id, seq, state, start_offset, end_offset, description FROM segments"
+
+    def open_segment(self, stream_id: int) -> SegmentRow:
+        """The stream's open segment (there is always exactly one)."""
+        rows = self._query(self._SEG + " WHERE stream_id = ? AND state = 'open'", (stream_id,))
+        if not rows:
+            raise StateError(f"journal has no open segment for stream {stream_id}: corrupt")
+        return self._segment(rows[0])
+
+    def segments(self, stream_id: int, state: str) -> list[SegmentRow]:
+        """The stream's segments in `state`, in order."""
+        rows = self._query(
+            self._SEG + " WHERE stream_id = ? AND state = ? ORDER BY seq", (stream_id, state)
+        )
+        return [self._segment(r) for r in rows]
+
+    def segment(self, segment_id: int) -> SegmentRow | None:
+        """One segment by id."""
+        rows = self._query(self._SEG + " WHERE id = ?", (segment_id,))
+        return self._segment(rows[0]) if rows else None
+
+    def seal(
+        self, segment_id: int, end: int, description: Mapping[str, Any], reason: str
+    ) -> SegmentRow:
+        """Seal the open segment at `end` and open the next one there, atomically."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT stream_id, seq FROM segments WHERE id = ? AND state = 'open'",
+                (segment_id,),
+            ).fetchone()
+            if row is None:
+                raise StateError(f"segment {segment_id} is not open; cannot seal it")
+            conn.execute(
+                "UPDATE segments SET state = 'sealed', end_offset = ?, reason = ?, "
+                "sealed_at = ?, description = ? WHERE id = ?",
+                (end, reason, _now(), json.dumps(dict(description)), segment_id),
+            )
+            conn.execute(
+                "INSERT INTO segments (stream_id, seq, state, start_offset) "
+                "VALUES (?, ?, 'open', ?)",
+                (row[0], row[1] + 1, end),
+            )
+        sealed = self.segment(segment_id)
+        assert sealed is not None
+        return sealed
+
+    def move_open_start(self, segment_id: int, start: int) -> None:
+        """Skip a gap (bytes that vanished before they could be read)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET start_offset = ? WHERE id = ? AND state = 'open'",
+                (start, segment_id),
+            )
+
+    def mark_packed(
+        self,
+        segment_id: int,
+        *,
+        spool_path: Path,
+        metadata: Mapping[str, str],
+        packed_bytes: int,
+        packed_sha256_b64: str,
+        description: Mapping[str, Any],
+    ) -> None:
+        """The segment's packed body is durable at `spool_path`."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET state = 'packed', spool_path = ?, metadata = ?, "
+                "packed_bytes = ?, packed_sha256_b64 = ?, description = ? "
+                "WHERE id = ? AND state = 'sealed'",
+                (
+                    str(spool_path),
+                    json.dumps(dict(metadata)),
+                    packed_bytes,
+                    packed_sha256_b64,
+                    json.dumps(dict(description)),
+                    segment_id,
+                ),
+            )
+
+    def mark_lost(self, segment_id: int, reason: str) -> None:
+        """The segment's source bytes are gone; keep the row as evidence."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET state = 'lost', reason = ? WHERE id = ?",
+                (reason, segment_id),
+            )
+
+    def packed_segments(self, limit: int | None = None) -> list[PackedSegment]:
+        """Segments in state 'packed', oldest sealed first."""
+        sql = (
+            "SELECT id, description, spool_path, metadata, packed_bytes, packed_sha256_b64, "
+            "sealed_at FROM segments WHERE state = 'packed' ORDER BY sealed_at, id"
+        )
+        rows = self._query(sql + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        return [
+            PackedSegment(
+                segment_id=r[0],
+                description=description_from_json(json.loads(r[1])),
+                spool_path=Path(r[2]),
+                metadata=json.loads(r[3]),
+                packed_bytes=r[4],
+                packed_sha256_b64=r[5],
+                sealed_at=datetime.fromisoformat(r[6]),
+            )
+            for r in rows
+        ]
+
+    def mark_uploaded(self, segment_id: int, *, key: str, version_id: str, sha256_b64: str) -> None:
+        """Commit state 'uploaded' with the object key and VersionId; caller deletes the file."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET state = 'uploaded', object_key = ?, version_id = ?, "
+                "packed_sha256_b64 = ? WHERE id = ?",
+                (key, version_id, sha256_b64, segment_id),
+            )
+
+    def oldest_pending_sealed_at(self) -> datetime | None:
+        """When the oldest sealed-or-packed, not uploaded, segment was sealed."""
+        rows = self._query(
+            "SELECT MIN(sealed_at) FROM segments WHERE state IN ('sealed', 'packed')"
+        )
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
+    def spool_usage(self) -> tuple[int, int]:
+        """(bytes, objects) of packed segments waiting in the spool."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(packed_bytes), 0), COUNT(*) FROM segments WHERE state = 'packed'"
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    def segment_states(self, segment_ids: list[int]) -> dict[int, str]:
+        """State of each listed segment id that exists."""
+        out: dict[int, str] = {}
+        for start in range(0, len(segment_ids), 500):
+            chunk = segment_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(
+                f"SELECT id, state FROM segments WHERE id IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            ):
+                out[int(r[0])] = str(r[1])
+        return out
+
+
+def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:
+    """Rebuild a `SegmentDescription` stored by the collector."""
+    return SegmentDescription(
+        host=data["host"],
+        container_id=data["container_id"],
+        seq=int(data["seq"]),
+        first_ts=datetime.fromisoformat(data["first_ts"]),
+        last_ts=datetime.fromisoformat(data["last_ts"]),
+        start_offset=int(data["start_offset"]),
+        end_offset=int(data["end_offset"]),
+        line_count=int(data["line_count"]),
+        plaintext_sha256=data.get("plaintext_sha256", ""),
+        container_name=data.get("container_name", ""),
+        image=data.get("image", ""),
+        source=data.get("source", ""),
+        labels=dict(data.get("labels", {})),
+    )

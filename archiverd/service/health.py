@@ -1,0 +1,141 @@
+"""Is the daemon alive, is it ready: what ``/healthz``, ``/readyz`` and the watchdog ask.
+
+`Health.run` is the heartbeat task: it stamps a monotonic time every second (a blocked or
+dead event loop stops stamping, which ``/healthz`` reports), and every few seconds updates
+the oldest-pending-age metric and the systemd status line, and re-checks a destination that
+was unreachable at start-up. Readiness is computed on request from cached facts, never by
+calling the destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import structlog
+
+from archiverd.config import Settings
+from archiverd.errors import DestinationError, StateError
+from archiverd.fsutil import ensure_private_dir
+from archiverd.metrics import Metrics
+from archiverd.service.systemd import Notifier
+from archiverd.service.wiring import Built
+
+log = structlog.get_logger("archiverd.service.health")
+
+HEARTBEAT_SECONDS = 1.0
+STALE_AFTER_SECONDS = 15.0
+HOUSEKEEPING_SECONDS = 10.0
+RECHECK_DESTINATION_SECONDS = 60.0
+
+
+class Health:
+    """Liveness and readiness of one running daemon (the `httpserver.Health` protocol)."""
+
+    def __init__(
+        self,
+        parts: Built,
+        settings: Callable[[], Settings],
+        metrics: Metrics,
+        notifier: Notifier,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.parts = parts
+        self.settings = settings
+        self.metrics = metrics
+        self.notifier = notifier
+        self.monotonic = monotonic
+        self.beat = monotonic()
+        self.destination_problem: str | None = None
+        """Why the destination failed its last check (None: it passed)."""
+
+    def liveness(self) -> str | None:
+        """None while the heartbeat is fresh, else how stale it is."""
+        age = self.monotonic() - self.beat
+        if age > STALE_AFTER_SECONDS:
+            return f"event loop heartbeat is {age:.0f}s old (limit {STALE_AFTER_SECONDS:.0f}s)"
+        return None
+
+    async def readiness(self) -> dict[str, str | None]:
+        """state_dir, destination, uploads, spool: None when passing, else why not."""
+        parts, settings = self.parts, self.settings()
+        state = await asyncio.to_thread(probe_writable, settings)
+        destination = self.destination_problem
+        if destination is None and parts.upload_loop.last_error is not None:
+            destination = f"last upload failed: {parts.upload_loop.last_error}"
+        uploads = None
+        if parts.upload_loop.overdue(parts.clock.now()):
+            last = parts.upload_loop.last_success
+            uploads = (
+                f"upload overdue (last success {last.isoformat() if last else 'never'}; "
+                f"limit {settings.schedule.overdue_after_seconds}s)"
+            )
+        spool = None
+        if parts.collector.spool_full:
+            spool = (
+                f"spool is at its limit (state.spool_max_bytes = "
+                f"{settings.state.spool_max_bytes}); sealing waits for uploads"
+            )
+        return {"state_dir": state, "destination": destination, "uploads": uploads, "spool": spool}
+
+    async def run(self) -> None:
+        """The heartbeat task: runs until cancelled."""
+        next_housekeeping = 0.0
+        next_recheck = self.monotonic() + RECHECK_DESTINATION_SECONDS
+        while True:
+            now = self.beat = self.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_SECONDS
+                await self._housekeeping()
+            if self.destination_problem is not None and now >= next_recheck:
+                next_recheck = now + RECHECK_DESTINATION_SECONDS
+                await self._recheck_destination()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _housekeeping(self) -> None:
+        parts = self.parts
+        oldest = await asyncio.to_thread(parts.journal.oldest_pending_sealed_at)
+        age = max(0.0, (parts.clock.now() - oldest).total_seconds()) if oldest else 0.0
+        self.metrics.oldest_pending_age.set(age)
+        last = parts.upload_loop.last_success
+        self.notifier.status(
+            f"archiving; oldest pending {age:.0f}s; last upload "
+            + (last.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if last else "never")
+        )
+
+    async def _recheck_destination(self) -> None:
+        try:
+            await self.parts.destination.check()
+        except DestinationError as exc:
+            self.destination_problem = str(exc)
+        else:
+            log.info("destination reachable again")
+            self.destination_problem = None
+
+
+def check_state_dir(settings: Settings) -> None:
+    """Create the state dir (0700) or raise `StateError` naming the fix."""
+    try:
+        ensure_private_dir(settings.state.dir)
+    except OSError as exc:
+        raise StateError(
+            f"state.dir {str(settings.state.dir)!r} cannot be created ({exc.strerror}): "
+            "create it for the archiverd user or set state.dir"
+        ) from None
+    problem = probe_writable(settings)
+    if problem is not None:
+        raise StateError(problem + ": give the archiverd user write access or set state.dir")
+
+
+def probe_writable(settings: Settings) -> str | None:
+    """None when a file can be created in the state dir, else why not."""
+    path = settings.state.dir
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"state.dir {str(path)!r} is not writable ({exc.strerror})"
+    return None

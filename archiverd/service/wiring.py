@@ -1,0 +1,181 @@
+"""What the daemon runs, as small Protocols, and how the real parts are built from settings.
+
+`Daemon` only calls what these Protocols name, so tests inject fakes through `Components`
+and production builds the real ones with `build_components`, in dependency order: key, state
+dir, journal, destination, collector, clock, uploader, schedule, upload loop. Everything
+opened is registered on the caller's `AsyncExitStack` so it closes in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from archiverd.clock import Clock, SystemClock
+from archiverd.collect.collector import Collector as CollectorImpl
+from archiverd.config import ScheduleSettings, Settings
+from archiverd.destinations import open_destination
+from archiverd.destinations.base import Destination
+from archiverd.journal.db import Journal as JournalFile
+from archiverd.metrics import Metrics
+from archiverd.pack import load_keyring
+from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
+from archiverd.upload.schedule import UploadSchedule, UploadSummary
+from archiverd.upload.uploader import Uploader as UploaderImpl
+
+
+class Collector(Protocol):
+    """The front half: discover, tail, seal, pack into the spool."""
+
+    spool_full: bool
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+    async def seal_all(self, *, include_open: bool) -> int: ...
+    async def aclose(self) -> None: ...
+
+
+class Uploader(Protocol):
+    """Uploads every packed segment, oldest first."""
+
+    async def upload_pending(self) -> UploadSummary: ...
+
+
+class UploadLoop(Protocol):
+    """Runs the uploader on the schedule; `flush` triggers a run now."""
+
+    @property
+    def last_success(self) -> datetime | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    def overdue(self, now: datetime) -> bool: ...
+    async def run(self, stop: asyncio.Event, flush: asyncio.Event) -> None: ...
+
+
+class Journal(Protocol):
+    """The part of `archiverd.journal.db.Journal` the daemon itself calls."""
+
+    def oldest_pending_sealed_at(self) -> datetime | None: ...
+    def packed_segments(self, limit: int | None = None) -> Sequence[Any]: ...
+    def close(self) -> None: ...
+
+
+class Schedule(Protocol):
+    """When the next upload runs."""
+
+    def next_run(self, now: datetime) -> datetime: ...
+
+
+class ReloadableSchedule:
+    """A schedule whose rules SIGHUP can swap; the upload loop asks it for each next run."""
+
+    def __init__(self, current: Schedule) -> None:
+        self.current = current
+
+    def replace(self, new: Schedule) -> None:
+        """Use `new` from the next planned run on."""
+        self.current = new
+
+    def next_run(self, now: datetime) -> datetime:
+        """The current rules' next run after `now`."""
+        return self.current.next_run(now)
+
+
+@dataclass
+class Components:
+    """The daemon's parts; any left None is built from settings by `build_components`."""
+
+    keyring: Any = None
+    journal: Journal | None = None
+    destination: Destination | None = None
+    collector: Collector | None = None
+    uploader: Uploader | None = None
+    clock: Clock | None = None
+    upload_loop: UploadLoop | None = None
+    schedule: ReloadableSchedule | None = None
+    schedule_factory: Callable[[ScheduleSettings], Schedule] | None = None
+
+
+@dataclass(frozen=True)
+class Built:
+    """Every part present (what `Daemon.parts` returns after start-up)."""
+
+    keyring: Any
+    journal: Journal
+    destination: Destination
+    collector: Collector
+    uploader: Uploader
+    clock: Clock
+    upload_loop: UploadLoop
+    schedule: ReloadableSchedule
+    schedule_factory: Callable[[ScheduleSettings], Schedule]
+
+
+def make_schedule(schedule: ScheduleSettings, host: str | None = None) -> Schedule:
+    """The wall-clock upload schedule for `host` (deterministic splay by host name)."""
+    return UploadSchedule(schedule.upload_at, schedule.splay_seconds, host or socket.gethostname())
+
+
+async def build_components(
+    settings: Settings,
+    metrics: Metrics,
+    given: Components,
+    stack: AsyncExitStack,
+    check_state_dir: Callable[[Settings], None],
+) -> Built:
+    """Fill in every part `given` lacks, in dependency order; register closes on `stack`."""
+    parts = replace(given)
+    if parts.keyring is None:
+        parts.keyring = load_keyring(settings.encryption)
+    await asyncio.to_thread(check_state_dir, settings)
+    if parts.journal is None:
+        parts.journal = JournalFile.open(settings.state.dir)
+    journal = parts.journal
+    stack.callback(journal.close)
+    if parts.destination is None:
+        parts.destination = open_destination(settings)
+    stack.push_async_callback(parts.destination.close)
+    if parts.collector is None:
+        parts.collector = CollectorImpl(
+            settings, _real(journal), parts.keyring, metrics, host=settings.host_name
+        )
+    stack.push_async_callback(parts.collector.aclose)
+    if parts.clock is None:
+        parts.clock = SystemClock()
+    if parts.uploader is None:
+        parts.uploader = UploaderImpl(
+            parts.destination,
+            _real(journal),
+            metrics,
+            settings=settings,
+            clock=parts.clock,
+            host=settings.host_name,
+        )
+    factory = parts.schedule_factory or functools.partial(make_schedule, host=settings.host_name)
+    if parts.schedule is None:
+        parts.schedule = ReloadableSchedule(factory(settings.schedule))
+    if parts.upload_loop is None:
+        parts.upload_loop = UploadLoopImpl(parts.uploader, parts.schedule, parts.clock, metrics)
+    return Built(
+        keyring=parts.keyring,
+        journal=journal,
+        destination=parts.destination,
+        collector=parts.collector,
+        uploader=parts.uploader,
+        clock=parts.clock,
+        upload_loop=parts.upload_loop,
+        schedule=parts.schedule,
+        schedule_factory=factory,
+    )
+
+
+def _real(journal: Journal) -> JournalFile:
+    """The real journal, which the real collector and uploader need beside it."""
+    if not isinstance(journal, JournalFile):
+        raise TypeError("inject the collector and uploader together with a fake journal")
+    return journal

@@ -1,0 +1,1 @@
+"""The spool: packed segments kept durably in ``state.dir/spool/`` until uploaded."""

@@ -1,0 +1,107 @@
+"""The Collector's run loop: inotify-driven tailing, the demo source, shutdown sealing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from archiverd.config import Settings, SourceSettings, StateSettings
+from archiverd.journal.db import Journal
+from archiverd.sources import make_source
+from archiverd.sources.demo import DemoSource
+from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
+
+CID = "e" * 64
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait (bounded) for an effect of the running collector."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_inotify_drives_tailing_and_exit_sealing(tmp_path: Path, state_dir: Path) -> None:
+    """With rescans an hour apart, inotify alone discovers, tails and seals on exit."""
+    root = tmp_path / "containers"
+    root.mkdir()
+    cfg = settings(state_dir, SourceSettings(kind="docker", path=root, rescan_seconds=3600))
+    journal = Journal.open(state_dir)
+    coll = collector(cfg, journal, watch=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(coll.run(stop))
+    await asyncio.sleep(0.2)  # let the first rescan and the watch start
+    container = ContainerDir(root, CID)
+    expect = b""
+    for i in range(50):
+        line = docker_record(f"event {i}\n", n=i)
+        container.write(line)
+        expect += line
+    read = coll.metrics.source_bytes_read.labels(source=coll.sources[0].name)
+    await _until(lambda: read._value.get() == len(expect), "the appended bytes to be read")
+    assert journal.packed_segments() == []
+    container.config(running=False)
+    await _until(lambda: len(journal.packed_segments()) == 1, "the exit to seal a segment")
+    stop.set()
+    await task
+    [arc] = archived(journal, tmp_path).values()
+    assert arc.data == expect
+    assert (
+        coll.metrics.registry.get_sample_value(
+            "archiverd_segments_sealed_total", {"reason": "exit"}
+        )
+        == 1
+    )
+    await coll.aclose()
+    journal.close()
+
+
+async def test_shutdown_seal_all_includes_open_segments(tmp_path: Path, state_dir: Path) -> None:
+    """seal_all(include_open=True) after run() seals running containers at a record boundary."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    whole = docker_record("done\n")
+    partial = docker_record("partial-without-newline")
+    container.write(whole + partial)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    stop = asyncio.Event()
+    task = asyncio.create_task(coll.run(stop))
+    read = coll.metrics.source_bytes_read.labels(source=coll.sources[0].name)
+    await _until(lambda: read._value.get() == len(whole + partial), "the log to be read")
+    stop.set()
+    await task
+    assert await coll.seal_all(include_open=True) == 1
+    [arc] = archived(journal, tmp_path).values()
+    assert arc.data == whole  # the partial record waits for its end
+    await coll.aclose()
+    journal.close()
+
+
+async def test_demo_source_produces_archives(tmp_path: Path, state_dir: Path) -> None:
+    """The embedded default (no sources) runs the demo; its job container exits and is packed."""
+    cfg = Settings(state=StateSettings(dir=state_dir))
+    assert [s.kind for s in cfg.effective_sources] == ["demo"]
+    source = make_source(cfg.effective_sources[0])
+    assert isinstance(source, DemoSource)
+    source.interval_seconds = 0.01
+    source.job_lines = 5
+    journal = Journal.open(state_dir)
+    coll = collector(cfg, journal, sources=[source], watch=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(coll.run(stop))
+    await _until(lambda: len(journal.packed_segments()) >= 1, "the demo job to be archived")
+    stop.set()
+    await task
+    arcs = archived(journal, tmp_path)
+    [job] = [a for a in arcs.values() if a.segments[0][0].container_name == "demo-job"]
+    assert job.data.count(b"job step") == 5
+    assert job.segments[0][0].image == "archiverd/demo:latest"
+    await coll.aclose()
+    journal.close()

@@ -1,0 +1,66 @@
+"""`archiverd check` runs every check, prints one line each, and fails on any failure."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from archiverd.config import Settings, load_settings
+from archiverd.errors import ConfigError, StateError
+from archiverd.service.check import check_state_dir, run_checks
+
+
+def settings_for(tmp_path: Path, state: Path) -> Settings:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\ndir = "{state}"\n')
+    return load_settings(config)
+
+
+def test_state_dir_is_created_private(tmp_path: Path) -> None:
+    """A missing state dir is created with mode 0700."""
+    state = tmp_path / "new" / "state"
+    assert check_state_dir(settings_for(tmp_path, state)) == f"{state} writable, mode 700"
+    assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_open_state_dir_fails_with_the_fix(tmp_path: Path) -> None:
+    """A group/world-readable state dir fails and says which chmod fixes it."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    with pytest.raises(StateError) as caught:
+        check_state_dir(settings_for(tmp_path, state))
+    assert str(caught.value) == (
+        f"state.dir {str(state)!r} has mode 755: run `chmod 700 {state}` "
+        "(it holds the journal and encrypted spool)"
+    )
+
+
+def test_every_check_runs_and_first_failure_sets_exit_code(tmp_path: Path) -> None:
+    """A failing check does not stop later ones; the exit code is the first failure's."""
+
+    def bad(_: Settings) -> str:
+        raise ConfigError("destination.url is wrong")
+
+    out = io.StringIO()
+    code = run_checks(
+        settings_for(tmp_path, tmp_path / "s"),
+        [("first", lambda _: "fine"), ("second", bad), ("third", lambda _: "also fine")],
+        out,
+    )
+    assert code == 78
+    assert out.getvalue().splitlines() == [
+        "ok   first: fine",
+        "FAIL second: destination.url is wrong",
+        "ok   third: also fine",
+        "2 of 3 checks passed",
+    ]
+
+
+def test_all_passing_exits_zero(tmp_path: Path) -> None:
+    """Exit code 0 only when every check passed."""
+    out = io.StringIO()
+    assert run_checks(settings_for(tmp_path, tmp_path / "s"), [("a", lambda _: "ok")], out) == 0
+    assert out.getvalue().endswith("1 of 1 checks passed\n")
