@@ -26,49 +26,9 @@ from typing import Any
 from archiverd.errors import StateError
 from archiverd.formats.layout import SegmentDescription
 from archiverd.fsutil import ensure_private_dir
+from archiverd.journal.schema import migrate
 
 FILENAME = "journal.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS streams (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    removed INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (source, key)
-);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    stream_id INTEGER NOT NULL REFERENCES streams(id),
-    path TEXT NOT NULL,
-    dev INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    fp TEXT NOT NULL,
-    fp_len INTEGER NOT NULL,
-    gz INTEGER NOT NULL DEFAULT 0,
-    base INTEGER,
-    length INTEGER
-);
-CREATE TABLE IF NOT EXISTS segments (
-    id INTEGER PRIMARY KEY,
-    stream_id INTEGER NOT NULL REFERENCES streams(id),
-    seq INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    start_offset INTEGER NOT NULL,
-    end_offset INTEGER,
-    reason TEXT,
-    sealed_at TEXT,
-    description TEXT,
-    spool_path TEXT,
-    metadata TEXT,
-    packed_bytes INTEGER,
-    packed_sha256_b64 TEXT,
-    object_key TEXT,
-    version_id TEXT,
-    UNIQUE (stream_id, seq)
-);
-CREATE INDEX IF NOT EXISTS segments_state ON segments (state, sealed_at);
-"""
 
 
 @dataclass(frozen=True)
@@ -137,7 +97,9 @@ class Journal:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
+            migrate(conn)
+        except StateError:
+            raise
         except (OSError, sqlite3.Error) as exc:
             raise StateError(
                 f"cannot open the journal in {state_dir}: {exc}; check that state.dir is "
