@@ -72,8 +72,10 @@ PYTHON_SLIM = Rootfs(
     "python-slim", ("python3", "python3-venv", "python3-pip", "python-is-python3", "passwd")
 )
 # A machine to boot systemd in, able to run the image's venv (/opt/archiverd/bin/python links
-# to /usr/bin/python); the unit's ExecReload needs /bin/kill (util-linux, essential).
-SYSTEMD = Rootfs("systemd", ("systemd", "systemd-sysv", "dbus", "python3", "python-is-python3"))
+# to /usr/bin/python); procps has /bin/kill, which the unit's ExecReload= runs.
+SYSTEMD = Rootfs(
+    "systemd", ("systemd", "systemd-sysv", "dbus", "procps", "python3", "python-is-python3")
+)
 
 
 def from_images(dockerfile: Path = DOCKERFILE) -> list[str]:
