@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -19,6 +20,8 @@ REPORT: dict[str, str] = {}
 def archiverd_image(dockerd: DockerDaemon) -> str:
     """The repository's Dockerfile built (unchanged) on a local Debian base; its tag."""
     started = time.monotonic()
+    # The systemd tests' root file system is made meanwhile (a cold cache: minutes each).
+    threading.Thread(target=_warm, args=(images.SYSTEMD,), daemon=True).start()
     try:
         images.build_archiverd_image(dockerd, IMAGE_TAG)
     except images.ImageUnavailable as exc:
@@ -33,6 +36,14 @@ def archiverd_image(dockerd: DockerDaemon) -> str:
         f"{venv / 1e6:.1f} MB (base and images built in {time.monotonic() - started:.0f} s)"
     )
     return IMAGE_TAG
+
+
+def _warm(spec: images.Rootfs) -> None:
+    """Make a root file system into the cache; a failure is reported when a test needs it."""
+    try:
+        images.rootfs_tarball(spec)
+    except Exception as exc:  # the test that needs it raises it again
+        REPORT[f"rootfs {spec.name}"] = f"not made in the background: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
