@@ -23,22 +23,17 @@ from archiverd.collect.files import (
     Identity,
     Opener,
     OpenFile,
-    OutsideRootError,
     Span,
     safe_open,
 )
 from archiverd.config import RotationSettings
-from archiverd.errors import SourceError
+from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
 from archiverd.journal.db import Journal, SegmentRow
 from archiverd.sources.base import Candidate, StreamInfo
 
 log = structlog.get_logger("archiverd.collect.streamfiles")
 
 BadInput = Callable[[str], None]
-
-
-class FilesMissingError(SourceError):
-    """Journaled files of a stream are not where they were; retried before declared lost."""
 
 
 @dataclass

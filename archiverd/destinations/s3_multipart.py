@@ -23,13 +23,13 @@ from typing import Any
 
 import structlog
 
-from archiverd.destinations.failures import (
+from archiverd.destinations.failures import is_precondition_failed, rejects_conditional, translate
+from archiverd.errors import (
+    IntegrityError,
     PermanentFailure,
-    is_precondition_failed,
-    rejects_conditional,
-    translate,
+    RetryableDestinationError,
+    translated,
 )
-from archiverd.errors import IntegrityError, RetryableDestinationError
 
 log = structlog.get_logger("archiverd.destinations.s3")
 
@@ -164,8 +164,10 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
 
     async def send(part: Part) -> None:
         async with gate:
-            body = FileSlice(request.path, part.offset, part.length)
-            try:
+            with (
+                FileSlice(request.path, part.offset, part.length) as body,
+                translated(translate, f"{where} part {part.number}"),
+            ):
                 response = await client.upload_part(
                     Bucket=request.bucket,
                     Key=request.key,
@@ -176,10 +178,6 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=part.sha256_b64,
                 )
-            except Exception as exc:
-                raise translate(exc, where=f"{where} part {part.number}") from exc
-            finally:
-                body.close()
             echoed = response.get("ChecksumSHA256")
             if echoed and echoed != part.sha256_b64:
                 raise PermanentFailure(
@@ -221,7 +219,7 @@ async def _resume_or_create(
     Returns the upload id and, per part number already held, its SHA-256 (base64) when the
     server lists it, else its ETag (the MD5 hex for unencrypted parts).
     """
-    try:
+    with translated(translate, where):
         listing = await client.list_multipart_uploads(Bucket=request.bucket, Prefix=request.key)
         uploads = sorted(
             (u for u in listing.get("Uploads", []) if u["Key"] == request.key),
@@ -246,8 +244,6 @@ async def _resume_or_create(
         created = await client.create_multipart_upload(
             Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
         )
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     return str(created["UploadId"]), {}
 
 
@@ -256,7 +252,7 @@ async def _complete(
 ) -> dict[str, Any]:
     # ETags are required by the API; ListParts gives the authoritative ones.
     etags: dict[int, str] = {}
-    try:
+    with translated(translate, where):
         paginator = client.get_paginator("list_parts")
         async for page in paginator.paginate(
             Bucket=request.bucket, Key=request.key, UploadId=upload_id
@@ -294,8 +290,6 @@ async def _complete(
                 raise
             log.warning("server refuses If-None-Match on CompleteMultipartUpload; HEAD only")
             response = await client.complete_multipart_upload(**args)
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     echoed = str(response.get("ChecksumSHA256") or "")
     expected = composite_sha256(parts)
     if echoed and echoed.split("-", 1)[0] != expected:
@@ -308,7 +302,7 @@ async def _complete(
 async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[str]) -> int:
     """Abort every incomplete multipart upload under `prefix` whose key is not in `keep`."""
     aborted = 0
-    try:
+    with translated(translate, f"list/abort multipart uploads s3://{bucket}/{prefix}"):
         paginator = client.get_paginator("list_multipart_uploads")
         async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for upload in page.get("Uploads", []):
@@ -318,6 +312,4 @@ async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[s
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
                 aborted += 1
-    except Exception as exc:
-        raise translate(exc, where=f"list/abort multipart uploads s3://{bucket}/{prefix}") from exc
     return aborted

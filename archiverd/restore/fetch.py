@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from archiverd.destinations.base import Destination, StoredObject
-from archiverd.errors import ArchiverError, EnvelopeMismatchError, RetryableDestinationError
+from archiverd.errors import (
+    ArchiverError,
+    EnvelopeMismatchError,
+    OutputError,
+    RetryableDestinationError,
+)
 from archiverd.formats.layout import format_ts
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
 from archiverd.restore.listing import Segment, bounded_gather
@@ -43,20 +48,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
 RETRY_DELAYS = (0.5, 2.0)
 """Pauses between download attempts; tests pass () so a failure surfaces at once."""
-
-
-class OutputError(ArchiverError):
-    """The output directory or stream cannot be written."""
-
-    exit_code = os.EX_CANTCREAT
-
-
-class RestoreFailedError(ArchiverError):
-    """Some segments failed; the exit code is that of the first failure."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -200,7 +191,10 @@ async def restore_to_dir(
         await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
         work = Path(await asyncio.to_thread(tempfile.mkdtemp, ".tmp", ".archiverd-get-", out_dir))
     except OSError as exc:
-        raise OutputError(f"cannot write --out {str(out_dir)!r}: {exc.strerror}") from None
+        raise OutputError(
+            f"cannot write --out {str(out_dir)!r}: {exc.strerror}: pick a writable directory "
+            "(or - for stdout)"
+        ) from None
     summary = Summary()
 
     async def one(segment: Segment) -> None:

@@ -25,8 +25,13 @@ import structlog
 from archiverd.clock import Clock, SystemClock
 from archiverd.config import ScheduleSettings, Settings
 from archiverd.destinations.base import Destination, StoredObject
-from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, reason_of
-from archiverd.errors import ArchiverError, RetryableDestinationError
+from archiverd.destinations.failures import reason_of
+from archiverd.errors import (
+    ArchiverError,
+    ObjectExistsError,
+    PermanentFailure,
+    RetryableDestinationError,
+)
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.queue import PendingSegment, UploadQueue

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import ScheduleSettings
-from archiverd.destinations.failures import ObjectExistsError, reason_of
-from archiverd.errors import PermanentDestinationError, RetryableDestinationError
+from archiverd.destinations.failures import reason_of
+from archiverd.errors import ObjectExistsError, PermanentDestinationError, RetryableDestinationError
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from archiverd.config import DestinationSettings, ScheduleSettings, Settings
 from archiverd.destinations.base import ObjectVersion, StoredObject
-from archiverd.destinations.failures import PermanentFailure, RetryableFailure
 from archiverd.destinations.filesystem import FileDestination
+from archiverd.errors import PermanentFailure, RetryableFailure
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
