@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -43,6 +44,26 @@ DEFAULT_COMPRESSION_LEVEL = 1
 
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 _UPLOAD_AT = re.compile(r"^(\*|[01]?\d|2[0-3]):[0-5]\d$")
+
+
+@dataclass(frozen=True)
+class UploadTime:
+    """One ``schedule.upload_at`` entry: minute `minute` of hour `hour` (None: every hour)."""
+
+    hour: int | None
+    minute: int
+
+
+def parse_upload_at(value: str) -> tuple[UploadTime, ...]:
+    """The one parser of ``schedule.upload_at``; `ValueError` names the bad entries."""
+    parts = [part.strip() for part in value.split(",")]
+    bad = [part for part in parts if not _UPLOAD_AT.match(part)]
+    if not parts or bad:
+        raise ValueError(f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'")
+    times = (part.partition(":") for part in parts)
+    return tuple(
+        UploadTime(None if hour == "*" else int(hour), int(minute)) for hour, _, minute in times
+    )
 
 
 class _Section(BaseModel):
@@ -83,6 +104,11 @@ class DestinationSettings(_Section):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     read_timeout_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    """Attempts per segment upload (retryable failures only), with exponential backoff."""
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    """The first retry waits between half of this and all of it; each next one doubles."""
+    backoff_max_seconds: float = Field(default=120.0, gt=0)
+    """No wait between attempts is longer than this."""
 
     @field_validator("url")
     @classmethod
@@ -157,13 +183,13 @@ class ScheduleSettings(_Section):
     @field_validator("upload_at")
     @classmethod
     def _times(cls, value: str) -> str:
-        parts = [part.strip() for part in value.split(",")]
-        bad = [part for part in parts if not _UPLOAD_AT.match(part)]
-        if not parts or bad:
-            raise ValueError(
-                f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'"
-            )
-        return ",".join(parts)
+        parse_upload_at(value)
+        return ",".join(part.strip() for part in value.split(","))
+
+    @property
+    def upload_times(self) -> tuple[UploadTime, ...]:
+        """`upload_at` as times (validated when the settings were built)."""
+        return parse_upload_at(self.upload_at)
 
 
 class StateSettings(_Section):

@@ -50,11 +50,11 @@ from archiverd.service.wiring import (
     Collector,
     Components,
     Journal,
-    Uploader,
     UploadLoop,
     build_components,
 )
-from archiverd.upload.schedule import UploadSummary
+from archiverd.upload.schedule import PassRunner as Uploader
+from archiverd.upload.uploader import UploadSummary
 
 log = structlog.get_logger("archiverd.service.daemon")
 

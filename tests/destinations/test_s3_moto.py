@@ -23,7 +23,7 @@ from tests.faultproxy import Fault, FaultProxy
 from tests.servers import S3Server
 from tests.upload.helpers import BASE, MemoryQueue, make_segment
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def _body(tmp_path: Path, size: int) -> tuple[Path, str]:
