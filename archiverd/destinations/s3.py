@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import aiobotocore.session
@@ -42,6 +42,9 @@ from archiverd.errors import (
     translated,
 )
 from archiverd.fsutil import publish
+
+if TYPE_CHECKING:  # types-aiobotocore-s3: a test/dev extra, only for mypy
+    from types_aiobotocore_s3 import S3Client
 
 _READ_CHUNK = 1024 * 1024
 
@@ -67,7 +70,7 @@ class S3Destination:
         self._credentials = _explicit_credentials(settings)
         self._session = session if session is not None else aiobotocore.session.get_session()
         self._stack = AsyncExitStack()
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._lock = asyncio.Lock()
         self._if_none_match = True
 
@@ -87,7 +90,7 @@ class S3Destination:
         self._client = None
         await self._stack.aclose()
 
-    async def client(self) -> Any:
+    async def client(self) -> S3Client:
         """The aiobotocore S3 client, created on first use."""
         async with self._lock:
             if self._client is None:
@@ -102,7 +105,7 @@ class S3Destination:
                     response_checksum_validation="when_required",
                     signature_version="s3v4",
                 )
-                self._client = await self._stack.enter_async_context(
+                client: S3Client = await self._stack.enter_async_context(
                     self._session.create_client(
                         "s3",
                         region_name=s.region,
@@ -111,6 +114,7 @@ class S3Destination:
                         **self._credentials,
                     )
                 )
+                self._client = client
             return self._client
 
     def _where(self, verb: str, key: str = "") -> str:
@@ -120,7 +124,7 @@ class S3Destination:
         """Reachable and (when required) versioned; a one-line description."""
         client = await self.client()
         with translated(translate, self._where("GetBucketVersioning")):
-            answer = await client.get_bucket_versioning(Bucket=self.bucket)
+            answer: Mapping[str, object] = await client.get_bucket_versioning(Bucket=self.bucket)
         status = str(answer.get("Status") or "never enabled")
         if status != "Enabled" and self._settings.require_versioning:
             raise PermanentFailure(
@@ -205,16 +209,16 @@ class S3Destination:
 
     async def _put_single(
         self,
-        client: Any,
+        client: S3Client,
         key: str,
         path: Path,
         size: int,
         sha256_b64: str,
         extra: Mapping[str, Any],
         conditional: bool,
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         with path.open("rb") as body:
-            args = {
+            args: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": key,
                 "Body": body,
@@ -223,10 +227,9 @@ class S3Destination:
                 "ChecksumSHA256": sha256_b64,
                 **extra,
             }
+            header: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
             try:
-                answer: dict[str, Any] = await client.put_object(
-                    **args, **({"IfNoneMatch": "*"} if conditional else {})
-                )
+                answer: Mapping[str, Any] = await client.put_object(**args, **header)
             except Exception as exc:
                 if not (conditional and rejects_conditional(exc)):
                     raise

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,6 +30,9 @@ from archiverd.errors import (
     RetryableDestinationError,
     translated,
 )
+
+if TYPE_CHECKING:  # types-aiobotocore-s3: a test/dev extra, only for mypy
+    from types_aiobotocore_s3 import S3Client
 
 log = structlog.get_logger("archiverd.destinations.s3")
 
@@ -143,7 +146,7 @@ class MultipartRequest:
     if_none_match: bool
 
 
-async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, Any]:
+async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mapping[str, Any]:
     """Upload (or resume) `request.path` as a multipart upload; return the Complete response.
 
     Raises `IntegrityError` when the file does not hash to `request.sha256_b64`, and
@@ -212,7 +215,7 @@ def _worst(group: BaseExceptionGroup[Exception]) -> Exception:
 
 
 async def _resume_or_create(
-    client: Any, request: MultipartRequest, where: str
+    client: S3Client, request: MultipartRequest, where: str
 ) -> tuple[str, dict[int, str]]:
     """Reuse the newest incomplete upload of the key (aborting older ones) or start one.
 
@@ -248,8 +251,8 @@ async def _resume_or_create(
 
 
 async def _complete(
-    client: Any, request: MultipartRequest, upload_id: str, parts: list[Part], where: str
-) -> dict[str, Any]:
+    client: S3Client, request: MultipartRequest, upload_id: str, parts: list[Part], where: str
+) -> Mapping[str, Any]:
     # ETags are required by the API; ListParts gives the authoritative ones.
     etags: dict[int, str] = {}
     with translated(translate, where):
@@ -269,15 +272,17 @@ async def _complete(
                 for p in parts
             ]
         }
-        args = {
+        args: dict[str, Any] = {
             "Bucket": request.bucket,
             "Key": request.key,
             "UploadId": upload_id,
             "MultipartUpload": manifest,
         }
         try:
-            conditional = {"IfNoneMatch": "*"} if request.if_none_match else {}
-            response: dict[str, Any] = await client.complete_multipart_upload(**args, **conditional)
+            conditional: dict[str, Any] = {"IfNoneMatch": "*"} if request.if_none_match else {}
+            response: Mapping[str, Any] = await client.complete_multipart_upload(
+                **args, **conditional
+            )
         except Exception as exc:
             if is_precondition_failed(exc):
                 # The key exists already: this upload can never complete; do not leak it.
@@ -299,7 +304,7 @@ async def _complete(
     return response
 
 
-async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[str]) -> int:
+async def abort_uploads(client: S3Client, bucket: str, prefix: str, keep: frozenset[str]) -> int:
     """Abort every incomplete multipart upload under `prefix` whose key is not in `keep`."""
     aborted = 0
     with translated(translate, f"list/abort multipart uploads s3://{bucket}/{prefix}"):
