@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level or "info", args.log_format or "auto")
+    from archiverd.pack.stream import tune_allocator
+
+    tune_allocator()  # process-wide, so here and nowhere else
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -12,6 +12,7 @@ from archiverd.pack.stream import (
     PackResult,
     UnpackResult,
     pack_stream,
+    tune_allocator,
     unpack_stream,
     unpack_to_file,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "load_key_files",
     "load_keyring",
     "pack_stream",
+    "tune_allocator",
     "unpack_stream",
     "unpack_to_file",
 ]
