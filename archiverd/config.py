@@ -259,10 +259,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = _TOML_FILE.get("path")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     @field_validator("host")
@@ -290,11 +289,6 @@ class Settings(BaseSettings):
         return (SourceSettings(kind="demo", path=self.state.dir / "demo"),)
 
 
-# pydantic-settings builds sources from class-level hooks; the file path rides along here
-# only for the duration of one `load_settings` call.
-_TOML_FILE: dict[str, Path | None] = {}
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings, or raise `ConfigError` saying what to fix.
 
@@ -306,15 +300,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         path = DEFAULT_CONFIG_PATH
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
-    _TOML_FILE["path"] = path
     try:
-        return Settings(**overrides)
+        loaded = _reading(path)(**overrides) if path is not None else Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable file
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
-    finally:
-        _TOML_FILE.pop("path", None)
+    # The validated values, as a plain `Settings` (not the per-file subclass).
+    return Settings.model_construct(loaded.model_fields_set, **dict(loaded))
+
+
+def _reading(path: Path) -> type[Settings]:
+    """`Settings` that also reads the TOML file `path` (pydantic-settings takes the file from
+    the class's config, so each file gets its own subclass rather than a module global)."""
+    config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+    return type("Settings", (Settings,), {"model_config": config, "__module__": __name__})
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
