@@ -17,15 +17,16 @@ operator (or the user of a command) must change something first, and the message
     ├── SourceError               R  exit 66: a log source cannot be read (logged, counted, retried)
     │   ├── OutsideRootError         a symlink leads out of the watched root: never followed
     │   └── FilesMissingError     R  journaled files are not where they were (mid-rotation?)
-    ├── DestinationError             exit 69: the bucket or directory cannot be written or read
+    ├── DestinationError             exit 69: the bucket or directory cannot be written or read;
+    │   │                            `reason` labels it for ``archiverd_upload_failures``
     │   ├── RetryableDestinationError  R  exit 75: network, throttling, 5xx: retried with backoff
-    │   │   └── RetryableFailure   R  ... with a metrics `reason`
     │   └── PermanentDestinationError  403, no such bucket, versioning off: an operator must act
-    │       └── PermanentFailure     ... with a metrics `reason`
-    │           └── ObjectExistsError  a conditional PUT found the key taken (the uploader
-    │                                  compares checksums: the same body is success)
-    ├── NoMatchError                 exit 1: nothing matched `ls`/`get`/`verify` filters
+    │       └── ObjectExistsError    a conditional PUT found the key taken (the uploader
+    │                                compares checksums: the same body is success)
+    ├── NoMatchError                 exit 1: nothing matched the `ls`/`get` filters
     └── RestoreFailedError           some segments of a restore failed; the first one's exit code
+
+(`RetryableFailure` and `PermanentFailure` are the short names destination code raises them by.)
 
 Messages say what happened and what to do next; none contains key material. Foreign errors
 (botocore, aiohttp, OSError from a socket) enter the tree only through `translated`, around
@@ -111,9 +112,18 @@ class FilesMissingError(SourceError):
 
 
 class DestinationError(ArchiverError):
-    """The destination cannot be reached, written or read."""
+    """The destination cannot be reached, written or read.
+
+    `reason` is one of the labels of ``archiverd_upload_failures``: throttled, server_error,
+    network, timeout, truncated, access_denied, no_bucket, versioning, kms, conflict,
+    integrity, other.
+    """
 
     exit_code = os.EX_UNAVAILABLE
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RetryableDestinationError(DestinationError):
@@ -126,23 +136,11 @@ class PermanentDestinationError(DestinationError):
     """A failure retrying will not fix (access denied, no bucket, versioning off)."""
 
 
-class RetryableFailure(RetryableDestinationError):
-    """A transient failure; `reason` labels it for metrics (``archiverd_upload_failures``)."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+RetryableFailure = RetryableDestinationError
+PermanentFailure = PermanentDestinationError
 
 
-class PermanentFailure(PermanentDestinationError):
-    """A failure retrying will not fix; `reason` labels it for metrics."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ObjectExistsError(PermanentFailure):
+class ObjectExistsError(PermanentDestinationError):
     """A conditional PUT (If-None-Match: *) found a live object under the key already.
 
     The uploader answers it with a HEAD and a checksum comparison: the same body means a
