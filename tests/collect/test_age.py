@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from archiverd.cli import main
 from archiverd.config import SourceSettings
+from archiverd.destinations.filesystem import FileDestination
 from archiverd.journal.db import Journal
-from tests.sources.helpers import T0, ContainerDir, archived, collector, settings
+from archiverd.metrics import Metrics
+from archiverd.upload.uploader import Uploader
+from tests.sources.helpers import KEY, T0, ContainerDir, archived, collector, settings
 
 CID = "a9e0" + "2" * 60
 AGE = 1500
@@ -35,7 +43,8 @@ def cri(text: str, at: datetime, tag: str) -> bytes:
 
 
 async def test_age_sealed_segments_restore_byte_identical(tmp_path: Path, state_dir: Path) -> None:
-    """A container writing little for hours: one segment per age, cut only at line ends."""
+    """A container writing little for hours: one segment per age, cut only at line ends;
+    uploaded and restored with `archiverd get`, the segments are its log, byte for byte."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
     clock = Clock()
@@ -69,8 +78,29 @@ async def test_age_sealed_segments_restore_byte_identical(tmp_path: Path, state_
     for desc, body in arc.segments:  # never inside a partial record
         assert json.loads(body.splitlines()[-1])["log"].endswith("\n"), desc.seq
         assert desc.end_offset - desc.start_offset == len(body)
+
+    bucket = tmp_path / "bucket"
+    uploader = Uploader(
+        FileDestination(bucket.as_uri()), journal, Metrics(), settings=cfg, host="test-host"
+    )
+    summary = await uploader.upload_pending()
+    assert (summary.uploaded, summary.failed) == (len(arc.segments), 0)
     await coll.aclose()
     journal.close()
+    key = tmp_path / "archive.key"
+    key.write_bytes(base64.b64encode(KEY))
+    key.chmod(0o600)
+    config = tmp_path / "restore.toml"
+    config.write_text(
+        f'[destination]\nurl = "{bucket.as_uri()}"\n[encryption]\nkey_file = "{key}"\n'
+        f'[state]\ndir = "{tmp_path / "restore-state"}"\n'
+    )
+    out = tmp_path / "restored"
+    argv = ["get", "--config", str(config), "--container", CID, "--out", str(out)]
+    assert await asyncio.to_thread(main, argv) == 0
+    files = sorted(os.listdir(out), key=lambda name: re.findall(r"_(\d{8})\.log$", name))
+    assert len(files) == len(arc.segments)
+    assert b"".join((out / name).read_bytes() for name in files) == container.log.read_bytes()
 
 
 async def test_age_seal_waits_for_the_cri_full_line(tmp_path: Path, state_dir: Path) -> None:
