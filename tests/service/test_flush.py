@@ -19,7 +19,7 @@ CID = "f1a5" + "3" * 60
 
 async def _until(check: object, what: str) -> None:
     assert callable(check)
-    for _ in range(2000):
+    for _ in range(6000):
         if check():
             return
         await asyncio.sleep(0.01)

@@ -57,7 +57,9 @@ def test_sigusr1_after_docker_run_uploads_the_exited_container(
                 dockerd.wait_stopped_on_disk(cid)
             daemon.process.send_signal(signal.SIGUSR1)
             upload_pass = _flush_passes(daemon, count)
-            assert (upload_pass["uploaded"], upload_pass["failed"]) == (1, 0)
+            assert upload_pass["failed"] == 0
+            assert upload_pass["uploaded"] >= 1  # other tests' containers may go along
+            # no other pass ran since: what is in the bucket now, that flush put there
             restored = archiverd(
                 "get", "--config", str(config), "--container", cid, "--text", "--out", "-", env=env
             )
