@@ -17,7 +17,7 @@ import structlog
 
 from archiverd.collect.files import FP_BYTES, OpenFile
 from archiverd.collect.streamfiles import FilesMissingError, StreamFile, StreamFiles, TailContext
-from archiverd.formats.layout import format_ts
+from archiverd.formats.layout import format_ts, stream_id
 from archiverd.formats.records import Scanner, make_scanner
 from archiverd.journal.db import SegmentRow
 from archiverd.sources.base import StreamInfo
@@ -155,6 +155,8 @@ class StreamTail(StreamFiles):
             "image": self.info.image,
             "source": self.ctx.source_name,
             "labels": dict(self.info.labels),
+            "stream": stream_id(self.ctx.host, self.ctx.source_name, self.info.key),
+            "end_of_stream": reason == "finished" and self.info.state in ("finished", "removed"),
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)
         self.ctx.on_sealed(reason)

@@ -14,6 +14,7 @@ from archiverd.pack.stream import (
     pack_stream,
     unpack_stream,
     unpack_to_file,
+    verify_stream,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "pack_stream",
     "unpack_stream",
     "unpack_to_file",
+    "verify_stream",
 ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 from archiverd.config import Settings
 from archiverd.destinations.base import Destination
 from archiverd.errors import ArchiverError, ConfigError
+from archiverd.restore.continuity import StreamGapError, StreamReport, check_streams
 from archiverd.restore.listing import (
     NoMatchError,
     Segment,
@@ -55,6 +56,11 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"downloads at once (default {DEFAULT_PARALLEL})",
+    )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="restore streams with holes too, with a warning per hole (default: refuse them)",
     )
 
 
@@ -121,15 +127,28 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
     keyring = load_restore_keyring(settings, args.key_file or ())
 
     async def go(destination: Destination) -> int:
-        selection = await select(destination, query, now, versions=args.version_id is not None)
+        selection = await select(
+            destination,
+            query,
+            now,
+            versions=args.version_id is not None,
+            recover_deleted=True,
+        )
         segments = selection.segments
         if args.version_id is not None:
             segments = [find_version(selection, args.version_id)]
         if not segments:
             raise NoMatchError(_nothing(selection))
-        if not to_stdout:
-            # Output names carry the container name; resume compares the plaintext SHA-256.
-            segments = await fill_metadata(destination, segments, options.parallel * 2)
+        # Continuity is judged from metadata before any download; output names carry the
+        # container name; resume compares the plaintext SHA-256.
+        segments = await fill_metadata(destination, segments, options.parallel * 2)
+        refused: list[StreamReport] = []
+        if args.version_id is None:
+            segments, refused = _continuity(
+                segments, bounded_start=query.since is not None, allow_gaps=args.allow_gaps
+            )
+            if refused and (to_stdout or not segments):
+                raise _refused(refused, nothing_written=True)
         progress = Progress(
             len(segments),
             sum(s.size for s in segments),
@@ -154,12 +173,56 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
             progress.finish()
         if summary.failures:
             raise _failed(summary.failures, len(segments), args.out)
+        if refused:
+            raise _refused(refused, nothing_written=False)
         if options.grep is not None and summary.messages == 0:
             print("no line matched --grep", file=sys.stderr)
             return 1
         return 0
 
     return asyncio.run(_with_destination(settings, go))
+
+
+def _continuity(
+    segments: list[Segment], *, bounded_start: bool, allow_gaps: bool
+) -> tuple[list[Segment], list[StreamReport]]:
+    """Say on stderr what the continuity check found; return the segments to restore and
+    the streams refused (those with a hole or broken link, unless `allow_gaps`)."""
+    for segment in segments:
+        if segment.recovered:
+            print(
+                f"warning: {segment.key} was deleted (its latest version is a delete marker): "
+                f"restoring its newest live version {segment.version_id}",
+                file=sys.stderr,
+            )
+    refused: list[StreamReport] = []
+    for report in check_streams(segments, bounded_start=bounded_start):
+        for finding in report.findings:
+            if finding.kind in ("gap", "broken"):
+                if allow_gaps:
+                    print(f"warning: {finding.message}; continuing (--allow-gaps)", file=sys.stderr)
+            elif finding.kind != "unchained":
+                print(f"warning: {finding.message}", file=sys.stderr)
+        if report.problem and not allow_gaps:
+            refused.append(report)
+    if not refused:
+        return segments, []
+    skip = {(r.host, r.container_id) for r in refused}
+    kept = [s for s in segments if (s.parsed.host, s.parsed.container_id) not in skip]
+    return kept, refused
+
+
+def _refused(reports: Sequence[StreamReport], *, nothing_written: bool) -> StreamGapError:
+    """One error naming every hole of every refused stream."""
+    lines = [
+        f"{len(reports)} stream(s) have holes; "
+        + ("nothing was written" if nothing_written else "they were not restored, the rest was")
+        + ": rerun with --allow-gaps to restore around the holes, and see "
+        "`archiverd ls --versions` for deleted segments"
+    ]
+    for report in reports:
+        lines += [f"  {f.message}" for f in report.findings if f.kind in ("gap", "broken")]
+    return StreamGapError("\n".join(lines))
 
 
 def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyring:
