@@ -11,6 +11,7 @@ stream at a time.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -132,13 +133,38 @@ class StreamTail(StreamFiles):
         start = self.open_segment.start_offset
         if may_seal and self.at_end and finish and self.scanner.position > start:
             sealed.append(self._seal(everything=True, reason=finish))
+        elif may_seal and self.at_end and finish and self._ended(finish):
+            marker = self._seal_end(finish)
+            if marker is not None:
+                sealed.append(marker)
         elif may_seal and seal_open and self.scanner.boundary > start:
             sealed.append(self._seal(everything=False, reason="once"))
         return sealed
 
-    def _seal(self, *, everything: bool, reason: str) -> SegmentRow:
+    def _ended(self, reason: str) -> bool:
+        """The stream is over for good (not merely exited: a container can restart)."""
+        return reason == "finished" and self.info.state in ("finished", "removed")
+
+    def _seal_end(self, reason: str) -> SegmentRow | None:
+        """An empty segment carrying the end-of-stream flag, when the stream ended right
+        after a seal (e.g. sealed on exit, then removed), so its end is provable. Placed at
+        the previous segment's last record; none for a stream that never had a segment or
+        whose last segment already says it ended."""
+        previous = self.ctx.journal.predecessors(self.stream_id, self.open_segment.seq)
+        if not previous or previous[0].seq != self.open_segment.seq - 1:
+            return None
+        description = previous[0].description or {}
+        if description.get("end_of_stream") or "last_ts" not in description:
+            return None
+        return self._seal(
+            everything=True, reason=reason, empty_at=datetime.fromisoformat(description["last_ts"])
+        )
+
+    def _seal(
+        self, *, everything: bool, reason: str, empty_at: datetime | None = None
+    ) -> SegmentRow:
         cut = self.scanner.cut(everything=everything)
-        now = self.ctx.clock()
+        now = empty_at or self.ctx.clock()
         first = cut.first_ts or now
         last = cut.last_ts or now
         seg = self.open_segment
@@ -156,7 +182,7 @@ class StreamTail(StreamFiles):
             "source": self.ctx.source_name,
             "labels": dict(self.info.labels),
             "stream": stream_id(self.ctx.host, self.ctx.source_name, self.info.key),
-            "end_of_stream": reason == "finished" and self.info.state in ("finished", "removed"),
+            "end_of_stream": self._ended(reason),
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)
         self.ctx.on_sealed(reason)
