@@ -193,7 +193,9 @@ def _unpack(args: argparse.Namespace) -> int:
 
 def _restore_args(parser: argparse.ArgumentParser, command: str) -> None:
     from archiverd.restore import commands
+    from archiverd.restore.archives import add_url_arguments
 
+    add_url_arguments(parser)
     if command == "ls":
         commands.add_ls_arguments(parser)
     elif command == "verify":

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from archiverd.config import Settings
-from archiverd.destinations.base import Destination
 from archiverd.errors import ArchiverError, ConfigError
+from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamGapError, StreamReport, check_streams
 from archiverd.restore.listing import (
     NoMatchError,
@@ -27,7 +27,6 @@ from archiverd.restore.listing import (
     Selection,
     fill_metadata,
     find_version,
-    select,
 )
 from archiverd.restore.output import Progress, write_json_lines, write_table
 from archiverd.restore.query import Query
@@ -92,12 +91,10 @@ def run_ls(args: argparse.Namespace, settings: Settings, out: TextIO | None = No
     now = datetime.now(UTC)
     query = query_from_args(args, now)
 
-    async def go(destination: Destination) -> Selection:
-        return await select(
-            destination, query, now, versions=args.versions, with_metadata=args.long
-        )
+    async def go(archives: Archives) -> Selection:
+        return await archives.select(query, now, versions=args.versions, with_metadata=args.long)
 
-    selection = asyncio.run(_with_destination(settings, go))
+    selection = asyncio.run(_with_archives(settings, args, go))
     if args.json:
         write_json_lines(selection.segments, stream)
     else:
@@ -126,9 +123,8 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
     )
     keyring = load_restore_keyring(settings, args.key_file or ())
 
-    async def go(destination: Destination) -> int:
-        selection = await select(
-            destination,
+    async def go(destination: Archives) -> int:
+        selection = await destination.select(
             query,
             now,
             versions=args.version_id is not None,
@@ -180,7 +176,7 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         return 0
 
-    return asyncio.run(_with_destination(settings, go))
+    return asyncio.run(_with_archives(settings, args, go))
 
 
 def _continuity(
@@ -234,14 +230,14 @@ def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyri
     return load_keyring(settings.encryption)
 
 
-async def _with_destination(settings: Settings, work: Callable[[Destination], Awaitable[_T]]) -> _T:
-    from archiverd.destinations import open_destination
-
-    destination = open_destination(settings)
+async def _with_archives(
+    settings: Settings, args: argparse.Namespace, work: Callable[[Archives], Awaitable[_T]]
+) -> _T:
+    archives = Archives.open(settings, args)
     try:
-        return await work(destination)
+        return await work(archives)
     finally:
-        await destination.close()
+        await archives.close()
 
 
 def _ns(moment: datetime | None) -> int | None:

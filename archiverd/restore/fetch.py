@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from archiverd.destinations.base import Destination, StoredObject
+from archiverd.destinations.base import StoredObject
 from archiverd.errors import ArchiverError, EnvelopeMismatchError, RetryableDestinationError
 from archiverd.formats.layout import format_ts
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
-from archiverd.restore.listing import Segment, bounded_gather
+from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
 from archiverd.restore.records import (
     keyed,
@@ -104,7 +104,7 @@ def output_name(segment: Segment, metadata: Mapping[str, str] | None) -> str:
 
 
 async def fetch_segment(
-    destination: Destination,
+    destination: ObjectReader,
     segment: Segment,
     keyring: Keyring,
     dst: Path,
@@ -138,7 +138,7 @@ async def fetch_segment(
 
 
 async def _download(
-    destination: Destination, segment: Segment, body: Path, retry_delays: Sequence[float]
+    destination: ObjectReader, segment: Segment, body: Path, retry_delays: Sequence[float]
 ) -> StoredObject:
     """Download, retrying transient failures (network, a short or corrupt transfer)."""
     for delay in (*retry_delays, None):
@@ -184,7 +184,7 @@ def _unpack_scratch(body: Path, metadata: Mapping[str, str], dst: Path, keyring:
 
 
 async def restore_to_dir(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out_dir: Path,
@@ -243,7 +243,7 @@ async def restore_to_dir(
 
 
 async def restore_to_stream(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out: BinaryIO,

@@ -12,9 +12,10 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
-from archiverd.destinations.base import Destination, ObjectVersion
+from archiverd.destinations.base import Destination, ObjectVersion, StoredObject
 from archiverd.errors import ArchiverError
 from archiverd.formats.layout import ParsedKey, parse_key
 from archiverd.restore.query import Query, plan_days, plan_prefixes
@@ -26,6 +27,20 @@ class NoMatchError(ArchiverError):
     """Nothing matched the filters (or the version asked for does not exist)."""
 
     exit_code = 1
+
+
+class ObjectReader(Protocol):
+    """What restoring needs of a bucket once segments are selected."""
+
+    async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """The latest (or given) version of `key`, or None."""
+        ...
+
+    async def download(
+        self, key: str, destination: Path, version_id: str | None = None
+    ) -> StoredObject:
+        """Write the object's body to `destination`; return its metadata."""
+        ...
 
 
 @runtime_checkable
@@ -51,6 +66,8 @@ class Segment:
     metadata: Mapping[str, str] | None = None
     recovered: bool = False
     """The newest live version of a key whose latest version is a delete marker."""
+    origin: int = 0
+    """Which bucket it was listed in (0: the destination or ``--url``; then the archives)."""
 
     @property
     def order(self) -> tuple[datetime, str, str, int, int]:
@@ -219,7 +236,7 @@ async def _filter_by_metadata(
 
 
 async def fill_metadata(
-    destination: Destination, entries: Sequence[Segment], concurrency: int = 8
+    destination: ObjectReader, entries: Sequence[Segment], concurrency: int = 8
 ) -> list[Segment]:
     """The same entries, each live version with its metadata (one HEAD where missing)."""
 

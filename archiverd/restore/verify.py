@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from archiverd.config import Settings
-from archiverd.destinations.base import Destination
 from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
+from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
 from archiverd.restore.fetch import RETRY_DELAYS, _download, check_identity
-from archiverd.restore.listing import Segment, bounded_gather, latest_or_recovered, select
+from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class Verdict:
 
 
 async def verify(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     *,
@@ -258,10 +258,8 @@ def write_summary(verdict: Verdict, out: TextIO) -> None:
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     """The `verify` command; see the module docstring."""
-    from archiverd.destinations import open_destination
     from archiverd.restore.commands import load_restore_keyring, query_from_args
 
-    destination = open_destination(settings)
     if not 1 <= args.parallel <= 64:
         raise ConfigError(f"--parallel {args.parallel}: use a number from 1 to 64")
     now = datetime.now(UTC)
@@ -269,16 +267,14 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     keyring = load_restore_keyring(settings, args.key_file or ())
 
     async def go() -> Verdict:
-        selection = await select(
-            destination, query, now, versions=args.versions, recover_deleted=True
-        )
+        selection = await archives.select(query, now, versions=args.versions, recover_deleted=True)
         live = [s for s in selection.segments if not s.is_delete_marker]
         progress = Progress(
             len(live), sum(s.size for s in live), sys.stderr, enabled=sys.stderr.isatty()
         )
         try:
             return await verify(
-                destination,
+                archives,
                 selection.segments,
                 keyring,
                 parallel=args.parallel,
@@ -288,7 +284,8 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             progress.finish()
 
-    verdict = asyncio.run(_closing(destination, go()))
+    archives = Archives.open(settings, args)
+    verdict = asyncio.run(_closing(archives, go()))
     for message in verdict.problems:
         print(f"problem: {message}", file=sys.stderr)
     for message in verdict.losses:
@@ -300,7 +297,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     return verdict.exit_code
 
 
-async def _closing(destination: Destination, work: Any) -> Verdict:
+async def _closing(destination: Archives, work: Any) -> Verdict:
     try:
         result: Verdict = await work
         return result
