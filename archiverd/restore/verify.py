@@ -101,6 +101,7 @@ class Verdict:
     rows: list[DayRow]
     failures: list[tuple[Segment, ArchiverError]]
     streams: list[StreamReport]
+    recovered: list[Segment] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -114,6 +115,17 @@ class Verdict:
     def losses(self) -> list[str]:
         """Bytes lost at source, one message each."""
         return [f.message for r in self.streams for f in r.losses]
+
+    @property
+    def notes(self) -> list[str]:
+        """Not problems, worth knowing: deleted segments verified from an older version, and
+        streams without an end-of-stream mark."""
+        out = [
+            f"{s.key} was deleted (its latest version is a delete marker): verified its "
+            f"newest live version {s.version_id}"
+            for s in self.recovered
+        ]
+        return out + [f.message for r in self.streams for f in r.findings if f.kind == "open"]
 
     @property
     def exit_code(self) -> int:
@@ -131,7 +143,7 @@ class Verdict:
             "days": [r.as_json() for r in self.rows],
             "problems": self.problems,
             "losses_at_source": self.losses,
-            "notes": [f.message for r in self.streams for f in r.findings if f.kind in ("open",)],
+            "notes": self.notes,
         }
 
 
@@ -161,6 +173,9 @@ async def verify(
             try:
                 stored = await _download(destination, segment, body, retry_delays)
                 metadata = dict(stored.metadata)
+                # Judged on its metadata's claims even if the body fails below (reported as
+                # a failure), so a damaged body is not also counted as a hole in the chain.
+                checked[(segment.key, segment.version_id)] = replace(segment, metadata=metadata)
                 check_identity(segment, metadata)
                 digest = await loop.run_in_executor(pool, _verify_file, str(body), metadata)
                 expected = metadata.get("archiverd-plaintext-sha256", "")
@@ -168,7 +183,6 @@ async def verify(
                     raise EnvelopeMismatchError(
                         "decrypted content does not match the plaintext SHA-256 in its metadata"
                     )
-                checked[(segment.key, segment.version_id)] = replace(segment, metadata=metadata)
             except ArchiverError as exc:
                 failures.append((segment, exc))
             finally:
@@ -182,12 +196,13 @@ async def verify(
         _WORKER.clear()
         shutil.rmtree(work, ignore_errors=True)
     current = [checked.get((s.key, s.version_id), s) for s in latest_or_recovered(segments)]
-    # A current object that failed verification has no trustworthy metadata: the failure
-    # itself is the problem reported; its stream is judged on the others.
+    # A current object that could not even be downloaded has no metadata: the failure is
+    # reported, and its stream is judged on the others.
     current = [s for s in current if s.metadata is not None]
     streams = check_streams(current, bounded_start=bounded_start)
     failures.sort(key=lambda item: item[0].order)
-    return Verdict(_rows(objects, failures, streams, current), failures, streams)
+    recovered = [s for s in current if s.recovered]
+    return Verdict(_rows(objects, failures, streams, current), failures, streams, recovered)
 
 
 _WORKER: dict[str, Any] = {}
@@ -290,6 +305,8 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"problem: {message}", file=sys.stderr)
     for message in verdict.losses:
         print(f"warning: {message}", file=sys.stderr)
+    for message in verdict.notes:
+        print(f"note: {message}", file=sys.stderr)
     if args.json:
         sys.stdout.write(json.dumps(verdict.as_json(), sort_keys=True) + "\n")
     else:

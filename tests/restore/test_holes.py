@@ -122,6 +122,14 @@ def recovered_lines(h: Holes, name: str) -> list[str]:
     ]
 
 
+def verified_lines(h: Holes, name: str) -> list[str]:
+    return [
+        f"{key} was deleted (its latest version is a delete marker): verified its newest live "
+        f"version {version}"
+        for key, version in h.recovered_versions[name]
+    ]
+
+
 def cli(capsysbinary: pytest.CaptureFixture[bytes], h: Holes, *args: str) -> Result:
     command, *rest = args
     return run(capsysbinary, command, "--config", str(h.config), *rest)
@@ -268,9 +276,15 @@ def test_verify_each_kind_of_hole(
     expected_problems = {"gone": [gone_message(holes)], "replaced": [replaced_message(holes)]}
     assert report["problems"] == expected_problems.get(name, [])
     assert report["losses_at_source"] == ([lossy_message(holes)] if name == "lossy" else [])
-    assert report["notes"] == ([tail_message(holes)] if name == "tail" else [])
+    notes = {
+        "tail": [tail_message(holes)],
+        "marked": verified_lines(holes, "marked"),
+        "tailmarked": verified_lines(holes, "tailmarked"),
+    }
+    assert report["notes"] == notes.get(name, [])
     stderr = [f"problem: {m}" for m in report["problems"]]
     stderr += [f"warning: {m}" for m in report["losses_at_source"]]
+    stderr += [f"note: {m}" for m in report["notes"]]
     assert result.err.splitlines() == stderr
 
 
