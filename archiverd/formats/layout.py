@@ -203,6 +203,12 @@ def segment_metadata(
             break
         del labels[max(labels, key=lambda name: len(name) + len(labels[name]))]
         meta["archiverd-labels-truncated"] = "true"
+    if _size(meta) > METADATA_LIMIT_BYTES and len(segment.lost) > 1:
+        # Still too big without labels: the losses become one entry (same total bytes and
+        # time span); the chain fields themselves are small and always kept.
+        meta["archiverd-lost"] = json.dumps(
+            [_loss_entry(_fold(segment.lost, keep=1)[0])], separators=(",", ":")
+        )
     return meta
 
 
@@ -223,8 +229,9 @@ def continuity_metadata(segment: SegmentDescription) -> dict[str, str]:
     meta = {
         "archiverd-stream": segment.stream,
         "archiverd-seq": str(segment.seq),
-        "archiverd-prev-seq": "" if segment.prev_seq is None else str(segment.prev_seq),
-        "archiverd-prev-sha256": segment.prev_sha256,
+        # "none", not "": some S3 servers (SeaweedFS) drop empty metadata values.
+        "archiverd-prev-seq": "none" if segment.prev_seq is None else str(segment.prev_seq),
+        "archiverd-prev-sha256": segment.prev_sha256 or "none",
         "archiverd-end": "true" if segment.end_of_stream else "false",
     }
     if segment.lost:
@@ -272,11 +279,11 @@ def _loss_entry(loss: Loss) -> dict[str, Any]:
     }
 
 
-def _fold(losses: tuple[Loss, ...]) -> list[Loss]:
-    """At most `MAX_LOSSES` entries: the rest summed into one spanning their times."""
-    if len(losses) <= MAX_LOSSES:
+def _fold(losses: tuple[Loss, ...], keep: int = MAX_LOSSES) -> list[Loss]:
+    """At most `keep` entries: the rest summed into one spanning their times."""
+    if len(losses) <= keep:
         return list(losses)
-    head, rest = list(losses[: MAX_LOSSES - 1]), losses[MAX_LOSSES - 1 :]
+    head, rest = list(losses[: keep - 1]), losses[keep - 1 :]
     sizes = [loss.bytes for loss in rest]
     afters = [loss.after_ts for loss in rest if loss.after_ts is not None]
     befores = [loss.before_ts for loss in rest if loss.before_ts is not None]

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from archiverd.pack import Keyring
 
 EXIT_PROBLEM = os.EX_DATAERR
+DOWNLOADS = 8
+"""Objects downloaded at once (at least; twice the workers when more)."""
 EXIT_LOST_AT_SOURCE = os.EX_NOINPUT
 
 
@@ -190,7 +192,8 @@ async def verify(
                 if advance is not None:
                     advance(segment.size)
 
-        await bounded_gather([one(s) for s in objects], parallel * 2)
+        # Downloads wait on the network, workers on the CPU: keep both busy.
+        await bounded_gather([one(s) for s in objects], max(DOWNLOADS, 2 * parallel))
     finally:
         pool.shutdown(cancel_futures=True)
         _WORKER.clear()

@@ -61,7 +61,7 @@ def test_each_packed_segment_names_its_predecessor_and_lost_ones_become_losses(
         pack_segment(spool, journal, keyring, io.BytesIO(plains[n]), rows[n], level=1)
         packed = {p.segment_id: p for p in journal.packed_segments()}
         metas[n] = packed[rows[n].id].metadata
-    assert (metas[0]["archiverd-prev-seq"], metas[0]["archiverd-prev-sha256"]) == ("", "")
+    assert (metas[0]["archiverd-prev-seq"], metas[0]["archiverd-prev-sha256"]) == ("none", "none")
     assert metas[1]["archiverd-prev-seq"] == "0"
     assert metas[1]["archiverd-prev-sha256"] == hashlib.sha256(plains[0]).hexdigest()
     assert metas[3]["archiverd-prev-seq"] == "1"
