@@ -141,7 +141,10 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
         refused: list[StreamReport] = []
         if args.version_id is None:
             segments, refused = _continuity(
-                segments, bounded_start=query.since is not None, allow_gaps=args.allow_gaps
+                segments,
+                bounded_start=query.since is not None,
+                bounded_end=query.until is not None,
+                allow_gaps=args.allow_gaps,
             )
             if refused and (to_stdout or not segments):
                 raise _refused(refused, nothing_written=True)
@@ -180,7 +183,7 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _continuity(
-    segments: list[Segment], *, bounded_start: bool, allow_gaps: bool
+    segments: list[Segment], *, bounded_start: bool, bounded_end: bool, allow_gaps: bool
 ) -> tuple[list[Segment], list[StreamReport]]:
     """Say on stderr what the continuity check found; return the segments to restore and
     the streams refused (those with a hole or broken link, unless `allow_gaps`)."""
@@ -192,7 +195,7 @@ def _continuity(
                 file=sys.stderr,
             )
     refused: list[StreamReport] = []
-    for report in check_streams(segments, bounded_start=bounded_start):
+    for report in check_streams(segments, bounded_start=bounded_start, bounded_end=bounded_end):
         for finding in report.findings:
             if finding.kind in ("gap", "broken"):
                 if allow_gaps:

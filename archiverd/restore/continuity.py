@@ -90,8 +90,14 @@ class StreamReport:
         return [f for f in self.findings if f.kind == "lost"]
 
 
-def check_streams(segments: Sequence[Segment], *, bounded_start: bool) -> list[StreamReport]:
-    """One report per (host, container) among `segments` (live versions with metadata)."""
+def check_streams(
+    segments: Sequence[Segment], *, bounded_start: bool, bounded_end: bool = False
+) -> list[StreamReport]:
+    """One report per (host, container) among `segments` (live versions with metadata).
+
+    ``bounded_end`` (an ``--until``): segments after the window were not selected, so a
+    missing end-of-stream mark says nothing and is not reported.
+    """
     groups: dict[tuple[str, str], list[Segment]] = {}
     for segment in segments:
         if not segment.is_delete_marker:
@@ -103,13 +109,13 @@ def check_streams(segments: Sequence[Segment], *, bounded_start: bool) -> list[S
         members.sort(key=lambda s: (s.parsed.seq, s.parsed.first_ts))
         name = next((container_name(s.metadata) for s in members if s.metadata), "")
         report = StreamReport(host, container_id, name, members)
-        _walk(report, bounded_start)
+        _walk(report, bounded_start, bounded_end)
         reports.append(report)
     reports.sort(key=lambda r: (r.host, r.name, r.container_id))
     return reports
 
 
-def _walk(report: StreamReport, bounded_start: bool) -> None:
+def _walk(report: StreamReport, bounded_start: bool, bounded_end: bool) -> None:
     add = report.findings.append
     previous: Segment | None = None
     unchained = 0
@@ -126,6 +132,15 @@ def _walk(report: StreamReport, bounded_start: bool) -> None:
                     "broken",
                     f"{report.who}: seq {seq} follows seq {previous.parsed.seq}, which says the "
                     "stream ended there",
+                )
+            )
+        said = meta.get("archiverd-seq", str(seq))
+        if said != str(seq):
+            add(
+                Finding(
+                    "broken",
+                    f"{report.who}: the object at {segment.key} (seq {seq}) says it is seq "
+                    f"{said}: it was copied from another key",
                 )
             )
         if "archiverd-stream" not in meta:
@@ -146,6 +161,8 @@ def _walk(report: StreamReport, bounded_start: bool) -> None:
             )
         )
     last = report.segments[-1]
+    if bounded_end:
+        return
     if "archiverd-stream" in (last.metadata or {}) and not _ends(last.metadata or {}):
         add(
             Finding(

@@ -156,6 +156,7 @@ async def verify(
     *,
     parallel: int,
     bounded_start: bool,
+    bounded_end: bool = False,
     advance: Any = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> Verdict:
@@ -202,7 +203,7 @@ async def verify(
     # A current object that could not even be downloaded has no metadata: the failure is
     # reported, and its stream is judged on the others.
     current = [s for s in current if s.metadata is not None]
-    streams = check_streams(current, bounded_start=bounded_start)
+    streams = check_streams(current, bounded_start=bounded_start, bounded_end=bounded_end)
     failures.sort(key=lambda item: item[0].order)
     recovered = [s for s in current if s.recovered]
     return Verdict(_rows(objects, failures, streams, current), failures, streams, recovered)
@@ -297,6 +298,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
                 keyring,
                 parallel=args.parallel,
                 bounded_start=query.since is not None,
+                bounded_end=query.until is not None,
                 advance=progress.advance,
             )
         finally:
