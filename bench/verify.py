@@ -146,7 +146,7 @@ def main() -> None:
         print(
             f"verify of {packed_total / MB:.1f} MB ciphertext ({plain_total / MB:.1f} MB "
             f"plaintext) in {args.segments} objects, best of {args.rounds} "
-            f"(wall clock, {os.cpu_count()} cores)"
+            f"(wall clock, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})"
         )
         for name, seconds in results.items():
             print(
