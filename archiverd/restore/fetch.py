@@ -119,7 +119,7 @@ async def fetch_segment(
     """
     body = work / f".{uuid.uuid4().hex}.body"
     try:
-        stored = await _download(destination, segment, body, retry_delays)
+        stored = await download_segment(destination, segment, body, retry_delays)
         metadata = dict(stored.metadata)
         check_identity(segment, metadata)
         unpack = _unpack if durable else _unpack_scratch
@@ -137,7 +137,7 @@ async def fetch_segment(
         body.unlink(missing_ok=True)
 
 
-async def _download(
+async def download_segment(
     destination: ObjectReader, segment: Segment, body: Path, retry_delays: Sequence[float]
 ) -> StoredObject:
     """Download, retrying transient failures (network, a short or corrupt transfer)."""

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import RETRY_DELAYS, _download, check_identity
+from archiverd.restore.fetch import RETRY_DELAYS, check_identity, download_segment
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
 
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from archiverd.pack import Keyring
 
 EXIT_PROBLEM = os.EX_DATAERR
+EXIT_LOST_AT_SOURCE = os.EX_NOINPUT
 DOWNLOADS = 8
 """Objects downloaded at once (at least; twice the workers when more)."""
-EXIT_LOST_AT_SOURCE = os.EX_NOINPUT
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +157,7 @@ async def verify(
     parallel: int,
     bounded_start: bool,
     bounded_end: bool = False,
-    advance: Any = None,
+    advance: Callable[[int], None] | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS,
 ) -> Verdict:
     """Verify every live entry of `segments` (delete markers are skipped); see module doc."""
@@ -174,7 +174,7 @@ async def verify(
         async def one(segment: Segment) -> None:
             body = work / f"{uuid.uuid4().hex}.body"
             try:
-                stored = await _download(destination, segment, body, retry_delays)
+                stored = await download_segment(destination, segment, body, retry_delays)
                 metadata = dict(stored.metadata)
                 # Judged on its metadata's claims even if the body fails below (reported as
                 # a failure), so a damaged body is not also counted as a hole in the chain.
