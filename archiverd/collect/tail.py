@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from archiverd.collect.files import FP_BYTES, OpenFile
-from archiverd.collect.streamfiles import FilesMissingError, StreamFile, StreamFiles, TailContext
+from archiverd.collect.streamfiles import StreamFile, StreamFiles, TailContext
+from archiverd.errors import FilesMissingError
 from archiverd.formats.layout import format_ts, stream_id
 from archiverd.formats.records import Scanner, make_scanner
 from archiverd.journal.db import SegmentRow
@@ -148,12 +149,9 @@ class StreamTail(StreamFiles):
             self.ctx.on_read(len(data))
             self.scanner.feed(data)
         start = self.open_segment.start_offset
-        if may_seal and self.at_end and finish and self.scanner.position > start:
-            sealed.append(self._seal(everything=True, reason=finish))
-        elif may_seal and self.at_end and finish and self._ended(finish):
-            marker = self._seal_end(finish)
-            if marker is not None:
-                sealed.append(marker)
+        finished = self._seal_finished(finish) if may_seal and self.at_end and finish else None
+        if finished is not None:
+            sealed.append(finished)
         elif may_seal and seal_open and self.scanner.boundary > start:
             sealed.append(self._seal(everything=False, reason="once"))
         elif may_seal and aged_before is not None and self.scanner.boundary > start:
@@ -161,6 +159,13 @@ class StreamTail(StreamFiles):
             if oldest is not None and oldest < aged_before:
                 sealed.append(self._seal(everything=False, reason="age"))
         return sealed
+
+    def _seal_finished(self, reason: str) -> SegmentRow | None:
+        """At the end of a stream that finished: seal everything read, or, when nothing is
+        left and the stream ended for good, the empty end-of-stream segment (`_seal_end`)."""
+        if self.scanner.position > self.open_segment.start_offset:
+            return self._seal(everything=True, reason=reason)
+        return self._seal_end(reason) if self._ended(reason) else None
 
     def _ended(self, reason: str) -> bool:
         """The stream is over for good (not merely exited: a container can restart)."""

@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, ConfigError
-from archiverd.restore.archives import Archives
-from archiverd.restore.continuity import StreamGapError, StreamReport, check_streams
-from archiverd.restore.listing import (
+from archiverd.errors import (
+    ArchiverError,
+    ConfigError,
     NoMatchError,
+    RestoreFailedError,
+    StreamGapError,
+)
+from archiverd.restore.archives import Archives
+from archiverd.restore.continuity import StreamReport, check_streams
+from archiverd.restore.listing import (
     Segment,
     Selection,
     fill_metadata,
@@ -278,8 +283,6 @@ def _failed(
     failures: Sequence[tuple[Segment, ArchiverError]], total: int, out: str
 ) -> ArchiverError:
     """One error listing every failed object (in key order), exit code of the first."""
-    from archiverd.restore.fetch import RestoreFailedError
-
     ordered = sorted(failures, key=lambda item: item[0].order)
     where = (
         "nothing was written"

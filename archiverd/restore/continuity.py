@@ -28,17 +28,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from archiverd.errors import IntegrityError
 from archiverd.formats.layout import Loss, losses_of
 from archiverd.restore.listing import Segment
 from archiverd.restore.query import container_name
 
 Kind = Literal["gap", "broken", "lost", "open", "unchained"]
 Status = Literal["complete", "open", "gaps", "broken", "unchained"]
-
-
-class StreamGapError(IntegrityError):
-    """A stream has a hole or a broken link; its plaintext was not released."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import RETRY_DELAYS, check_identity, download_segment
+from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, download_segment
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
 
@@ -158,7 +158,7 @@ async def verify(
     bounded_start: bool,
     bounded_end: bool = False,
     advance: Callable[[int], None] | None = None,
-    retry_delays: Sequence[float] = RETRY_DELAYS,
+    attempts: int = DOWNLOAD_ATTEMPTS,
 ) -> Verdict:
     """Verify every live entry of `segments` (delete markers are skipped); see module doc."""
     objects = [s for s in segments if not s.is_delete_marker]
@@ -174,7 +174,7 @@ async def verify(
         async def one(segment: Segment) -> None:
             body = work / f"{uuid.uuid4().hex}.body"
             try:
-                stored = await download_segment(destination, segment, body, retry_delays)
+                stored = await download_segment(destination, segment, body, attempts)
                 metadata = dict(stored.metadata)
                 # Judged on its metadata's claims even if the body fails below (reported as
                 # a failure), so a damaged body is not also counted as a hole in the chain.
