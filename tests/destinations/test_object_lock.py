@@ -22,7 +22,7 @@ from tests.destinations.s3util import MIB, s3_destination
 from tests.servers import S3Server
 from tests.service.test_daemon_process import archiverd, archiverd_env
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
@@ -122,7 +122,6 @@ def test_check_refuses_a_bucket_without_object_lock_with_the_fix(
     )
 
 
-@pytest.mark.slow
 def test_the_daemon_refuses_to_start_on_a_bucket_without_object_lock(
     tmp_path: Path, seaweedfs: S3Server
 ) -> None:

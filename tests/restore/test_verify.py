@@ -101,6 +101,7 @@ def test_old_unchained_archives_verify_and_are_flagged_unchained(
 
 
 @pytest.mark.s3
+@pytest.mark.slow
 def test_ls_versions_marks_the_version_get_restores_for_a_deleted_segment(
     capsysbinary: pytest.CaptureFixture[bytes], archive: Archive
 ) -> None:
