@@ -5,9 +5,10 @@ dockerd writes one JSON object per line, ``{"log":"…","stream":"stdout",["attr
 records: all but the last have a ``log`` that does not end in ``\\n`` (*partial*). A line is
 a json-file record when it is
 
-- in dockerd's layout: starts ``{"log":"``, ends ``"}``, and has ``","stream":"`` then a
-  later ``"time":"`` (read with byte operations, no JSON decoding: inside the ``log``
-  string every quote is escaped, so the first ``","stream":"`` ends it); or
+- in dockerd's layout: starts ``{"log":"`` and has ``","stream":"`` then a later
+  ``"time":"`` whose value ends at the next quote (read with byte operations, no JSON
+  decoding: inside the ``log`` string every quote is escaped, so the first
+  ``","stream":"`` ends it); or
 - any other JSON object (it starts with ``{``) whose ``log`` is a string: another key
   order, spaces, extra keys.
 
@@ -26,8 +27,7 @@ PREFIX = b'{"log":"'
 STREAM = b'","stream":"'
 TIME = b'"time":"'
 _START = len(PREFIX)
-_BACKSLASH = 92
-_NEWLINE = 10
+_Z = 90
 
 
 def escaped_newline_at_end(text: bytes) -> bool:
@@ -42,26 +42,34 @@ def _layout(line: bytes) -> tuple[int, int, int] | None:
     """(end of ``log``, start of ``time``, its end) when `line` is in dockerd's layout."""
     if not line.startswith(PREFIX):
         return None
-    stop = len(line) - 2 if line[-1] != _NEWLINE else len(line) - 3
-    if not line.startswith(b'"}', stop):
-        return None
     end = line.find(STREAM)
-    at = line.rfind(TIME, 0, stop)
-    if 0 < end < at:
-        return end, at + len(TIME), stop
+    at = line.rfind(TIME) + len(TIME)
+    stop = line.find(b'"', at)
+    if 0 < end < at - len(TIME) and stop > 0:
+        return end, at, stop
     return None
 
 
 def read(line: bytes, times: TimeCache) -> tuple[bool, int | None] | None:
     """(closes an application line, time in ns) of a json-file record; None if not one."""
-    layout = _layout(line)
-    if layout is not None:
-        end, at, stop = layout
-        # Ends in the escape \n unless that backslash is itself escaped.
-        closes = line.endswith(b"\\n", _START, end) and (
-            line[end - 3] != _BACKSLASH or escaped_newline_at_end(line[_START:end])
-        )
-        return closes, times.span(line, at, stop)
+    # `_layout`, inline with literal constants: this is the hot path of restore.
+    if line.startswith(b'{"log":"'):
+        end = line.find(b'","stream":"')
+        at = line.rfind(b'"time":"')
+        if 0 < end < at:
+            # Ends in the escape \n unless that backslash is itself escaped (92: "\\").
+            closes = line.endswith(b"\\n", 8, end) and (
+                line[end - 3] != 92 or escaped_newline_at_end(line[8:end])
+            )
+            at += 8
+            # The usual time (the stream's last second, nine digits, Z), inline as well.
+            if line.startswith(times.second, at) and line.startswith(b'Z"', at + 29):
+                fraction = line[at + 20 : at + 29]
+                if fraction.isdigit():
+                    return closes, times.second_ns + int(fraction)
+            stop = line.find(b'"', at)
+            if stop > 0:
+                return closes, times.span(line, at, stop)
     record = _decode(line)
     if record is None:
         return None

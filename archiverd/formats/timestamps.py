@@ -106,29 +106,29 @@ class TimeCache:
     (a scanner, one restore stream); not shared between threads.
     """
 
-    __slots__ = ("_head", "_head_ns")
+    __slots__ = ("second", "second_ns")
 
     def __init__(self) -> None:
-        self._head = b"~"  # "YYYY-MM-DDTHH:MM:SS" of the remembered second; "~" matches none
-        self._head_ns = 0
+        self.second = b"~"
+        """``YYYY-MM-DDTHH:MM:SS.`` of the last UTC second parsed ("~" matches no time)."""
+        self.second_ns = 0
+        """That second in ns since the epoch."""
 
     def span(self, buf: bytes, start: int, stop: int) -> int | None:
         """The time in ``buf[start:stop]`` in ns since the epoch; None if not a time."""
-        if buf.startswith(self._head, start) and buf[stop - 1] == _Z:
+        if buf.startswith(self.second, start) and buf[stop - 1] == _Z:
             size = stop - start
-            if 21 < size <= 30 and buf[start + 19] == _DOT:
+            if 21 < size <= 30:
                 fraction = buf[start + 20 : stop - 1]
                 if fraction.isdigit():
-                    return self._head_ns + int(fraction) * _FRACTION_SCALE[size - 21]
-            elif size == 20:
-                return self._head_ns
+                    return self.second_ns + int(fraction) * _FRACTION_SCALE[size - 21]
         value = buf[start:stop]
         parsed = _parse(value, lenient=False)
         if parsed is None:
             return None
         seconds, frac_ns = parsed
-        if value[-1] == _Z and value[19] in (_Z, _DOT):  # a UTC time: remember its second
-            self._head, self._head_ns = value[:19], seconds * _NS
+        if value[-1] == _Z and value[19] == _DOT:  # a UTC time: remember its second
+            self.second, self.second_ns = value[:20], seconds * _NS
         return seconds * _NS + frac_ns
 
     def parse(self, raw: bytes) -> int | None:
