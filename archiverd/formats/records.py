@@ -145,6 +145,12 @@ class Scanner:
         self._inside = False
         return cut
 
+    @property
+    def first_ts(self) -> datetime | None:
+        """Timestamp of the first record fed since the last cut (None: none, or no times)."""
+        first = self._closed.first if self._closed.first is not None else self._open.first
+        return _datetime(first)
+
     def _commit(self, end: int) -> None:
         """Move the boundary to `end`, the end of a line that closes an application line."""
         self.boundary = end
