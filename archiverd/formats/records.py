@@ -14,7 +14,9 @@ Bad input is kept, never dropped: a line that is no record closes where its ``\\
 ``max_line_bytes`` may be cut at a record boundary the writer already made (``long_line``);
 a run of ``max_line_bytes`` with no ``\\n`` at all is cut there. Those two cuts are the only
 ones inside an application line. Memory stays bounded by ``max_line_bytes`` plus one fed
-chunk.
+chunk, so the rest of a line cut for having no ``\\n`` is read as a line of its own: a
+segment holding both sides of such a cut may count it differently than restore, which
+reads the whole line (runtimes split lines at 16 KiB, so only garbage is that long).
 
 A segment's ``lines`` are the application lines restore reads from it (one more when it
 ends inside one); its first/last times are the first/last valid record times in it.
