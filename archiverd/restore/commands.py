@@ -25,6 +25,7 @@ from archiverd.errors import (
     RestoreFailedError,
     StreamGapError,
 )
+from archiverd.formats.timestamps import to_ns
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
 from archiverd.restore.listing import (
@@ -249,9 +250,7 @@ async def _with_archives(
 
 
 def _ns(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return None if moment is None else to_ns(moment)
 
 
 def _parallel(value: int) -> int:
