@@ -6,9 +6,10 @@ catches anything missed. Each dirty stream is processed on a worker thread (at m
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed.
 
-Event bridging and rescans live in `archiverd.collect.dirty`; packing and the spool's back-pressure
-(no new segment is sealed while `spool_full`; sealed data is never dropped) in
-`archiverd.collect.packing`.
+The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
+`archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
+segment is sealed while `spool_full`; sealed data is never dropped,
+`archiverd.collect.packing`) and one `StreamTail` per stream.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -45,7 +45,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Collector(DirtyStreams, SpoolFeeder):
+class Collector:
     """Discover, tail, seal and pack; see the module docstring."""
 
     def __init__(
@@ -70,35 +70,44 @@ class Collector(DirtyStreams, SpoolFeeder):
         self.host = host or socket.gethostname()
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
+        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool)
         self.sources: list[BaseSource] = list(
             sources
             if sources is not None
-            else (make_source(s, self._bad_at) for s in settings.effective_sources)
+            else (make_source(s, self._bad) for s in settings.effective_sources)
         )
+        self.dirty = DirtyStreams(self.sources, journal)
         self._opener = opener
         self._workers = workers
         self._watch = watch
         self._tails: dict[Key, StreamTail] = {}
         self._reopen_attempts: dict[Key, int] = {}
-        self._signatures: dict[Key, object] = {}
         self._busy: set[Key] = set()
         self._packing: set[Key] = set()
         self._pack_tasks: set[asyncio.Task[None]] = set()
-        self._dirty: set[Key] = set()
-        self._rescan_wanted = True
-        self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._done = asyncio.Event()
-        self._disk_full = False
-        self.spool_full = False
-        self.packed_total = 0
+
+    @property
+    def spool_full(self) -> bool:
+        """Whether the spool limit (or a full disk) stops sealing; see `SpoolFeeder`."""
+        return self.feeder.spool_full
+
+    @spool_full.setter
+    def spool_full(self, value: bool) -> None:
+        self.feeder.spool_full = value
+
+    @property
+    def packed_total(self) -> int:
+        """Segments packed into the spool since start."""
+        return self.feeder.packed_total
 
     # reporting -----------------------------------------------------------------------
 
-    def _bad_at(self, reason: str, path: str) -> None:
-        self._bad(reason)
+    def _bad(self, reason: str) -> None:
+        self.metrics.bad_input.labels(reason=reason).inc()
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -107,19 +116,20 @@ class Collector(DirtyStreams, SpoolFeeder):
             return
         self._started = True
         await asyncio.to_thread(self.spool.recover, self.journal)
-        self._update_spool_state()
+        self.feeder.update_spool_state()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch, tail, seal and pack until `stop` is set."""
         await self._start()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self.dirty.attach(self._loop, self._wake)
         background = [
             asyncio.create_task(source.background(stop), name=f"source {source.name}")
             for source in self.sources
         ]
         await asyncio.sleep(0)  # a source's background may create its root first (demo)
-        watcher = Watcher(self._on_event) if self._watch else None
+        watcher = Watcher(self.dirty.on_event) if self._watch else None
         unwatched = set(range(len(self.sources))) if watcher is not None else set()
         rescan_every = min(s.settings.rescan_seconds for s in self.sources) if self.sources else 30
         next_rescan = 0.0
@@ -131,13 +141,13 @@ class Collector(DirtyStreams, SpoolFeeder):
                         root = self.sources[index].root
                         if await asyncio.to_thread(watcher.watch, index, root):
                             unwatched.discard(index)
-                            self._rescan_wanted = True
-                if time.monotonic() >= next_rescan or self._rescan_wanted:
-                    self._rescan_wanted = False
+                            self.dirty.rescan_wanted = True
+                if time.monotonic() >= next_rescan or self.dirty.rescan_wanted:
+                    self.dirty.rescan_wanted = False
                     next_rescan = time.monotonic() + rescan_every
-                    for key in await asyncio.to_thread(self._discover, True):
-                        self._mark(key)
-                for key in self._take_dirty():
+                    for key in await asyncio.to_thread(self.dirty.discover, True):
+                        self.dirty.mark(key)
+                for key in self.dirty.take(self._busy):
                     task = asyncio.create_task(self._process(key, None))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -166,7 +176,7 @@ class Collector(DirtyStreams, SpoolFeeder):
         boundary), pack it, and return how many segments were packed."""
         await self._start()
         before = self.packed_total
-        keys = await asyncio.to_thread(self._discover)
+        keys = await asyncio.to_thread(self.dirty.discover)
         keys |= set(self._tails)
         await self._idle()  # let run()'s workers finish before touching their streams
         await asyncio.gather(*(self._process(key, ("once", include_open)) for key in keys))
@@ -195,7 +205,7 @@ class Collector(DirtyStreams, SpoolFeeder):
         job is awaited.
         """
         if key in self._busy:
-            self._mark(key)
+            self.dirty.mark(key)
             return
         self._busy.add(key)
         try:
@@ -203,7 +213,7 @@ class Collector(DirtyStreams, SpoolFeeder):
                 sealed = await asyncio.to_thread(self._tail_work, key, once)
         except Exception:
             log.exception("stream processing failed; will retry", stream=key[1])
-            self._signatures.pop(key, None)
+            self.dirty.forget(key)
             sealed = False
         finally:
             self._busy.discard(key)
@@ -231,7 +241,7 @@ class Collector(DirtyStreams, SpoolFeeder):
         finally:
             self._packing.discard(key)
             self._done.set()
-            self._mark(key)  # a tail pass releases files and notices removal
+            self.dirty.mark(key)  # a tail pass releases files and notices removal
             if self._wake is not None:
                 self._wake.set()
 
@@ -248,6 +258,11 @@ class Collector(DirtyStreams, SpoolFeeder):
             self._pack_sem = asyncio.Semaphore(self._workers)
         return self._pack_sem
 
+    def _pack_work(self, key: Key) -> None:
+        tail = self._tails.get(key)
+        if tail is not None:
+            self.feeder.pack_sealed(tail)
+
     def _tail_work(self, key: Key, once: tuple[str, bool] | None) -> bool:
         """Returns whether sealed segments wait for packing."""
         index, stream_key = key
@@ -261,13 +276,13 @@ class Collector(DirtyStreams, SpoolFeeder):
         if key not in self._packing:
             tail.release()
         complete = tail.refresh(info)
-        self._update_spool_state()
+        self.feeder.update_spool_state()
         finish = self._finish_reason(source, info, once)
         seal_open = once is not None and once[1]
         tail.advance(may_seal=not self.spool_full, finish=finish, seal_open=seal_open)
         pending = bool(self.journal.segments(tail.stream_id, "sealed"))
         if not complete or self.spool_full or not tail.at_end:
-            self._signatures.pop(key, None)  # unfinished business: the next rescan retries
+            self.dirty.forget(key)  # unfinished business: the next rescan retries
         if (
             info.state == "removed"
             and tail.at_end
@@ -309,9 +324,9 @@ class Collector(DirtyStreams, SpoolFeeder):
             )
         except FilesMissingError as exc:
             self._reopen_attempts[key] = attempts
-            self._signatures.pop(key, None)
+            self.dirty.forget(key)
             log.warning("cannot find journaled files yet; will retry", error=str(exc))
-            self._rescan_wanted = True
+            self.dirty.rescan_wanted = True
             return None
         self._reopen_attempts.pop(key, None)
         self._tails[key] = tail

@@ -24,6 +24,8 @@ from typing import Literal
 
 Format = Literal["docker", "cri", "plain"]
 BadInput = Callable[[str], None]
+"""``(reason)``: count input skipped or worked around (the one bad-input callback type:
+scanners, stream files and sources report through it; whoever reports also logs why)."""
 
 _STREAM = b'","stream":"'
 _TIME = b'"time":"'

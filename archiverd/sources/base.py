@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -18,16 +18,13 @@ import structlog
 
 from archiverd.collect.files import inside
 from archiverd.config import SourceSettings
-from archiverd.formats.records import Format
+from archiverd.formats.records import BadInput, Format
 
 log = structlog.get_logger("archiverd.sources")
 
 State = Literal["running", "exited", "finished", "removed"]
 """``exited``: seal what is there, more may come (a restart); ``finished``: no more will come
 (rotated away for good); ``removed``: the stream's files are gone from the directory tree."""
-
-BadInput = Callable[[str, str], None]
-"""``(reason, path)``: report input skipped or worked around."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class BaseSource:
         self.settings = settings
         self.root = settings.path
         self.name = f"{settings.kind}:{settings.path}"
-        self._on_bad: BadInput = on_bad or (lambda reason, path: None)
+        self._on_bad: BadInput = on_bad or (lambda reason: None)
         self._reported: set[str] = set()
 
     async def background(self, stop: asyncio.Event) -> None:
@@ -134,7 +131,7 @@ class BaseSource:
             return
         self._reported.add(marker)
         log.warning("source input skipped", reason=reason, path=str(path), source=self.name)
-        self._on_bad(reason, str(path))
+        self._on_bad(reason)
 
     def allowed(self, path: Path) -> bool:
         """Whether `path` stays inside the root once symlinks are resolved (else reported)."""
