@@ -12,6 +12,7 @@ Split by what the caller does next, not by where the error came from::
     │   ├── TruncatedError           the object is shorter (or longer) than it says
     │   └── EnvelopeMismatchError    the envelope does not belong to this body
     ├── SourceError                  exit 66: a log source cannot be read (logged, counted, retried)
+    │   └── ListingError             a directory cannot be listed now (EMFILE, EACCES): no removal
     ├── DestinationError             exit 69: the bucket or directory cannot be written or read
     │   ├── RetryableDestinationError    network, throttling, 5xx: retried with backoff
     │   └── PermanentDestinationError    403, no such bucket, versioning off: an operator must act
@@ -75,6 +76,12 @@ class SourceError(ArchiverError):
     """A log source cannot be read; the daemon logs, counts and retries it."""
 
     exit_code = os.EX_NOINPUT
+
+
+class ListingError(SourceError):
+    """A stream's directory or file cannot be looked at right now (too many open files,
+    permission denied for a moment): its streams are left as they are and retried, never
+    taken as removed."""
 
 
 class DestinationError(ArchiverError):

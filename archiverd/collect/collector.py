@@ -29,6 +29,7 @@ from archiverd.collect.packing import SpoolFeeder
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.config import Settings
+from archiverd.errors import ListingError
 from archiverd.journal.db import Journal
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
@@ -82,6 +83,7 @@ class Collector:
         self._watch = watch
         self._tails: dict[Key, StreamTail] = {}
         self._reopen_attempts: dict[Key, int] = {}
+        self._removed_since: dict[Key, float] = {}
         self._busy: set[Key] = set()
         self._packing: set[Key] = set()
         self._pack_tasks: set[asyncio.Task[None]] = set()
@@ -108,6 +110,10 @@ class Collector:
 
     def _bad(self, reason: str) -> None:
         self.metrics.bad_input.labels(reason=reason).inc()
+
+    def _lost(self, reason: str, n: int | None) -> None:
+        self.metrics.source_gaps.labels(reason=reason).inc()
+        self.metrics.source_lost_bytes.inc(n or 0)
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -211,6 +217,10 @@ class Collector:
         try:
             async with self._semaphore():
                 sealed = await asyncio.to_thread(self._tail_work, key, once)
+        except ListingError as exc:
+            log.warning("stream cannot be looked at now; will retry", stream=key[1], error=str(exc))
+            self.dirty.forget(key)
+            sealed = False
         except Exception:
             log.exception("stream processing failed; will retry", stream=key[1])
             self.dirty.forget(key)
@@ -284,7 +294,7 @@ class Collector:
         if not complete or self.spool_full or not tail.at_end:
             self.dirty.forget(key)  # unfinished business: the next rescan retries
         if (
-            info.state == "removed"
+            self._gone_long_enough(key, source, info)
             and tail.at_end
             and not pending
             and key not in self._packing
@@ -293,9 +303,22 @@ class Collector:
             tail.close()
             self.journal.remove_stream(tail.stream_id)
             del self._tails[key]
+            self._removed_since.pop(key, None)
             log.info("stream removed and fully archived", stream=stream_key)
         self.metrics.watched_files.set(sum(len(t.files) for t in list(self._tails.values())))
         return pending
+
+    def _gone_long_enough(self, key: Key, source: BaseSource, info: StreamInfo) -> bool:
+        """Removed, and for longer than the source's grace (a file moved away and back
+        within it keeps its identity: it continues where it stopped)."""
+        if info.state != "removed":
+            self._removed_since.pop(key, None)
+            return False
+        since = self._removed_since.setdefault(key, time.monotonic())
+        if time.monotonic() - since >= source.removal_grace_seconds:
+            return True
+        self.dirty.forget(key)  # look again on the next rescan although nothing changed
+        return False
 
     def _new_tail(self, index: int, source: BaseSource, info: StreamInfo) -> StreamTail | None:
         journaled = {k for _, k in self.journal.active_streams(source.name)}
@@ -310,7 +333,9 @@ class Collector:
             root=source.root,
             source_name=source.name,
             clock=self.clock,
+            describe=source.describe,
             on_bad=self._bad,
+            on_lost=self._lost,
             on_read=self.metrics.source_bytes_read.labels(source=source.name).inc,
             on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
             opener=self._opener,

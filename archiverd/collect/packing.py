@@ -80,6 +80,27 @@ class SpoolFeeder:
                     return
             self.update_spool_state()
 
+    def _lost(self, tail: StreamTail, segment: SegmentRow, error: str) -> None:
+        """The segment's source bytes are gone: mark it lost and have the stream's next
+        segment record the gap."""
+        assert segment.end_offset is not None
+        assert segment.description is not None
+        n = segment.end_offset - segment.start_offset
+        self.journal.add_lost(
+            tail.stream_id,
+            {
+                "bytes": n,
+                "after_ts": segment.description.get("first_ts"),
+                "before_ts": segment.description.get("last_ts"),
+                "reason": "source_gone_before_pack",
+            },
+        )
+        self.journal.mark_lost(segment.id, error)
+        self.metrics.bad_input.labels(reason="vanished").inc()
+        self.metrics.source_gaps.labels(reason="source_gone_before_pack").inc()
+        self.metrics.source_lost_bytes.inc(n)
+        log.error("segment lost: its source bytes are gone", segment=segment.id, error=error)
+
     def _pack(self, tail: StreamTail, segment: SegmentRow) -> bool:
         """Pack one sealed segment into the spool and commit it as packed."""
         assert segment.end_offset is not None
@@ -95,9 +116,7 @@ class SpoolFeeder:
                 level=self.settings.encryption.compression_level,
             )
         except SourceError as exc:
-            self.journal.mark_lost(segment.id, str(exc))
-            self.metrics.bad_input.labels(reason="vanished").inc()
-            log.error("segment lost: its source bytes are gone", segment=segment.id, error=str(exc))
+            self._lost(tail, segment, str(exc))
             return True
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -29,8 +30,8 @@ from archiverd.collect.files import (
 )
 from archiverd.config import RotationSettings
 from archiverd.errors import SourceError
-from archiverd.formats.records import BadInput
-from archiverd.journal.db import Journal
+from archiverd.formats.records import BadInput, Format, make_scanner
+from archiverd.journal.db import FileRow, Journal
 from archiverd.sources.base import Candidate, StreamInfo
 
 log = structlog.get_logger("archiverd.collect.streamfiles")
@@ -47,6 +48,11 @@ class StreamFile:
     identity: Identity
     base: int | None
     length: int | None = None
+    recent: bytes = b""
+    """The last bytes read from it (up to `RECENT_BYTES`): a copy must hold them too."""
+
+
+RECENT_BYTES = 4096
 
 
 @dataclass
@@ -60,9 +66,13 @@ class TailContext:
     source_name: str
     clock: Callable[[], datetime]
     on_bad: BadInput
+    describe: Callable[[str], StreamInfo]
+    """The source's current view of a stream (listing again checks a snapshot)."""
     on_read: Callable[[int], None] = field(default=lambda n: None)
     on_sealed: Callable[[str], None] = field(default=lambda reason: None)
     opener: Opener = os.open
+    on_lost: Callable[[str, int | None], None] = field(default=lambda reason, n: None)
+    """Count a gap (reason, bytes if known); the entry itself goes to the journal."""
 
 
 class StreamFiles:
@@ -102,6 +112,7 @@ class StreamFiles:
                 continue
             data = f.file.read_at(offset, n)
             if data:
+                f.recent = (f.recent + data[-RECENT_BYTES:])[-RECENT_BYTES:]
                 if f.identity.fp_len < FP_BYTES:
                     self.grow_fingerprint(f)
                 return data
@@ -115,7 +126,25 @@ class StreamFiles:
         return b""
 
     def _truncate(self, f: StreamFile, offset: int) -> None:
+        """The live file is shorter than what was read from it: truncated in place. With
+        copytruncate a copy of it sits next to it; reading goes on from the copy (to its
+        end, which may hold bytes not yet read), then into the truncated file. Without a
+        copy the bytes read and not yet packed are gone (recorded as lost at packing)."""
         assert f.base is not None
+        copy = self._find_copy(f, offset)
+        fd, path = os.dup(f.file.fd), f.file.path
+        if copy is not None:
+            log.info(
+                "log file truncated after being copied (copytruncate): reading the copy",
+                path=f.file.path,
+                copy=copy.path,
+                read=offset,
+            )
+            f.file.close()
+            f.file = copy
+            self.ctx.journal.replace_file(f.row_id, path=copy.path, dev=copy.dev, ino=copy.ino)
+            self._add(OpenFile(fd, path=path, gz=False), None)
+            return
         self.ctx.on_bad("truncated")
         log.warning(
             "log file truncated in place; bytes not yet packed may be lost",
@@ -125,10 +154,36 @@ class StreamFiles:
         )
         f.length = offset
         self.ctx.journal.finish_file(f.row_id, offset, None)
-        fd = os.dup(f.file.fd)
-        self._add(OpenFile(fd, path=f.file.path, gz=False), f.base + offset)
+        self._add(OpenFile(fd, path=path, gz=False), f.base + offset)
         self.cur += 1
         self.truncated = True
+
+    def _find_copy(self, f: StreamFile, offset: int) -> OpenFile | None:
+        """A regular file next to `f` holding what was read from it: the same first bytes
+        (fingerprint), at least `offset` bytes, and the last bytes read at the same place."""
+        directory = Path(f.file.path).parent
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            return None
+        for name in names:
+            try:
+                fd = safe_open(self.ctx.root, directory / name, self.ctx.opener)
+            except (OSError, SourceError):
+                continue  # not a regular file inside the root: not a copy we may read
+            opened = OpenFile(fd, path=str(directory / name), gz=False)
+            if self._holds(opened, f, offset):
+                return opened
+            opened.close()
+        return None
+
+    def _holds(self, opened: OpenFile, f: StreamFile, offset: int) -> bool:
+        if (opened.dev, opened.ino) == (f.file.dev, f.file.ino) or opened.size() < offset:
+            return False
+        if f.identity.fp_len == 0 or opened.identity(f.identity.fp_len).fp != f.identity.fp:
+            return False
+        tail = f.recent[-min(len(f.recent), offset) :] if f.recent else b""
+        return opened.read_at(offset - len(tail), len(tail)) == tail
 
     # finding files -------------------------------------------------------------------
 
@@ -169,7 +224,7 @@ class StreamFiles:
         """After a restart: find each journaled file again (by identity, any name) and
         place reading at stream offset `start` (the open segment's)."""
         rows = self.ctx.journal.files(self.stream_id)
-        lost: list[int] = []
+        lost: list[FileRow] = []
         for row in rows:
             known = Identity(row.dev, row.ino, row.fp, row.fp_len)
             found = None
@@ -185,7 +240,7 @@ class StreamFiles:
                 if opened is not None:
                     opened.close()
             if found is None:
-                lost.append(row.id)
+                lost.append(row)
                 continue
             self.files.append(StreamFile(row.id, found, known, row.base, row.length))
         if lost and not allow_loss:
@@ -201,7 +256,12 @@ class StreamFiles:
                 stream=self.info.key,
                 files=len(lost),
             )
-            self.ctx.journal.drop_files(lost)
+            self._lost(
+                lost_entry(
+                    _unread(lost, start), after=None, before=None, reason="vanished_while_down"
+                )
+            )
+            self.ctx.journal.drop_files([row.id for row in lost])
             self._rebase(start)
         for index, f in enumerate(self.files):
             last = index == len(self.files) - 1
@@ -245,29 +305,32 @@ class StreamFiles:
         self.files.append(StreamFile(row_id, opened, identity, base))
 
     def refresh(self, info: StreamInfo, start: int) -> bool:
-        """Take the source's current view: append files that appeared after the last known
-        (the first file of a stream with none is placed at stream offset `start`).
+        """Take the source's current view: append, in order, every file after the last one
+        held (the first file of a stream with none is placed at stream offset `start`).
 
-        Returns False when something must be looked at again later (a listing taken
-        mid-rotation, a file that cannot be opened yet).
+        The view is a consistent snapshot (listed, opened, listed again: same names, each
+        still the file opened), so a rotation between listing and opening cannot hide a file.
+        When none of the held files is listed any more although the source keeps its
+        rotations, the files between were deleted unread: that gap is recorded as lost.
+        Returns False when something must be looked at again later (the directory kept
+        changing, a file that cannot be opened yet).
         """
         self.info = info
         if self._live_unchanged(info):
             return True
-        opened_all = self._open_consistent(info)
-        if opened_all is None:
+        snapshot = self._open_consistent(info)
+        if snapshot is None:
             return False  # the directory kept changing under us: next pass
+        self.info, opened_all = snapshot
         after = self._after_known(opened_all)
-        floor = None
         if self.files and after == 0:
-            self._out_of_sight += 1
-            if self._out_of_sight < 2 and len(opened_all) > 1:
-                # Likely a listing taken mid-rotation of a .1/.2 chain: look again.
+            if any(o is None for o in opened_all):
                 _close_all(opened_all, keep=[])
-                return False
-            floor = self._out_of_sight_floor(len(opened_all))
-        self._out_of_sight = 0
-        new, complete = self._new_files(opened_all, after, floor)
+                return False  # one we cannot open now may be ours: do not guess
+            first = opened_all[0] if opened_all else None
+            if self.info.keeps_rotations and first is not None:
+                self._record_gap(first)
+        new, complete = self._new_files(opened_all, after)
         _close_all(opened_all, keep=new)
         for opened in new:
             self._add(opened, start if not self.files else None)
@@ -294,27 +357,35 @@ class StreamFiles:
                 after = index + 1
         return after
 
-    def _out_of_sight_floor(self, candidates: int) -> float:
-        """None of our files is visible any more (renamed away, or deleted by max-file
-        while we lagged): go on with what was written after the last one we hold."""
-        if candidates > 1:
-            self.ctx.on_bad("vanished")
-            log.warning(
-                "stream's files rotated out of sight; bytes between may be lost",
-                stream=self.info.key,
-            )
-        return os.fstat(self.files[-1].file.fd).st_mtime
+    def _record_gap(self, first_new: OpenFile) -> None:
+        """Files between the last one held and `first_new` were deleted before they could
+        be opened (rotated out faster than read, or while archiverd was down)."""
+        last = self.files[-1]
+        entry = lost_entry(
+            None,
+            after=edge_ts(last.file, self.info.format, last=True),
+            before=edge_ts(first_new, self.info.format, last=False),
+            reason="rotated_unread",
+        )
+        self._lost(entry)
+
+    def _lost(self, entry: dict[str, Any]) -> None:
+        self.ctx.journal.add_lost(self.stream_id, entry)
+        self.ctx.on_lost(str(entry["reason"]), entry["bytes"])
+        log.error(
+            "source bytes lost: files were deleted before archiverd could read them",
+            stream=self.info.key,
+            **entry,
+        )
 
     def _new_files(
-        self, opened_all: list[OpenFile | None], after: int, floor: float | None
+        self, opened_all: list[OpenFile | None], after: int
     ) -> tuple[list[OpenFile], bool]:
         """The candidates to append, in order, and whether every one could be looked at."""
         new: list[OpenFile] = []
-        for index, opened in enumerate(opened_all):
+        for opened in opened_all[after:]:
             if opened is None:
                 return new, False  # cannot open it yet: keep order, retry on the next pass
-            if index < after or (floor is not None and os.fstat(opened.fd).st_mtime < floor):
-                continue
             if opened.gz and not self._complete_gz(opened):
                 return new, False
             if opened.size() == 0:
@@ -322,18 +393,19 @@ class StreamFiles:
             new.append(opened)
         return new, True
 
-    def _open_consistent(self, info: StreamInfo) -> list[OpenFile | None] | None:
-        """Open every candidate, checking afterwards that each name still holds the file
-        opened (a rotation renames a chain of files; a half-seen one misorders them)."""
-        for _ in range(5):
+    def _open_consistent(self, info: StreamInfo) -> tuple[StreamInfo, list[OpenFile | None]] | None:
+        """Open every candidate, then list again: the same names, each still holding the
+        file opened, make a snapshot (a rotation renames a chain of files; a listing taken
+        before it would misorder them or miss the oldest)."""
+        for _ in range(10):
             opened = [self._open(c) for c in info.files]
-            if all(
+            again = self.ctx.describe(info.key)
+            if [c.path for c in again.files] == [c.path for c in info.files] and all(
                 o is None or _same_inode(c.path, o) for c, o in zip(info.files, opened, strict=True)
             ):
-                return opened
-            for o in opened:
-                if o is not None:
-                    o.close()
+                return again, opened
+            _close_all(opened, keep=[])
+            info = again
         return None
 
     def _complete_gz(self, opened: OpenFile) -> bool:
@@ -382,6 +454,50 @@ class StreamFiles:
         for f in self.files:
             f.file.close()
         self.files = []
+
+
+EDGE_BYTES = 64 * 1024
+"""How much of a file's head or tail is read to find its first or last record's time."""
+
+
+def lost_entry(
+    n: int | None, *, after: datetime | None, before: datetime | None, reason: str
+) -> dict[str, Any]:
+    """One ``"lost"`` entry of a segment description."""
+    return {
+        "bytes": n,
+        "after_ts": after.isoformat() if after else None,
+        "before_ts": before.isoformat() if before else None,
+        "reason": reason,
+    }
+
+
+def edge_ts(opened: OpenFile, fmt: Format, *, last: bool) -> datetime | None:
+    """The time of the file's first (or last) complete record, when it has one."""
+    try:
+        if last:
+            size = opened.size()
+            data = opened.read_at(max(size - EDGE_BYTES, 0), EDGE_BYTES)
+            end = data.rfind(b"\n")
+            data = data[data.rfind(b"\n", 0, end) + 1 : end + 1] if end >= 0 else b""
+        else:
+            data = opened.read_at(0, EDGE_BYTES)
+            data = data[: data.find(b"\n") + 1]
+    except (OSError, EOFError, SourceError):
+        return None
+    scanner = make_scanner(fmt, 0, max_line_bytes=EDGE_BYTES, on_bad=lambda reason: None)
+    scanner.feed(data)
+    return scanner.cut(everything=True).first_ts
+
+
+def _unread(rows: list[FileRow], start: int) -> int | None:
+    """Bytes of the vanished files at or after stream offset `start`, when all are known."""
+    total = 0
+    for row in rows:
+        if row.base is None or row.length is None:
+            return None
+        total += max(row.base + row.length - max(start, row.base), 0)
+    return total
 
 
 def _close_all(opened_all: list[OpenFile | None], keep: list[OpenFile]) -> None:

@@ -18,6 +18,7 @@ import structlog
 
 from archiverd.collect.files import inside
 from archiverd.config import SourceSettings
+from archiverd.errors import ListingError
 from archiverd.formats.records import BadInput, Format
 
 log = structlog.get_logger("archiverd.sources")
@@ -50,6 +51,9 @@ class StreamInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     idle_finishes: bool = False
     """With ``run --once``, a stream idle past ``idle_seconds`` counts as finished."""
+    keeps_rotations: bool = False
+    """Rotated files stay listed (docker, CRI) until the writer deletes them, so when none of
+    the files a reader holds is listed any more, files between may have been deleted unread."""
 
 
 class Source(Protocol):
@@ -88,6 +92,10 @@ class BaseSource:
     """Shared plumbing: the root, symlink policy, bad-input reporting."""
 
     kind = "base"
+    removal_grace_seconds = 0.0
+    """How long a stream must stay gone before it is forgotten (its files closed, its
+    journal rows dropped). Sources whose streams may come back (a file moved away and back)
+    set it; a stream that returns within it continues where it stopped."""
 
     def __init__(self, settings: SourceSettings, on_bad: BadInput | None = None) -> None:
         self.settings = settings
@@ -141,10 +149,12 @@ class BaseSource:
         return False
 
     def entries(self, directory: Path, *, stable: bool = False) -> list[os.DirEntry[str]]:
-        """The directory's entries, or none if it vanished or cannot be listed.
+        """The directory's entries, or none if it does not exist.
 
         `stable`: list until two listings agree, so a rotation renaming a chain of files
-        (``.1`` -> ``.2`` ...) is not seen half done.
+        (``.1`` -> ``.2`` ...) is not seen half done. Raises `ListingError` (after reporting
+        it) when the directory exists but cannot be listed now (EMFILE, EACCES, ...): that
+        says nothing about its streams, which must not be taken as removed.
         """
         try:
             with os.scandir(directory) as it:
@@ -161,9 +171,20 @@ class BaseSource:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            self.bad(
-                "permission_denied" if isinstance(exc, PermissionError) else "vanished", directory
-            )
+            self.unlistable(directory, exc)
+            raise ListingError(f"cannot list {directory} now: {exc}; will retry") from exc
+
+    def unlistable(self, path: Path, exc: OSError) -> None:
+        """Report a transient failure to look at `path` (not deduplicated: it may recur)."""
+        reason = "permission_denied" if isinstance(exc, PermissionError) else "unlistable"
+        log.warning("cannot look at a source path now; will retry", path=str(path), error=str(exc))
+        self._on_bad(reason)
+
+    def listed(self, directory: Path) -> list[os.DirEntry[str]]:
+        """`entries`, empty when the directory cannot be listed now (discovery retries)."""
+        try:
+            return self.entries(directory)
+        except ListingError:
             return []
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from archiverd.errors import ListingError
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo
 
 _LOG = re.compile(r"^(?P<n>\d+)\.log(?:\.(?P<ts>[^/]+?))?(?P<gz>\.gz)?$")
@@ -24,15 +25,19 @@ class CriSource(BaseSource):
     def discover(self) -> list[StreamInfo]:
         """Every container restart with log files."""
         found = []
-        for pod in self.entries(self.root):
+        for pod in self.listed(self.root):
             if not pod.is_dir(follow_symlinks=False):
                 continue
-            for container in self.entries(Path(pod.path)):
+            for container in self.listed(Path(pod.path)):
                 if not container.is_dir(follow_symlinks=False):
                     continue
-                numbers = {n for n, _, _ in self._logs(Path(container.path))}
-                for n in sorted(numbers):
-                    found.append(self.describe(f"{pod.name}/{container.name}/{n}"))
+                try:
+                    numbers = {n for n, _, _ in self._logs(Path(container.path))}
+                    found += [
+                        self.describe(f"{pod.name}/{container.name}/{n}") for n in sorted(numbers)
+                    ]
+                except ListingError:
+                    continue  # reported; the next rescan looks again
         return found
 
     def _logs(self, directory: Path) -> list[tuple[int, str, Candidate]]:
@@ -87,6 +92,7 @@ class CriSource(BaseSource):
                 "io.kubernetes.container.restart": str(n),
             },
             idle_finishes=True,
+            keeps_rotations=True,
         )
 
     def key_for_path(self, path: str) -> str | None:
