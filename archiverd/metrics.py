@@ -34,8 +34,8 @@ class Metrics:
         self.source_gaps = Counter(
             "archiverd_source_gaps",
             "Ranges of source bytes that vanished before archiverd could read them, recorded "
-            "as 'lost' in the next segment (reason: rotated_unread, vanished_while_down, "
-            "source_gone_before_pack)",
+            "as 'lost' in the next segment (reason: rotated_unread, rotated_before_seen, "
+            "vanished_while_down, source_gone_before_pack)",
             ["reason"],
             registry=r,
         )

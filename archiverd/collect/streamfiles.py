@@ -331,6 +331,8 @@ class StreamFiles:
             if self.info.keeps_rotations and first is not None:
                 self._record_gap(first)
         new, complete = self._new_files(opened_all, after)
+        if new and not self.files and start == 0:
+            self._check_first_seen(opened_all)
         _close_all(opened_all, keep=new)
         for opened in new:
             self._add(opened, start if not self.files else None)
@@ -366,6 +368,22 @@ class StreamFiles:
             after=edge_ts(last.file, self.info.format, last=True),
             before=edge_ts(first_new, self.info.format, last=False),
             reason="rotated_unread",
+        )
+        self._lost(entry)
+
+    def _check_first_seen(self, opened_all: list[OpenFile | None]) -> None:
+        """A new stream whose writer already keeps as many files as it may: older ones
+        were probably deleted before archiverd saw the stream (started while it was down,
+        or rotating faster than discovery)."""
+        limit = self.info.rotation_limit
+        first = opened_all[0] if opened_all else None
+        if limit is None or limit < 2 or len(opened_all) < limit or first is None:
+            return
+        entry = lost_entry(
+            None,
+            after=None,
+            before=edge_ts(first, self.info.format, last=False),
+            reason="rotated_before_seen",
         )
         self._lost(entry)
 

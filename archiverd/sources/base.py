@@ -51,6 +51,9 @@ class StreamInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     idle_finishes: bool = False
     """With ``run --once``, a stream idle past ``idle_seconds`` counts as finished."""
+    rotation_limit: int | None = None
+    """How many files the writer keeps at most (docker's max-file), when known: a stream
+    first seen with that many files may have lost older ones before anyone looked."""
     keeps_rotations: bool = False
     """Rotated files stay listed (docker, CRI) until the writer deletes them, so when none of
     the files a reader holds is listed any more, files between may have been deleted unread."""

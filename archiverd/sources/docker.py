@@ -19,6 +19,7 @@ from typing import Any
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
 
 CONFIG = "config.v2.json"
+HOSTCONFIG = "hostconfig.json"
 MAX_CONFIG_BYTES = 8 << 20
 """dockerd's config.v2.json is a few KB; anything larger is not one (read at most this)."""
 
@@ -124,7 +125,17 @@ class DockerSource(BaseSource):
             image=image if isinstance(image, str) else "",
             labels={str(k): str(v) for k, v in labels.items()},
             keeps_rotations=True,
+            rotation_limit=self._max_file(directory / HOSTCONFIG),
         )
+
+    def _max_file(self, path: Path) -> int | None:
+        """json-file's ``max-file`` from ``hostconfig.json`` (None when unknown)."""
+        try:
+            doc = json.loads(read_bounded(path, MAX_CONFIG_BYTES))
+            value = doc["LogConfig"]["Config"].get("max-file", "1")
+            return int(value)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def _part(self, doc: dict[str, Any], field: str, directory: Path) -> dict[str, Any]:
         """`doc[field]` when it is an object; anything else is reported and ignored."""

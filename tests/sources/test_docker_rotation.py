@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from archiverd.collect.collector import Collector
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal
 from tests.dockerd import DockerDaemon
-from tests.sources.helpers import archived, collector, settings
+from tests.sources.helpers import archived, collector, lost_entries, settings
 
 pytestmark = [
     pytest.mark.docker,
@@ -99,3 +100,73 @@ async def test_fast_rotation_reads_every_file_exactly_once(
         await coll.aclose()
         journal.close()
     assert failures == {}, f"{len(failures)} of {ROUNDS} runs lost or repeated lines"
+
+
+def _lost_by_container(journal: Journal) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for packed in journal.packed_segments():
+        row = journal.segment(packed.segment_id)
+        assert row is not None
+        assert row.description is not None
+        reasons = [e["reason"] for e in row.description.get("lost", [])]
+        out.setdefault(packed.description.container_id, []).extend(reasons)
+    return out
+
+
+async def test_small_max_file_loss_is_reported_never_silent(
+    dockerd: DockerDaemon, state_dir: Path, tmp_path: Path
+) -> None:
+    """max-size=10k max-file=2: a burst of 3,000 lines while archiverd does not look, and a
+    container that rotated before archiverd ever saw it: the lines kept are archived once
+    and in order, and each gap is reported (log, metric, the next segment's "lost")."""
+    cfg = settings(state_dir, SourceSettings(kind="docker", path=dockerd.containers_dir))
+    journal = Journal.open(state_dir)
+    coll = collector(cfg, journal)
+    opts = ["max-size=10k", "max-file=2"]
+    try:
+        early = await asyncio.to_thread(
+            dockerd.run_container, _script("early"), name="archiverd-lossy-early", log_opts=opts
+        )
+        await asyncio.to_thread(dockerd.wait, early)
+        first = "awk 'BEGIN{for(i=0;i<50;i++) printf \"a %d\\n\", i}'"
+        burst = f"awk 'BEGIN{{for(i=50;i<{50 + LINES};i++) printf \"a %d {PAD}\\n\", i}}'"
+        cid = await asyncio.to_thread(
+            dockerd.run_container,
+            f"{first}; sleep 5; {burst}",
+            name="archiverd-lossy",
+            log_opts=opts,
+        )
+        log = dockerd.log_path(cid)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 50):
+            assert loop.time() < deadline, "the first lines never appeared"
+            await asyncio.sleep(0.05)
+        await coll.seal_all(include_open=False)  # holds the live file (lines 0-49)
+        await asyncio.to_thread(dockerd.wait, cid)
+        await asyncio.to_thread(dockerd.wait_stopped_on_disk, cid)
+        with structlog.testing.capture_logs() as logs:
+            await coll.seal_all(include_open=False)
+        numbers = _line_numbers(journal, tmp_path, cid)
+        assert numbers[:50] == list(range(50))
+        assert numbers == sorted(set(numbers))  # in order, none twice
+        assert numbers[-1] == 50 + LINES - 1
+        assert len(numbers) < 50 + LINES  # rotated away unread
+        early_numbers = _line_numbers(journal, tmp_path, early)
+        assert early_numbers == list(range(LINES - len(early_numbers), LINES))
+        assert _lost_by_container(journal) == {
+            early: ["rotated_before_seen"],
+            cid: ["rotated_unread"],
+        }
+        [lost] = [e for e in lost_entries(journal) if e["reason"] == "rotated_unread"]
+        assert lost["after_ts"] < lost["before_ts"]
+        gaps = coll.metrics.registry.get_sample_value(
+            "archiverd_source_gaps_total", {"reason": "rotated_unread"}
+        )
+        assert gaps == 1
+        assert [e["stream"] for e in logs if e["event"].startswith("source bytes lost")] == [cid]
+        await asyncio.to_thread(dockerd.rm, cid)
+        await asyncio.to_thread(dockerd.rm, early)
+    finally:
+        await coll.aclose()
+        journal.close()

@@ -3,6 +3,7 @@ before they could be read are recorded as lost in the next segment, never silent
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from tests.sources.helpers import (
     collector,
     cri_line,
     docker_record,
+    lost_entries,
     settings,
 )
 
@@ -34,17 +36,6 @@ def _lines(start: int, count: int) -> bytes:
 
 def _cri(start: int, count: int) -> bytes:
     return b"".join(cri_line(f"msg {i}", n=i) for i in range(start, start + count))
-
-
-def _lost_entries(journal: Journal) -> list[dict[str, object]]:
-    """Every "lost" entry in the descriptions of the packed segments, in seal order."""
-    out: list[dict[str, object]] = []
-    for packed in journal.packed_segments():
-        row = journal.segment(packed.segment_id)
-        assert row is not None
-        assert row.description is not None
-        out += row.description.get("lost", [])
-    return out
 
 
 def _opener_that(action: Callable[[], None], marker: str = "") -> Callable[[str, int], int]:
@@ -149,7 +140,7 @@ async def test_files_deleted_unread_are_recorded_as_lost(tmp_path: Path, state_d
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
     assert arc.data == _lines(0, 50) + _lines(150, 100)
-    lost = _lost_entries(journal)
+    lost = lost_entries(journal)
     assert [set(e) for e in lost] == [LOST_KEYS]
     assert lost[0]["reason"] == "rotated_unread"
     assert lost[0]["bytes"] is None
@@ -163,3 +154,40 @@ async def test_files_deleted_unread_are_recorded_as_lost(tmp_path: Path, state_d
     await coll.aclose()
     journal.close()
     shutil.rmtree(root)
+
+
+async def test_stream_first_seen_with_every_file_kept_reports_possible_loss(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """A container first seen with as many files as its max-file keeps (hostconfig.json):
+    older files may have been deleted before archiverd looked, and that is recorded; one
+    with fewer files is not."""
+    root = tmp_path / "containers"
+    full = ContainerDir(root, CID)
+    young = ContainerDir(root, "beef" + "0" * 60)
+    for container, rotations in ((full, 5), (young, 1)):
+        (container.dir / "hostconfig.json").write_text(
+            json.dumps({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}})
+        )
+        for n in range(rotations + 1):
+            container.write(_lines(n * 10, 10))
+            if n < rotations:
+                container.rotate(3)
+        container.config(running=False)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    await coll.seal_all(include_open=False)
+    arcs = archived(journal, tmp_path)
+    assert arcs[CID].data == _lines(30, 30)
+    assert arcs[young.cid].data == _lines(0, 20)
+    lost = lost_entries(journal)
+    assert lost == [
+        {
+            "bytes": None,
+            "after_ts": None,
+            "before_ts": "2026-11-23T08:00:00.000030+00:00",
+            "reason": "rotated_before_seen",
+        }
+    ]
+    await coll.aclose()
+    journal.close()
