@@ -1,7 +1,8 @@
 """Kubernetes (CRI) logs: ``<root>/<ns>_<pod>_<uid>/<container>/<n>.log``.
 
 kubelet rotates ``<n>.log`` to ``<n>.log.<timestamp>`` and may gzip older rotations to
-``<n>.log.<timestamp>.gz``. A stream is one container restart ``n``; it is finished when
+``<n>.log.<timestamp>.gz`` (written as ``<n>.log.<timestamp>.tmp`` first, which is never
+read, then renamed). A stream is one container restart ``n``; it is finished when
 ``<n+1>.log`` appears, removed when its files are gone, and (``run --once``) idle-finished
 after ``idle_seconds`` without writes.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from archiverd.errors import ListingError
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo
 
+_TMP = ".tmp"
 _LOG = re.compile(r"^(?P<n>\d+)\.log(?:\.(?P<ts>[^/]+?))?(?P<gz>\.gz)?$")
 
 
@@ -44,8 +46,8 @@ class CriSource(BaseSource):
         out = []
         for entry in self.entries(directory, stable=True):
             match = _LOG.match(entry.name)
-            if match is None or not self.allowed(Path(entry.path)):
-                continue
+            if match is None or entry.name.endswith(_TMP) or not self.allowed(Path(entry.path)):
+                continue  # `.tmp`: kubelet's gzip of a rotation, before its rename to .gz
             gz = bool(match["gz"]) and match["ts"] is not None
             ts = match["ts"] or ("" if not match["gz"] else None)
             if ts is None:

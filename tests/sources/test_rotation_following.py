@@ -3,6 +3,7 @@ before they could be read are recorded as lost in the next segment, never silent
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -189,5 +190,26 @@ async def test_stream_first_seen_with_every_file_kept_reports_possible_loss(
             "reason": "rotated_before_seen",
         }
     ]
+    await coll.aclose()
+    journal.close()
+
+
+async def test_cri_compression_in_progress_is_not_read(tmp_path: Path, state_dir: Path) -> None:
+    """kubelet gzips a rotation into `<n>.log.<ts>.tmp` before renaming it to `.gz`: the
+    partial `.tmp` is not a log file; the rotation is read once, from its plain form."""
+    root = tmp_path / "pods"
+    cdir = root / "default_web_uid1" / "app"
+    cdir.mkdir(parents=True)
+    rotated = cdir / "0.log.20261123-080000"
+    rotated.write_bytes(_cri(0, 30))
+    (cdir / "0.log.20261123-080000.tmp").write_bytes(gzip.compress(_cri(0, 30))[:40])
+    (cdir / "0.log").write_bytes(_cri(30, 30))
+    (cdir / "1.log").write_bytes(b"")
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="cri", path=root)), journal)
+    await coll.seal_all(include_open=False)
+    arc = archived(journal, tmp_path)["uid1-app-0"]
+    arc.assert_contiguous()
+    assert arc.data == _cri(0, 60)
     await coll.aclose()
     journal.close()
