@@ -186,6 +186,7 @@ class Collector:
         keys |= set(self._tails)
         await self._idle()  # let run()'s workers finish before touching their streams
         await asyncio.gather(*(self._process(key, ("once", include_open)) for key in keys))
+        await self._idle()  # once, here: thousands of streams each waiting woke each other
         return self.packed_total - before
 
     async def aclose(self) -> None:
@@ -238,8 +239,6 @@ class Collector:
                 await job
                 if once[0] != "final":  # one more pass: release files, notice removal
                     await self._process(key, ("final", once[1]))
-        elif once is not None:
-            await self._idle()
 
     async def _pack_job(self, key: Key) -> None:
         self._packing.add(key)

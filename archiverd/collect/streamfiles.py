@@ -327,9 +327,9 @@ class StreamFiles:
             if any(o is None for o in opened_all):
                 _close_all(opened_all, keep=[])
                 return False  # one we cannot open now may be ours: do not guess
-            first = opened_all[0] if opened_all else None
-            if self.info.keeps_rotations and first is not None:
-                self._record_gap(first)
+            after = self._past_older(opened_all)
+            if self.info.keeps_rotations and after < len(opened_all):
+                self._record_gap(opened_all[after])
         new, complete = self._new_files(opened_all, after)
         if new and not self.files and start == 0:
             self._check_first_seen(opened_all)
@@ -359,14 +359,36 @@ class StreamFiles:
                 after = index + 1
         return after
 
-    def _record_gap(self, first_new: OpenFile) -> None:
+    def _past_older(self, opened_all: list[OpenFile | None]) -> int:
+        """None of the held files is listed: the index past the candidates that are older
+        than what was read (files already read and released, seen while a directory is
+        being removed entry by entry). A file is older when it was last written before the
+        last held one was (mtime), or, for a compressed rotation (whose mtime is that of its
+        compression) or an mtime in the same clock tick, when its last record is older than
+        the last one read."""
+        last = self.files[-1]
+        floor = os.fstat(last.file.fd).st_mtime
+        last_read = edge_ts(last.file, self.info.format, last=True)
+        after = 0
+        for index, opened in enumerate(opened_all):
+            assert opened is not None
+            mtime = os.fstat(opened.fd).st_mtime
+            older = mtime < floor
+            if not older and (opened.gz or mtime == floor) and last_read is not None:
+                end = edge_ts(opened, self.info.format, last=True)
+                older = end is not None and end < last_read
+            if older:
+                after = index + 1
+        return after
+
+    def _record_gap(self, first_new: OpenFile | None) -> None:
         """Files between the last one held and `first_new` were deleted before they could
         be opened (rotated out faster than read, or while archiverd was down)."""
         last = self.files[-1]
         entry = lost_entry(
             None,
             after=edge_ts(last.file, self.info.format, last=True),
-            before=edge_ts(first_new, self.info.format, last=False),
+            before=edge_ts(first_new, self.info.format, last=False) if first_new else None,
             reason="rotated_unread",
         )
         self._lost(entry)

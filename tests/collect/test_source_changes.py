@@ -121,7 +121,7 @@ async def test_3000_streams_under_a_low_open_file_limit(shm_path: Path) -> None:
             timeout=600,
         )
 
-    worker(1024, 1)
+    worker(1024, 3)
     for c in containers:
         c.write(_docker(3, 2))
         c.config(running=False)

@@ -94,12 +94,14 @@ async def test_fast_rotation_reads_every_file_exactly_once(
                     )
             for cid in cids:
                 await asyncio.to_thread(dockerd.rm, cid)
+        lost = lost_entries(journal)
     finally:
         stop.set()
         await task
         await coll.aclose()
         journal.close()
     assert failures == {}, f"{len(failures)} of {ROUNDS} runs lost or repeated lines"
+    assert lost == []  # nothing was lost, and nothing is said to be
 
 
 def _lost_by_container(journal: Journal) -> dict[str, list[str]]:

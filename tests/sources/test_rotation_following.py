@@ -213,3 +213,30 @@ async def test_cri_compression_in_progress_is_not_read(tmp_path: Path, state_dir
     assert arc.data == _cri(0, 60)
     await coll.aclose()
     journal.close()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "compress"])
+async def test_directory_removed_entry_by_entry_is_not_read_again(
+    tmp_path: Path, state_dir: Path, compress: bool
+) -> None:
+    """`docker rm` deletes a container's files one by one: a listing that still shows older
+    files but none of the held ones re-reads nothing and reports no loss."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    for n in range(4):
+        container.write(_lines(n * 20, 20))
+        if n < 3:
+            container.rotate(20, compress=compress)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    container.config(running=False)
+    await coll.seal_all(include_open=False)  # everything read, sealed and packed
+    container.log.unlink()  # the held live file goes first
+    next(container.dir.glob("*.1*")).unlink()
+    await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == _lines(0, 80)
+    assert lost_entries(journal) == []
+    await coll.aclose()
+    journal.close()
