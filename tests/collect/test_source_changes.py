@@ -149,6 +149,36 @@ def shm_path(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+async def test_listing_denied_for_a_while_is_not_a_removal(shm_path: Path) -> None:
+    """A container directory that cannot be listed for two passes (EACCES, as a non-root
+    reader) is not taken as removed: reading continues where it stopped, no line twice."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to hand the files to nobody and drop privileges")
+    shm_path.chmod(0o755)
+    root = shm_path / "containers"
+    container = ContainerDir(root, CID)
+    container.write(_docker(0, 3))
+    state = shm_path / "state"
+    state.mkdir(mode=0o700)
+    for path in (root, state, *root.rglob("*")):
+        os.chown(path, 65534, 65534)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.collect.eacces_worker", str(state), str(root), CID],
+        check=False,
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    journal = Journal.open(state)
+    arcs = archived(journal, shm_path)
+    journal.close()
+    assert list(arcs) == [CID]
+    arcs[CID].assert_contiguous()
+    assert arcs[CID].data == _docker(0, 5)
+
+
 def _labels_list(path: Path) -> None:
     doc = {"Name": "/app", "Config": {"Image": "x", "Labels": ["a=b"]}, "State": {}}
     path.write_text(json.dumps(doc))
