@@ -24,21 +24,16 @@ from archiverd.collect.files import (
     Identity,
     Opener,
     OpenFile,
-    OutsideRootError,
     Span,
     safe_open,
 )
 from archiverd.config import RotationSettings
-from archiverd.errors import SourceError
+from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
 from archiverd.formats.records import BadInput, Format, make_scanner
 from archiverd.journal.db import FileRow, Journal
 from archiverd.sources.base import Candidate, StreamInfo
 
 log = structlog.get_logger("archiverd.collect.streamfiles")
-
-
-class FilesMissingError(SourceError):
-    """Journaled files of a stream are not where they were; retried before declared lost."""
 
 
 @dataclass
