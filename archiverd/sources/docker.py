@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from archiverd.errors import SourceError
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
 
 CONFIG = "config.v2.json"
@@ -24,31 +25,27 @@ MAX_CONFIG_BYTES = 8 << 20
 """dockerd's config.v2.json is a few KB; anything larger is not one (read at most this)."""
 
 
-class ConfigFileError(ValueError):
-    """The metadata file is not a regular file of bounded size."""
-
-
 def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of the regular file at `path` (no symlink followed at its last component),
-    at most `limit`; `ConfigFileError` for a FIFO, device, directory or larger file."""
+    at most `limit`; `SourceError` for a FIFO, device, directory or larger file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ConfigFileError("a symlink; not followed") from exc
+            raise SourceError("a symlink; not followed") from exc
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigFileError("not a regular file")
+            raise SourceError("not a regular file")
         if st.st_size > limit:
-            raise ConfigFileError(f"{st.st_size} bytes, more than {limit}")
+            raise SourceError(f"{st.st_size} bytes, more than {limit}")
         chunks, total = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:
-                raise ConfigFileError(f"more than {limit} bytes")
+                raise SourceError(f"more than {limit} bytes")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -157,7 +154,7 @@ class DockerSource(BaseSource):
             raw = read_bounded(path, MAX_CONFIG_BYTES)
         except FileNotFoundError:
             return {}
-        except ConfigFileError as exc:
+        except SourceError as exc:
             self.bad("malformed_config", f"{path}: {exc}")
             return {}
         except OSError as exc:
