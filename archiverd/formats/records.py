@@ -34,6 +34,8 @@ from archiverd.formats.timestamps import TimeCache, from_ns
 
 Format = Literal["docker", "cri", "plain"]
 BadInput = Callable[[str], None]
+"""``(reason)``: count input skipped or worked around (the one bad-input callback type:
+scanners, stream files and sources report through it; whoever reports also logs why)."""
 
 
 @dataclass(frozen=True)

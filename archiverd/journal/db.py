@@ -160,6 +160,22 @@ class Journal:
             conn.execute("UPDATE streams SET removed = 1 WHERE id = ?", (stream_id,))
             conn.execute("DELETE FROM files WHERE stream_id = ?", (stream_id,))
 
+    def add_lost(self, stream_id: int, entry: Mapping[str, Any]) -> None:
+        """Remember a range of source bytes that vanished unread; the stream's next sealed
+        segment carries it in its description under ``"lost"`` (see `seal`)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO lost_ranges (stream_id, entry) VALUES (?, ?)",
+                (stream_id, json.dumps(dict(entry))),
+            )
+
+    def pending_lost(self, stream_id: int) -> list[dict[str, Any]]:
+        """The stream's lost ranges not yet recorded in a sealed segment, oldest first."""
+        rows = self._query(
+            "SELECT entry FROM lost_ranges WHERE stream_id = ? ORDER BY id", (stream_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
+
     # files ---------------------------------------------------------------------------
 
     def files(self, stream_id: int) -> list[FileRow]:
@@ -207,6 +223,15 @@ class Journal:
                     "WHERE id = ?",
                     (file_id, next_id),
                 )
+
+    def replace_file(self, file_id: int, *, path: str, dev: int, ino: int) -> None:
+        """The file's bytes are now held by another file of the same content (a copy made
+        by copytruncate): find that one after a restart."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE files SET path = ?, dev = ?, ino = ? WHERE id = ?",
+                (path, dev, ino, file_id),
+            )
 
     def set_file_base(self, file_id: int, base: int | None) -> None:
         """Place a file in the stream (after a gap, or clear a stale placement)."""
@@ -263,7 +288,8 @@ class Journal:
     def seal(
         self, segment_id: int, end: int, description: Mapping[str, Any], reason: str
     ) -> SegmentRow:
-        """Seal the open segment at `end` and open the next one there, atomically."""
+        """Seal the open segment at `end` and open the next one there, atomically. Lost
+        ranges pending on the stream (`add_lost`) move into the description's ``"lost"``."""
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT stream_id, seq FROM segments WHERE id = ? AND state = 'open'",
@@ -271,6 +297,12 @@ class Journal:
             ).fetchone()
             if row is None:
                 raise StateError(f"segment {segment_id} is not open; cannot seal it")
+            lost = conn.execute(
+                "SELECT entry FROM lost_ranges WHERE stream_id = ? ORDER BY id", (row[0],)
+            ).fetchall()
+            if lost:
+                description = {**description, "lost": [json.loads(e[0]) for e in lost]}
+                conn.execute("DELETE FROM lost_ranges WHERE stream_id = ?", (row[0],))
             conn.execute(
                 "UPDATE segments SET state = 'sealed', end_offset = ?, reason = ?, "
                 "sealed_at = ?, description = ? WHERE id = ?",
