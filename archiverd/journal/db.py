@@ -25,8 +25,8 @@ from typing import Any
 
 from archiverd.errors import StateError
 from archiverd.formats.layout import SegmentDescription
-from archiverd.fsutil import ensure_private_dir
 from archiverd.journal.schema import migrate
+from archiverd.spool.statedir import open_private_file, prepare_state_dir
 
 FILENAME = "journal.sqlite3"
 
@@ -88,11 +88,17 @@ class Journal:
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating, mode 0600) ``state_dir/journal.sqlite3`` in WAL mode."""
         try:
-            ensure_private_dir(state_dir)
+            prepare_state_dir(state_dir)
+        except StateError as exc:
+            raise StateError(f"cannot open the journal in {state_dir}: {exc}") from None
+        try:
             path = state_dir / FILENAME
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
+            # Never through a planted symlink or hard link: the journal and its WAL files.
+            os.close(open_private_file(path, os.O_RDWR | os.O_CREAT))
+            for suffix in ("-wal", "-shm"):
+                companion = path.with_name(FILENAME + suffix)
+                if companion.exists() or companion.is_symlink():
+                    os.close(open_private_file(companion, os.O_RDWR))
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")

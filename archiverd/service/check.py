@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, StateError
+from archiverd.errors import ArchiverError
+from archiverd.spool.statedir import StateLock, prepare_state_dir
 
 Check = Callable[[Settings], str]
 
@@ -36,24 +36,10 @@ def check_config(settings: Settings) -> str:
 
 
 def check_state_dir(settings: Settings) -> str:
-    """The state directory exists (or can be made) with mode 0700 and is writable."""
-    path = settings.state.dir
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".check-"):
-            pass
-    except OSError as exc:
-        raise StateError(
-            f"state.dir {str(path)!r} is not writable ({exc.strerror}): "
-            "create it for the archiverd user or set state.dir"
-        ) from None
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise StateError(
-            f"state.dir {str(path)!r} has mode {mode:o}: run `chmod 700 {path}` "
-            "(it holds the journal and encrypted spool)"
-        )
-    return f"{path} writable, mode 700"
+    """The state dir passes `run`'s rules (`archiverd.spool.statedir`) and no daemon holds it."""
+    detail = prepare_state_dir(settings.state.dir)
+    StateLock(settings.state.dir).release()
+    return detail
 
 
 def check_master_key(settings: Settings) -> str:

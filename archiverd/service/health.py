@@ -18,8 +18,7 @@ from datetime import UTC
 import structlog
 
 from archiverd.config import Settings
-from archiverd.errors import DestinationError, StateError
-from archiverd.fsutil import ensure_private_dir
+from archiverd.errors import DestinationError
 from archiverd.metrics import Metrics
 from archiverd.service.systemd import Notifier
 from archiverd.service.wiring import Built
@@ -114,20 +113,6 @@ class Health:
         else:
             log.info("destination reachable again")
             self.destination_problem = None
-
-
-def check_state_dir(settings: Settings) -> None:
-    """Create the state dir (0700) or raise `StateError` naming the fix."""
-    try:
-        ensure_private_dir(settings.state.dir)
-    except OSError as exc:
-        raise StateError(
-            f"state.dir {str(settings.state.dir)!r} cannot be created ({exc.strerror}): "
-            "create it for the archiverd user or set state.dir"
-        ) from None
-    problem = probe_writable(settings)
-    if problem is not None:
-        raise StateError(problem + ": give the archiverd user write access or set state.dir")
 
 
 def probe_writable(settings: Settings) -> str | None:

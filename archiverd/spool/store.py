@@ -16,9 +16,10 @@ from typing import Any, BinaryIO, TypeVar
 import structlog
 
 from archiverd.formats.layout import segment_metadata
-from archiverd.fsutil import ensure_private_dir, fsync_dir, publish
+from archiverd.fsutil import fsync_dir, publish
 from archiverd.journal.db import Journal, SegmentRow, description_from_json
 from archiverd.pack import Keyring, PackResult, pack_stream
+from archiverd.spool.statedir import private_subdir
 
 log = structlog.get_logger("archiverd.spool.store")
 
@@ -31,7 +32,8 @@ SUFFIX = ".seg"
 
 def open_private(path: Path) -> BinaryIO:
     """Create `path` exclusively, mode 0600, for buffered binary writing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
     return os.fdopen(fd, "wb", buffering=1 << 20)
 
 
@@ -41,7 +43,8 @@ class Spool:
     def __init__(
         self, state_dir: Path, max_bytes: int, *, open_temp: TempOpener = open_private
     ) -> None:
-        self.dir = ensure_private_dir(state_dir / "spool")
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir = private_subdir(state_dir, "spool")
         self.max_bytes = max_bytes
         self._open_temp = open_temp
 
