@@ -8,9 +8,11 @@ Every validation error becomes a `ConfigError` naming the key, the bad value and
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -95,6 +97,12 @@ class DestinationSettings(_Section):
                 raise ValueError("an s3:// URL needs a bucket, e.g. s3://my-log-archive/prod/")
             return value
         if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise ValueError(
+                    f"file://{parsed.netloc}{parsed.path} names host {parsed.netloc!r}, not a "
+                    "directory: a file:// URL needs an absolute path after three slashes, "
+                    f"e.g. file:///srv/{parsed.netloc}{parsed.path}"
+                )
             if not parsed.path.startswith("/"):
                 raise ValueError("a file:// URL needs an absolute path, e.g. file:///srv/archive")
             return value
@@ -171,6 +179,17 @@ class StateSettings(_Section):
 
     dir: Path = DEFAULT_STATE_DIR
     spool_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _absolute(cls, value: object) -> object:
+        # Before Path(): Path("") is "." and would put the state in the working directory.
+        if isinstance(value, str | Path) and not str(value).startswith("/"):
+            raise ValueError(
+                "use an absolute path, e.g. /var/lib/archiverd (empty or relative would put "
+                "the journal and spool in whatever the working directory is)"
+            )
+        return value
 
 
 class HttpSettings(_Section):
@@ -280,6 +299,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         path = DEFAULT_CONFIG_PATH
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
+    _check_environment(os.environ)
     _TOML_FILE["path"] = path
     try:
         return Settings(**overrides)
@@ -289,6 +309,40 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
     finally:
         _TOML_FILE.pop("path", None)
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``ARCHIVERD_<SECTION>__<KEY>`` variables naming no setting: pydantic-settings
+    would silently ignore a misspelled one. Names without ``__`` are left alone (the demo
+    source and tests use a few)."""
+    bad = []
+    for name in sorted(environ):
+        if not name.startswith("ARCHIVERD_") or "__" not in name:
+            continue
+        section, _, key = name.removeprefix("ARCHIVERD_").lower().partition("__")
+        field = Settings.model_fields.get(section)
+        if field is None:
+            hint = _closest(section, Settings.model_fields)
+            bad.append(f"  {name}: there is no section {section!r}{hint}")
+            continue
+        model = field.annotation
+        first = key.split("__", 1)[0]
+        is_section = isinstance(model, type) and issubclass(model, BaseModel)
+        if is_section and first not in model.model_fields:  # type: ignore[union-attr]
+            hint = _closest(first, model.model_fields)  # type: ignore[union-attr]
+            bad.append(f"  {name}: {section} has no key {first!r}{hint}")
+    if bad:
+        raise ConfigError(
+            "invalid environment:\n"
+            + "\n".join(bad)
+            + "\n  fix the name (ARCHIVERD_<SECTION>__<KEY>, keys as in config/archiverd.toml)"
+            " or unset it"
+        )
+
+
+def _closest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -113,6 +113,15 @@ class Journal:
             ) from exc
         return cls(conn, path)
 
+    def integrity_problem(self) -> str | None:
+        """None when SQLite's ``quick_check`` passes, else its first complaint."""
+        try:
+            rows = self._query("PRAGMA quick_check(1)")
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        verdict = str(rows[0][0]) if rows else "no answer"
+        return None if verdict == "ok" else verdict
+
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""
         with self._lock:

@@ -7,13 +7,14 @@ the command exits 0 only when all pass, else with the exit code of the first fai
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError
+from archiverd.errors import ArchiverError, ConfigError, StateError
 from archiverd.spool.statedir import StateLock, prepare_state_dir
 
 Check = Callable[[Settings], str]
@@ -42,6 +43,44 @@ def check_state_dir(settings: Settings) -> str:
     return detail
 
 
+def check_journal(settings: Settings) -> str:
+    """The journal opens exactly as `run` opens it (schema migrated) and passes quick_check."""
+    from archiverd.journal.db import Journal
+
+    journal = Journal.open(settings.state.dir)
+    try:
+        problem = journal.integrity_problem()
+    finally:
+        journal.close()
+    if problem is not None:
+        raise StateError(
+            f"the journal {journal.path} is damaged ({problem}): move the state dir aside and "
+            "start afresh (the spool files are kept and uploaded), or restore it from a backup"
+        )
+    return f"{journal.path} opens, integrity ok"
+
+
+def check_http(settings: Settings) -> str:
+    """``http.listen`` can be bound now (nothing else holds the port)."""
+    if not settings.http.listen:
+        return "disabled (http.listen is empty)"
+    from archiverd.service.http import parse_listen
+
+    host, port = parse_listen(settings.http.listen)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"http.listen = {settings.http.listen!r} cannot be bound "
+            f"({exc.strerror or exc}): pick a free port or set http.listen = '' to disable HTTP"
+        ) from None
+    return f"{settings.http.listen} can be bound"
+
+
 def check_master_key(settings: Settings) -> str:
     """The master key loads and seals (raw key file mode 0600; KMS Encrypt allowed)."""
     from archiverd.pack.keyring import check_master_key as check_key
@@ -52,7 +91,9 @@ def check_master_key(settings: Settings) -> str:
 def default_checks() -> list[tuple[str, Check]]:
     """The checks `archiverd check` runs, in order."""
     checks: list[tuple[str, Check]] = [("config", check_config), ("state dir", check_state_dir)]
+    checks.append(("journal", check_journal))
     checks.append(("master key", check_master_key))
+    checks.append(("http", check_http))
     checks.append(("destination", check_destination))
     return checks
 
