@@ -327,6 +327,43 @@ class Journal:
                 (reason, segment_id),
             )
 
+    def adopt_packed(
+        self,
+        *,
+        spool_path: Path,
+        metadata: Mapping[str, str],
+        packed_bytes: int,
+        packed_sha256_b64: str,
+        description: Mapping[str, Any],
+        reason: str,
+    ) -> int:
+        """Record a spool body the journal did not know (its own removed stream, one packed
+        segment) so the uploader sends it; returns the new segment id."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO streams (source, key, removed) VALUES ('adopted', ?, 1)",
+                (f"{description.get('container_id', '')}/{packed_sha256_b64}",),
+            )
+            cur = conn.execute(
+                "INSERT INTO segments (stream_id, seq, state, start_offset, end_offset, reason, "
+                "sealed_at, description, spool_path, metadata, packed_bytes, packed_sha256_b64) "
+                "VALUES (?, ?, 'packed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cur.lastrowid,
+                    int(description.get("seq", 0)),
+                    int(description.get("start_offset", 0)),
+                    int(description.get("end_offset", 0)),
+                    reason,
+                    _now(),
+                    json.dumps(dict(description)),
+                    str(spool_path),
+                    json.dumps(dict(metadata)),
+                    packed_bytes,
+                    packed_sha256_b64,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
     def packed_segments(self, limit: int | None = None) -> list[PackedSegment]:
         """Segments in state 'packed', oldest sealed first."""
         sql = (

@@ -5,7 +5,9 @@ body SHA-256, or same plaintext SHA-256 and byte range when it was packed twice)
 and stop; otherwise a conditional PUT. A PUT answered "already exists" (its earlier response
 was lost) goes back to the HEAD. So a re-upload after a crash never makes a second version.
 Then the journal commits 'uploaded' with the VersionId, and only after that the spool file is
-deleted. Retryable failures back off exponentially with jitter (injected clock and random);
+deleted. A segment whose spool file is gone (or is no longer a regular file) is journaled as
+lost, counted in ``archiverd_spool_files_lost_total`` and logged; the pass goes on.
+Retryable failures back off exponentially with jitter (injected clock and random);
 after `max_attempts`, or on a failure that concerns the whole destination (access denied, no
 bucket, KMS), the pass stops: the data stays in the spool for the next pass.
 """
@@ -29,6 +31,7 @@ from archiverd.destinations.failures import ObjectExistsError, PermanentFailure,
 from archiverd.errors import ArchiverError, RetryableDestinationError
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
+from archiverd.spool.store import remove_spooled, spool_file_problem
 from archiverd.upload.queue import PendingSegment, UploadQueue
 
 log = structlog.get_logger("archiverd.upload")
@@ -53,6 +56,8 @@ class UploadSummary:
     skipped_existing: int = 0
     failed: int = 0
     bytes: int = 0
+    lost: int = 0
+    """Segments given up because their spool file was gone (journaled as lost)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -141,6 +146,10 @@ class Uploader:
         attempt = 0
         while True:
             attempt += 1
+            problem = await asyncio.to_thread(spool_file_problem, segment.spool_path)
+            if problem is not None:
+                await self._lost(segment, key, problem, summary)
+                return False
             try:
                 stored, existed = await self._attempt(key, segment)
                 break
@@ -165,7 +174,7 @@ class Uploader:
             version_id=stored.version_id,
             sha256_b64=stored.sha256_b64,
         )
-        await asyncio.to_thread(segment.spool_path.unlink, missing_ok=True)
+        await asyncio.to_thread(remove_spooled, segment.spool_path)
         if existed:
             summary.skipped_existing += 1
         else:
@@ -239,6 +248,23 @@ class Uploader:
             reason=reason_of(exc),
             attempts=attempts,
             error=str(exc),
+        )
+
+    async def _lost(
+        self, segment: PendingSegment, key: str, problem: str, summary: UploadSummary
+    ) -> None:
+        """The body is gone: journal the segment as lost (a hole `verify` will show) and let
+        the pass go on with the others."""
+        reason = f"{problem} ({segment.spool_path})"
+        await asyncio.to_thread(self.journal.mark_lost, segment.segment_id, reason)
+        self.metrics.spool_files_lost.inc()
+        summary.lost += 1
+        summary.errors.append(f"segment {segment.segment_id} ({key}) lost: {reason}")
+        log.error(
+            "segment lost: its spool file is gone; uploading the others",
+            key=key,
+            segment_id=segment.segment_id,
+            error=reason,
         )
 
     def _update_pending_age(self) -> None:
