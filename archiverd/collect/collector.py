@@ -30,6 +30,7 @@ from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.config import Settings
 from archiverd.journal.db import Journal
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.sources import BaseSource, StreamInfo, make_source
@@ -201,8 +202,10 @@ class Collector(DirtyStreams, SpoolFeeder):
         try:
             async with self._semaphore():
                 sealed = await asyncio.to_thread(self._tail_work, key, once)
-        except Exception:
-            log.exception("stream processing failed; will retry", stream=key[1])
+        except Exception as exc:
+            log.exception(
+                "stream processing failed; will retry", stream=key[1], repeat_key=error_kind(exc)
+            )
             self._signatures.pop(key, None)
             sealed = False
         finally:
@@ -226,8 +229,8 @@ class Collector(DirtyStreams, SpoolFeeder):
         try:
             async with self._pack_semaphore():
                 await asyncio.to_thread(self._pack_work, key)
-        except Exception:
-            log.exception("packing failed; will retry", stream=key[1])
+        except Exception as exc:
+            log.exception("packing failed; will retry", stream=key[1], repeat_key=error_kind(exc))
         finally:
             self._packing.discard(key)
             self._done.set()

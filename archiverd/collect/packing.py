@@ -21,6 +21,7 @@ from archiverd.collect.tail import StreamTail
 from archiverd.config import Settings
 from archiverd.errors import SourceError
 from archiverd.journal.db import Journal, SegmentRow
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.spool.store import Spool, pack_segment
@@ -100,7 +101,12 @@ class SpoolFeeder:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._disk_full = True
             self._update_spool_state()
-            log.error("cannot write to the spool; will retry", segment=segment.id, error=str(exc))
+            log.error(
+                "cannot write to the spool; will retry",
+                segment=segment.id,
+                error=str(exc),
+                repeat_key=error_kind(exc),
+            )
             return False
         self._disk_full = False
         self.packed_total += 1
