@@ -43,6 +43,11 @@ class SpoolFeeder:
     _tails: dict[Key, StreamTail]
     _disk_full: bool
 
+    @property
+    def disk_full(self) -> bool:
+        """The last spool write failed for lack of disk space (not for the spool limit)."""
+        return self._disk_full
+
     def _bad(self, reason: str) -> None:
         self.metrics.bad_input.labels(reason=reason).inc()
 

@@ -26,6 +26,7 @@ from typing import Any
 from archiverd.errors import StateError
 from archiverd.formats.layout import SegmentDescription
 from archiverd.journal.schema import migrate
+from archiverd.spool.space import DiskReserve
 from archiverd.spool.statedir import open_private_file, prepare_state_dir
 
 FILENAME = "journal.sqlite3"
@@ -79,10 +80,14 @@ def _now() -> str:
 class Journal:
     """The SQLite journal; see the module docstring."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, reserve: DiskReserve | None = None
+    ) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self.reserve = reserve
+        """Room kept for the journal on a full disk (`archiverd.spool.space`)."""
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
@@ -103,7 +108,10 @@ class Journal:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Checkpoint the WAL before it outgrows a small state file system (default 1000).
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_checkpoint_pages(state_dir)}")
             migrate(conn)
+            reserve = DiskReserve(state_dir)
         except StateError:
             raise
         except (OSError, sqlite3.Error) as exc:
@@ -111,7 +119,7 @@ class Journal:
                 f"cannot open the journal in {state_dir}: {exc}; check that state.dir is "
                 "writable by archiverd and not on a network filesystem"
             ) from exc
-        return cls(conn, path)
+        return cls(conn, path, reserve)
 
     def integrity_problem(self) -> str | None:
         """None when SQLite's ``quick_check`` passes, else its first complaint."""
@@ -130,6 +138,8 @@ class Journal:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self.reserve is not None:
+                self.reserve.before_write()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -419,6 +429,12 @@ class Journal:
             ):
                 out[int(r[0])] = str(r[1])
         return out
+
+
+def _checkpoint_pages(state_dir: Path) -> int:
+    """WAL pages between checkpoints: 1/64 of the file system, 16 to SQLite's 1000."""
+    st = os.statvfs(state_dir)
+    return max(16, min(1000, st.f_blocks * st.f_frsize // 64 // 4096))
 
 
 def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:

@@ -22,6 +22,7 @@ from archiverd.errors import DestinationError
 from archiverd.metrics import Metrics
 from archiverd.service.systemd import Notifier
 from archiverd.service.wiring import Built
+from archiverd.spool.space import low_on_space
 
 log = structlog.get_logger("archiverd.service.health")
 
@@ -74,10 +75,17 @@ class Health:
             )
         spool = None
         if parts.collector.spool_full:
-            spool = (
-                f"spool is at its limit (state.spool_max_bytes = "
-                f"{settings.state.spool_max_bytes}); sealing waits for uploads"
-            )
+            disk = await asyncio.to_thread(_disk_problem, settings)
+            if disk is not None or getattr(parts.collector, "disk_full", False):
+                spool = (
+                    f"disk full: {disk or 'the spool could not be written (no space)'}; "
+                    "sealing waits while uploads drain the spool"
+                )
+            else:
+                spool = (
+                    f"spool is at its limit (state.spool_max_bytes = "
+                    f"{settings.state.spool_max_bytes}); sealing waits for uploads"
+                )
         return {"state_dir": state, "destination": destination, "uploads": uploads, "spool": spool}
 
     async def run(self) -> None:
@@ -124,3 +132,12 @@ def probe_writable(settings: Settings) -> str | None:
     except OSError as exc:
         return f"state.dir {str(path)!r} is not writable ({exc.strerror})"
     return None
+
+
+def _disk_problem(settings: Settings) -> str | None:
+    """Why the spool's file system has no room for another body (None: it has)."""
+    spool = settings.state.dir / "spool"
+    try:
+        return low_on_space(spool if spool.is_dir() else settings.state.dir)
+    except OSError as exc:
+        return f"cannot examine {spool} ({exc.strerror})"

@@ -20,6 +20,7 @@ Start-up recovery (`Spool.recover`) never deletes a body the journal does not sh
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -34,6 +35,7 @@ from archiverd.formats.layout import segment_metadata
 from archiverd.fsutil import fsync_dir, publish, write_private
 from archiverd.journal.db import Journal, SegmentRow, description_from_json
 from archiverd.pack import Keyring, PackResult, pack_stream
+from archiverd.spool.space import low_on_space
 from archiverd.spool.statedir import private_subdir
 
 log = structlog.get_logger("archiverd.spool.store")
@@ -108,6 +110,9 @@ class Spool:
         final = self.path_for(segment_id)
         temp = self.dir / f".{segment_id}.tmp"
         temp.unlink(missing_ok=True)
+        short = low_on_space(self.dir)
+        if short is not None:  # stop sealing before the journal runs out of room
+            raise OSError(errno.ENOSPC, short)
         try:
             with self._open_temp(temp) as out:
                 result = produce(out)

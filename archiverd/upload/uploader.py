@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from archiverd.destinations.base import Destination, StoredObject
 from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, reason_of
 from archiverd.errors import ArchiverError, RetryableDestinationError
 from archiverd.formats.layout import object_key
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.spool.store import remove_spooled, spool_file_problem
 from archiverd.upload.queue import PendingSegment, UploadQueue
@@ -167,13 +169,27 @@ class Uploader:
                 self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
                 self._failed(segment, key, exc, attempt, summary)
                 return reason_of(exc) in _STOP_PASS
-        await asyncio.to_thread(
-            self.journal.mark_uploaded,
-            segment.segment_id,
-            key=key,
-            version_id=stored.version_id,
-            sha256_b64=stored.sha256_b64,
-        )
+        try:
+            await asyncio.to_thread(
+                self.journal.mark_uploaded,
+                segment.segment_id,
+                key=key,
+                version_id=stored.version_id,
+                sha256_b64=stored.sha256_b64,
+            )
+        except sqlite3.Error as exc:
+            # Stored but not recorded: the spool file stays, and the next pass finds the
+            # object by its HEAD and records it. Every other segment would fail alike.
+            summary.failed += 1
+            summary.errors.append(f"journal: {exc}")
+            log.error(
+                "upload stored but not recorded; the spool file stays, the next pass records it",
+                key=key,
+                segment_id=segment.segment_id,
+                error=str(exc),
+                repeat_key=error_kind(exc),
+            )
+            return True
         await asyncio.to_thread(remove_spooled, segment.spool_path)
         if existed:
             summary.skipped_existing += 1
