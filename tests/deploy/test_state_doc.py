@@ -24,19 +24,22 @@ def test_refusals_and_exit_codes_are_the_documented_ones(tmp_path: Path) -> None
     state.chmod(0o777)
     with pytest.raises(StateError) as caught:
         prepare_state_dir(state)
-    assert caught.value.exit_code == 73 and "refuses (exit 73)" in STATE
+    assert caught.value.exit_code == 73
+    assert "refuses (exit 73)" in STATE
     assert "writable by group or others" in str(caught.value)
     assert '"writable by group or others"' in STATE
     state.chmod(0o755)
     prepare_state_dir(state)
-    assert state.stat().st_mode & 0o777 == 0o700 and "tightened to 0700" in STATE
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert "tightened to 0700" in STATE
     held = StateLock(state)
     try:
         with pytest.raises(StateLockedError) as locked:
             StateLock(state)
     finally:
         held.release()
-    assert locked.value.exit_code == 79 and "exits **79**" in STATE
+    assert locked.value.exit_code == 79
+    assert "exits **79**" in STATE
     assert "in use by another archiverd (pid" in str(locked.value)
 
 
@@ -49,7 +52,8 @@ def test_reserve_sizes_are_the_documented_ones() -> None:
     assert space.reserve_size(Path("/")) == max(
         space.MIN_RESERVE, min(space.MAX_RESERVE, _fs_bytes(Path("/")) // fraction)
     )
-    assert "`state.dir/reserve`" in DISK and space.RESERVE_NAME == "reserve"
+    assert "`state.dir/reserve`" in DISK
+    assert space.RESERVE_NAME == "reserve"
 
 
 def _fs_bytes(path: Path) -> int:
