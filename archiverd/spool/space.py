@@ -60,15 +60,13 @@ class DiskReserve:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / RESERVE_NAME
         self.size = reserve_size(state_dir)
+        self.held = False
+        """Whether the reserve file is in place (kept here: checked before every commit)."""
         self.ensure()
-
-    @property
-    def held(self) -> bool:
-        """Whether the reserve file is in place."""
-        return self.path.exists()
 
     def ensure(self) -> bool:
         """Take the reserve when there is ample room (three times its size); True if held."""
+        self.held = self.path.is_file()
         if self.held:
             return True
         if free_bytes(self.path.parent) < 3 * self.size:
@@ -87,6 +85,7 @@ class DiskReserve:
                 raise
             return False
         os.close(fd)
+        self.held = True
         log.info("disk reserve for the journal taken", path=str(self.path), bytes=self.size)
         return True
 
@@ -100,6 +99,7 @@ class DiskReserve:
             if self.held:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
+                self.held = False
                 log.warning(
                     "disk nearly full: released the journal's reserve so uploads can be "
                     "recorded and the spool can drain",
