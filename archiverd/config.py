@@ -13,6 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -42,9 +43,31 @@ DEFAULT_KEY_FILE = Path("/etc/archiverd/archive.key")
 # level 0 (~400-480 MB/s with AES-GCM) at ratio 5.5x vs 4.2x; level 2 gains nothing and
 # level 3 is 2-5x slower for +1%. gzip -6 reaches 6.1x at ~60 MB/s.
 DEFAULT_COMPRESSION_LEVEL = 1
+# Added to the archive-lag bound for the derived /readyz limit: time for the pass itself.
+ARCHIVE_LAG_GRACE_SECONDS = 900
 
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 _UPLOAD_AT = re.compile(r"^(\*|[01]?\d|2[0-3]):[0-5]\d$")
+
+
+@dataclass(frozen=True)
+class UploadTime:
+    """One ``schedule.upload_at`` entry: minute `minute` of hour `hour` (None: every hour)."""
+
+    hour: int | None
+    minute: int
+
+
+def parse_upload_at(value: str) -> tuple[UploadTime, ...]:
+    """The one parser of ``schedule.upload_at``; `ValueError` names the bad entries."""
+    parts = [part.strip() for part in value.split(",")]
+    bad = [part for part in parts if not _UPLOAD_AT.match(part)]
+    if not parts or bad:
+        raise ValueError(f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'")
+    times = (part.partition(":") for part in parts)
+    return tuple(
+        UploadTime(None if hour == "*" else int(hour), int(minute)) for hour, _, minute in times
+    )
 
 
 class _Section(BaseModel):
@@ -85,6 +108,11 @@ class DestinationSettings(_Section):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     read_timeout_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    """Attempts per segment upload (retryable failures only), with exponential backoff."""
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    """The first retry waits between half of this and all of it; each next one doubles."""
+    backoff_max_seconds: float = Field(default=120.0, gt=0)
+    """No wait between attempts is longer than this."""
 
     @field_validator("url")
     @classmethod
@@ -148,6 +176,10 @@ class RotationSettings(_Section):
 
     max_segment_bytes: int = Field(default=500_000_000, ge=1024)
     max_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_segment_age_seconds: int = Field(default=1500, ge=0)
+    """At each upload, an open segment whose first record is older than this is sealed at
+    its last record boundary; 0 turns it off. 1500 s with the default schedule (every 30 min,
+    splay 300 s) bounds the archive lag at 1500 + 1800 + 300 = 3600 s."""
 
 
 class ScheduleSettings(_Section):
@@ -161,17 +193,21 @@ class ScheduleSettings(_Section):
     """/readyz fails when pending data is older than this and uploads are failing."""
     max_backlog_bytes_per_second: int = Field(default=0, ge=0)
     """Drain rate after an outage; 0 means unlimited."""
+    max_archive_lag_seconds: int = Field(default=0, ge=0)
+    """/readyz fails when the oldest byte not yet in the bucket is older than this; 0 means
+    derived: the lag bound (max_segment_age + longest upload interval + splay) plus
+    `ARCHIVE_LAG_GRACE_SECONDS`, or no check when max_segment_age_seconds is 0."""
 
     @field_validator("upload_at")
     @classmethod
     def _times(cls, value: str) -> str:
-        parts = [part.strip() for part in value.split(",")]
-        bad = [part for part in parts if not _UPLOAD_AT.match(part)]
-        if not parts or bad:
-            raise ValueError(
-                f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'"
-            )
-        return ",".join(parts)
+        parse_upload_at(value)
+        return ",".join(part.strip() for part in value.split(","))
+
+    @property
+    def upload_times(self) -> tuple[UploadTime, ...]:
+        """`upload_at` as times (validated when the settings were built)."""
+        return parse_upload_at(self.upload_at)
 
 
 class StateSettings(_Section):
@@ -252,10 +288,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = _TOML_FILE.get("path")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     @field_validator("host")
@@ -283,11 +318,6 @@ class Settings(BaseSettings):
         return (SourceSettings(kind="demo", path=self.state.dir / "demo"),)
 
 
-# pydantic-settings builds sources from class-level hooks; the file path rides along here
-# only for the duration of one `load_settings` call.
-_TOML_FILE: dict[str, Path | None] = {}
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings, or raise `ConfigError` saying what to fix.
 
@@ -300,15 +330,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
     _check_environment(os.environ)
-    _TOML_FILE["path"] = path
     try:
-        return Settings(**overrides)
+        loaded = _reading(path)(**overrides) if path is not None else Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable file
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
-    finally:
-        _TOML_FILE.pop("path", None)
+    # The validated values, as a plain `Settings` (not the per-file subclass).
+    return Settings.model_construct(loaded.model_fields_set, **dict(loaded))
+
+
+def _reading(path: Path) -> type[Settings]:
+    """`Settings` that also reads the TOML file `path` (pydantic-settings takes the file from
+    the class's config, so each file gets its own subclass rather than a module global)."""
+    config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+    return type("Settings", (Settings,), {"model_config": config, "__module__": __name__})
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:

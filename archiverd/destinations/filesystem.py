@@ -28,8 +28,15 @@ import structlog
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.common import SHA256_METADATA, with_body_checksum
-from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, RetryableFailure
-from archiverd.errors import ArchiverError, ConfigError, IntegrityError, TamperedError
+from archiverd.errors import (
+    ArchiverError,
+    ConfigError,
+    IntegrityError,
+    ObjectExistsError,
+    PermanentFailure,
+    RetryableFailure,
+    TamperedError,
+)
 from archiverd.fsutil import ensure_private_dir, publish
 from archiverd.logs import printable
 from archiverd.pack.container import read_header, write_header

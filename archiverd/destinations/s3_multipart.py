@@ -19,17 +19,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from archiverd.destinations.failures import (
+from archiverd.destinations.failures import is_precondition_failed, rejects_conditional, translate
+from archiverd.errors import (
+    IntegrityError,
     PermanentFailure,
-    is_precondition_failed,
-    rejects_conditional,
-    translate,
+    RetryableDestinationError,
+    translated,
 )
-from archiverd.errors import IntegrityError, RetryableDestinationError
+
+if TYPE_CHECKING:  # types-aiobotocore-s3: a test/dev extra, only for mypy
+    from types_aiobotocore_s3 import S3Client
 
 log = structlog.get_logger("archiverd.destinations.s3")
 
@@ -143,7 +146,7 @@ class MultipartRequest:
     if_none_match: bool
 
 
-async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, Any]:
+async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mapping[str, Any]:
     """Upload (or resume) `request.path` as a multipart upload; return the Complete response.
 
     Raises `IntegrityError` when the file does not hash to `request.sha256_b64`, and
@@ -164,8 +167,10 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
 
     async def send(part: Part) -> None:
         async with gate:
-            body = FileSlice(request.path, part.offset, part.length)
-            try:
+            with (
+                FileSlice(request.path, part.offset, part.length) as body,
+                translated(translate, f"{where} part {part.number}"),
+            ):
                 response = await client.upload_part(
                     Bucket=request.bucket,
                     Key=request.key,
@@ -176,10 +181,6 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=part.sha256_b64,
                 )
-            except Exception as exc:
-                raise translate(exc, where=f"{where} part {part.number}") from exc
-            finally:
-                body.close()
             echoed = response.get("ChecksumSHA256")
             if echoed and echoed != part.sha256_b64:
                 raise PermanentFailure(
@@ -214,14 +215,14 @@ def _worst(group: BaseExceptionGroup[Exception]) -> Exception:
 
 
 async def _resume_or_create(
-    client: Any, request: MultipartRequest, where: str
+    client: S3Client, request: MultipartRequest, where: str
 ) -> tuple[str, dict[int, str]]:
     """Reuse the newest incomplete upload of the key (aborting older ones) or start one.
 
     Returns the upload id and, per part number already held, its SHA-256 (base64) when the
     server lists it, else its ETag (the MD5 hex for unencrypted parts).
     """
-    try:
+    with translated(translate, where):
         listing = await client.list_multipart_uploads(Bucket=request.bucket, Prefix=request.key)
         uploads = sorted(
             (u for u in listing.get("Uploads", []) if u["Key"] == request.key),
@@ -246,17 +247,15 @@ async def _resume_or_create(
         created = await client.create_multipart_upload(
             Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
         )
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     return str(created["UploadId"]), {}
 
 
 async def _complete(
-    client: Any, request: MultipartRequest, upload_id: str, parts: list[Part], where: str
-) -> dict[str, Any]:
+    client: S3Client, request: MultipartRequest, upload_id: str, parts: list[Part], where: str
+) -> Mapping[str, Any]:
     # ETags are required by the API; ListParts gives the authoritative ones.
     etags: dict[int, str] = {}
-    try:
+    with translated(translate, where):
         paginator = client.get_paginator("list_parts")
         async for page in paginator.paginate(
             Bucket=request.bucket, Key=request.key, UploadId=upload_id
@@ -273,15 +272,17 @@ async def _complete(
                 for p in parts
             ]
         }
-        args = {
+        args: dict[str, Any] = {
             "Bucket": request.bucket,
             "Key": request.key,
             "UploadId": upload_id,
             "MultipartUpload": manifest,
         }
         try:
-            conditional = {"IfNoneMatch": "*"} if request.if_none_match else {}
-            response: dict[str, Any] = await client.complete_multipart_upload(**args, **conditional)
+            conditional: dict[str, Any] = {"IfNoneMatch": "*"} if request.if_none_match else {}
+            response: Mapping[str, Any] = await client.complete_multipart_upload(
+                **args, **conditional
+            )
         except Exception as exc:
             if is_precondition_failed(exc):
                 # The key exists already: this upload can never complete; do not leak it.
@@ -294,8 +295,6 @@ async def _complete(
                 raise
             log.warning("server refuses If-None-Match on CompleteMultipartUpload; HEAD only")
             response = await client.complete_multipart_upload(**args)
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     echoed = str(response.get("ChecksumSHA256") or "")
     expected = composite_sha256(parts)
     if echoed and echoed.split("-", 1)[0] != expected:
@@ -305,10 +304,10 @@ async def _complete(
     return response
 
 
-async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[str]) -> int:
+async def abort_uploads(client: S3Client, bucket: str, prefix: str, keep: frozenset[str]) -> int:
     """Abort every incomplete multipart upload under `prefix` whose key is not in `keep`."""
     aborted = 0
-    try:
+    with translated(translate, f"list/abort multipart uploads s3://{bucket}/{prefix}"):
         paginator = client.get_paginator("list_multipart_uploads")
         async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for upload in page.get("Uploads", []):
@@ -318,6 +317,4 @@ async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[s
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
                 aborted += 1
-    except Exception as exc:
-        raise translate(exc, where=f"list/abort multipart uploads s3://{bucket}/{prefix}") from exc
     return aborted

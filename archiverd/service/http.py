@@ -28,8 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from archiverd.errors import ConfigError
 
 
-class Health(Protocol):
-    """What the endpoints ask the daemon."""
+class Probes(Protocol):
+    """What the endpoints ask the daemon (`archiverd.service.health.Health` answers)."""
 
     def liveness(self) -> str | None:
         """None while the loop is alive, else why not."""
@@ -103,7 +103,7 @@ class HttpServer:
     def __init__(
         self,
         listen: str,
-        health: Health,
+        health: Probes,
         registry: CollectorRegistry,
         *,
         max_connections: int = MAX_CONNECTIONS,

@@ -11,26 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import itertools
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from archiverd.clock import Clock
+from archiverd.config import ScheduleSettings
 from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
+from archiverd.upload.uploader import UploadSummary
 
 log = structlog.get_logger("archiverd.upload")
-
-DEFAULT_OVERDUE = timedelta(hours=2)
-
-
-@dataclass(frozen=True)
-class _At:
-    hour: int | None  # None: every hour
-    minute: int
 
 
 def splay_for(host: str, splay_seconds: int) -> int:
@@ -44,9 +38,9 @@ def splay_for(host: str, splay_seconds: int) -> int:
 class UploadSchedule:
     """Pure: the next upload time after any instant."""
 
-    def __init__(self, upload_at: str, splay_seconds: int, host: str) -> None:
-        self.times = tuple(_parse(part) for part in upload_at.split(","))
-        self.splay = timedelta(seconds=splay_for(host, splay_seconds))
+    def __init__(self, settings: ScheduleSettings, host: str) -> None:
+        self.times = settings.upload_times
+        self.splay = timedelta(seconds=splay_for(host, settings.splay_seconds))
 
     def next_run(self, now: datetime) -> datetime:
         """The first scheduled time (slot + splay) strictly after `now` (aware datetime)."""
@@ -65,10 +59,19 @@ class UploadSchedule:
         assert best is not None  # the settings validator guarantees one time at least
         return best + self.splay
 
-
-def _parse(text: str) -> _At:
-    hour, _, minute = text.strip().partition(":")
-    return _At(None if hour == "*" else int(hour), int(minute))
+    def longest_interval(self) -> timedelta:
+        """The longest time between two consecutive upload times (splay is the same for
+        every time, so it does not change the gaps)."""
+        minutes = sorted(
+            {
+                (hour * 60 if at.hour is None else at.hour * 60) + at.minute
+                for at in self.times
+                for hour in (range(24) if at.hour is None else (0,))
+            }
+        )
+        gaps = [b - a for a, b in itertools.pairwise(minutes)]
+        gaps.append(minutes[0] + 24 * 60 - minutes[-1])
+        return timedelta(minutes=max(gaps))
 
 
 class Schedule(Protocol):
@@ -81,23 +84,14 @@ class PassRunner(Protocol):
     """The uploader, as the loop sees it."""
 
     async def upload_pending(self) -> UploadSummary: ...
-
-
-class UploadSummary(Protocol):
-    """Counts from one upload pass, as the loop and the daemon read them."""
-
-    @property
-    def uploaded(self) -> int: ...
-    @property
-    def skipped_existing(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
+    def oldest_pending_sealed_at(self) -> datetime | None: ...
 
 
 class UploadLoop:
     """Runs upload passes at the schedule's times, and at once whenever `flush` is set.
+
+    Each pass first awaits `before_pass` (the collector's `seal_due`: discover, seal what is
+    due and pack it), so what is eligible when the pass starts goes out in that pass.
 
     `run` returns promptly once `stop` is set (a pass in progress is finished first; the
     daemon bounds that with its shutdown timeout). The final upload on shutdown is the
@@ -111,16 +105,15 @@ class UploadLoop:
         clock: Clock,
         metrics: Metrics,
         *,
-        overdue_after: timedelta | None = None,
+        settings: ScheduleSettings,
+        before_pass: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.uploader = uploader
+        self.before_pass = before_pass
         self.schedule = schedule
         self.clock = clock
         self.metrics = metrics
-        settings = getattr(uploader, "schedule", None)
-        seconds = getattr(settings, "overdue_after_seconds", None)
-        default = timedelta(seconds=seconds) if isinstance(seconds, int) else DEFAULT_OVERDUE
-        self.overdue_after = overdue_after if overdue_after is not None else default
+        self.overdue_after = timedelta(seconds=settings.overdue_after_seconds)
         self.last_success: datetime | None = None
         self.last_error: str | None = None
         self.next_run_at: datetime | None = None
@@ -128,10 +121,7 @@ class UploadLoop:
 
     def overdue(self, now: datetime) -> bool:
         """Pending data older than `overdue_after` while uploads are not succeeding."""
-        oldest_of: Callable[[], datetime | None] | None = getattr(
-            self.uploader, "oldest_pending_sealed_at", None
-        )
-        oldest = oldest_of() if oldest_of is not None else None
+        oldest = self.uploader.oldest_pending_sealed_at()
         if oldest is None or now - oldest <= self.overdue_after:
             return False
         healthy = (
@@ -163,6 +153,11 @@ class UploadLoop:
     async def run_pass(self, trigger: str = "flush") -> None:
         """One pass, recorded in `last_success`/`last_error`; never raises an upload failure."""
         self.passes += 1
+        if self.before_pass is not None:
+            try:
+                await self.before_pass()
+            except Exception:  # sealing failed: still upload what is packed
+                log.exception("sealing before the upload failed; uploading what is packed")
         try:
             summary = await self.uploader.upload_pending()
         except Exception as exc:  # a journal or programming error must not end the loop

@@ -19,7 +19,9 @@ from typing import Any
 from archiverd.config import HttpSettings, ScheduleSettings, Settings, StateSettings
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.errors import ArchiverError
-from archiverd.service.wiring import Components, ReloadableSchedule, Schedule
+from archiverd.service.wiring import Components, ReloadableSchedule
+from archiverd.upload.schedule import Schedule
+from archiverd.upload.uploader import UploadSummary
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -55,6 +57,9 @@ class FakeJournal:
 
     def oldest_pending_sealed_at(self) -> datetime | None:
         return min((s.sealed_at for s in self.packed), default=None)
+
+    def oldest_unuploaded_at(self) -> datetime | None:
+        return self.oldest_pending_sealed_at()
 
     def packed_segments(self, limit: int | None = None) -> list[FakeSegment]:
         return list(self.packed[:limit] if limit is not None else self.packed)
@@ -142,16 +147,17 @@ class FakeCollector:
         self.events.append(f"collector.seal_all({include_open})")
         return count
 
+    async def seal_due(self) -> int:
+        count, self.sealable = self.sealable, 0
+        self.add_packed(count)
+        self.events.append("collector.seal_due")
+        return count
+
+    def oldest_unsealed(self) -> datetime | None:
+        return self.clock.now() if self.open_segments else None
+
     async def aclose(self) -> None:
         self.events.append("collector.aclose")
-
-
-@dataclass(frozen=True)
-class Summary:
-    uploaded: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    bytes: int = 0
 
 
 class FakeUploader:
@@ -166,11 +172,11 @@ class FakeUploader:
         self.delay = 0.0
         self.passes = 0
 
-    async def upload_pending(self) -> Summary:
+    async def upload_pending(self) -> UploadSummary:
         self.passes += 1
         self.events.append("uploader.upload_pending")
         if self.fail:
-            return Summary(failed=len(self.journal.packed))
+            return UploadSummary(failed=len(self.journal.packed))
         uploaded = 0
         for segment in list(self.journal.packed):
             self.in_upload.set()
@@ -181,7 +187,7 @@ class FakeUploader:
             self.journal.packed.remove(segment)
             self.journal.uploaded.append(segment.segment_id)
             uploaded += 1
-        return Summary(uploaded=uploaded, bytes=100 * uploaded)
+        return UploadSummary(uploaded=uploaded, bytes=100 * uploaded)
 
 
 class FakeUploadLoop:
