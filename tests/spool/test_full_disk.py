@@ -22,8 +22,8 @@ from archiverd.journal.db import Journal
 from archiverd.logs import configure_logging
 from archiverd.service.health import Health
 from archiverd.service.systemd import Notifier
-from archiverd.service.wiring import Built, ReloadableSchedule, make_schedule
-from archiverd.upload.schedule import UploadLoop
+from archiverd.service.wiring import Built, ReloadableSchedule
+from archiverd.upload.schedule import UploadLoop, UploadSchedule
 from archiverd.upload.uploader import Uploader
 from tests.fakeclock import FakeClock
 from tests.restore import corpus
@@ -73,9 +73,11 @@ async def test_full_state_disk_drains_and_loses_nothing(
     clock = FakeClock(datetime(2026, 11, 23, 10, tzinfo=UTC), auto_advance=True)
     bucket = FileDestination((tmp_path / "bucket").as_uri())
     uploader = Uploader(bucket, journal, metrics, settings=cfg, clock=clock, host="test-host")
-    loop = UploadLoop(uploader, make_schedule(cfg.schedule, "test-host"), clock, metrics)
-    schedule = ReloadableSchedule(make_schedule(cfg.schedule, "test-host"))
-    parts = Built(None, journal, bucket, coll, uploader, clock, loop, schedule, make_schedule)
+    schedule = ReloadableSchedule(UploadSchedule(cfg.schedule, "test-host"))
+    loop = UploadLoop(uploader, schedule, clock, metrics, settings=cfg.schedule)
+    parts = Built(
+        None, journal, bucket, coll, uploader, clock, loop, schedule, lambda s: schedule.current
+    )
     health = Health(parts, lambda: cfg, metrics, Notifier({}))
 
     await coll.seal_all(include_open=True)
