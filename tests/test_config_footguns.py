@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.service.test_daemon_process import REPO, archiverd_env
 
 
@@ -45,6 +47,7 @@ def test_empty_state_dir_is_refused_and_the_working_dir_untouched(tmp_path: Path
     assert cwd.stat().st_mode & 0o777 == 0o755
 
 
+@pytest.mark.slow
 def test_file_url_with_a_host_is_refused_and_nothing_created(tmp_path: Path) -> None:
     """file://relative/dir (two slashes) exits 78 naming destination.url and the fix; the
     directory it would have meant at the root is never created, not even by `check`."""
@@ -59,6 +62,7 @@ def test_file_url_with_a_host_is_refused_and_nothing_created(tmp_path: Path) -> 
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.slow
 def test_misspelled_environment_section_is_refused(tmp_path: Path) -> None:
     """ARCHIVERD_DESTINATON__URL (and an unknown key in a real section) exit 78, naming the
     variable and the likely spelling; the default destination is not silently used."""
@@ -76,6 +80,7 @@ def test_misspelled_environment_section_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.slow
 def test_check_opens_the_journal(tmp_path: Path) -> None:
     """`check` on a corrupt journal fails with 73 naming the journal (as `run` would), and
     leaves its bytes for inspection."""

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal
 from tests.service.test_daemon_process import archiverd, archiverd_env
@@ -53,6 +55,7 @@ def events(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_a_deleted_spool_file_loses_only_its_segment(tmp_path: Path) -> None:
     """The oldest spool file deleted: its segment is journaled lost (log, metric, exit 73
     for this run), the two behind it upload and restore exactly; the next run exits 0."""
@@ -81,6 +84,7 @@ def test_a_deleted_spool_file_loses_only_its_segment(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_an_emptied_journal_never_deletes_the_spool(tmp_path: Path) -> None:
     """Journal zeroed, sources gone: start-up quarantines the spool files (loudly, at error
     level), adopts and uploads them under their own keys; every line restores."""

@@ -27,6 +27,7 @@ def directory_config(tmp_path: Path, lines: list[str]) -> Path:
 LINES = [f"2026-11-23T09:00:{i:02d}Z line {i}" for i in range(40)]
 
 
+@pytest.mark.slow
 def test_world_writable_state_dir_is_refused_and_planted_links_are_untouched(
     tmp_path: Path,
 ) -> None:
@@ -102,6 +103,7 @@ def test_symlinks_inside_a_private_state_dir_are_not_followed(
     assert outside.read_bytes() == b"do not touch"
 
 
+@pytest.mark.slow
 def test_second_daemon_on_the_same_state_dir_exits_79(tmp_path: Path) -> None:
     """While a daemon runs, a second one on its state dir exits 79 saying who holds it; the
     first one's work is untouched and every line is restored after it stops."""
