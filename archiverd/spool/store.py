@@ -194,8 +194,8 @@ class Spool:
             return
         known = {segment.spool_path for segment in journal.packed_segments()}
         for body in sorted(folder.glob(f"*{SUFFIX}")):
-            if body in known:
-                continue
+            if body in known or spool_file_problem(body) is not None:
+                continue  # already queued, or a link or device: never uploaded from here
             record = _read_sidecar(body)
             if record is None:
                 log.error(
