@@ -16,7 +16,7 @@ import structlog
 from archiverd import __version__
 from archiverd.config import Settings, load_settings
 from archiverd.errors import ArchiverError
-from archiverd.logs import configure_logging
+from archiverd.logs import configure_logging, printable
 
 log = structlog.get_logger("archiverd.cli")
 
@@ -33,7 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ArchiverError as exc:
-        print(f"archiverd {args.command}: {exc}", file=sys.stderr)
+        # Messages may quote keys and names from a bucket: no control character gets out.
+        print(
+            f"archiverd {args.command}: {printable(str(exc), keep_newlines=True)}", file=sys.stderr
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ operator (or the user of a command) must change something first, and the message
     ├── ConfigError                  exit 78: fix the configuration (names the key)
     ├── KeyMaterialError             exit 77: the master key is missing, unreadable or malformed
     ├── StateError                   exit 73: the state directory or journal is unusable
+    │   └── StateLockedError         exit 79: another archiverd holds the state dir's lock
     ├── OutputError                  exit 73: `get --out` cannot be written
     ├── IntegrityError               exit 65: an archive failed verification; nothing was released
     │   ├── WrongKeyError            the object was sealed with another key
@@ -69,6 +70,12 @@ class StateError(ArchiverError):
     """The state directory, spool or journal cannot be used."""
 
     exit_code = os.EX_CANTCREAT
+
+
+class StateLockedError(StateError):
+    """Another archiverd process holds ``state.dir``'s lock; two must never share it."""
+
+    exit_code = 79
 
 
 class OutputError(ArchiverError):

@@ -69,6 +69,11 @@ class Metrics:
         self.spool_full = Gauge(
             "archiverd_spool_full", "1 while the spool limit stops sealing", registry=r
         )
+        self.spool_files_lost = Counter(
+            "archiverd_spool_files_lost",
+            "Packed segments given up because their spool file was gone (journaled as lost)",
+            registry=r,
+        )
         # upload / record
         self.segments_uploaded = Counter(
             "archiverd_segments_uploaded", "Segments confirmed in the destination", registry=r

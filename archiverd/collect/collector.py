@@ -32,6 +32,7 @@ from archiverd.collect.watch import Watcher
 from archiverd.config import Settings
 from archiverd.errors import ListingError
 from archiverd.journal.db import Journal
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.sources import BaseSource, StreamInfo, make_source
@@ -113,6 +114,11 @@ class Collector:
     @spool_full.setter
     def spool_full(self, value: bool) -> None:
         self.feeder.spool_full = value
+
+    @property
+    def disk_full(self) -> bool:
+        """The last spool write failed for lack of disk space (not for the spool limit)."""
+        return self.feeder.disk_full
 
     @property
     def packed_total(self) -> int:
@@ -259,8 +265,10 @@ class Collector:
             log.warning("stream cannot be looked at now; will retry", stream=key[1], error=str(exc))
             self.dirty.forget(key)
             sealed = False
-        except Exception:
-            log.exception("stream processing failed; will retry", stream=key[1])
+        except Exception as exc:
+            log.exception(
+                "stream processing failed; will retry", stream=key[1], repeat_key=error_kind(exc)
+            )
             self.dirty.forget(key)
             sealed = False
         finally:
@@ -282,8 +290,8 @@ class Collector:
         try:
             async with self._pack_semaphore():
                 await asyncio.to_thread(self._pack_work, key)
-        except Exception:
-            log.exception("packing failed; will retry", stream=key[1])
+        except Exception as exc:
+            log.exception("packing failed; will retry", stream=key[1], repeat_key=error_kind(exc))
         finally:
             self._packing.discard(key)
             self._done.set()

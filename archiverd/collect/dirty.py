@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import structlog
 
 from archiverd.journal.db import Journal
+from archiverd.logs import error_kind
 from archiverd.sources import BaseSource
 
 log = structlog.get_logger("archiverd.collect.dirty")
@@ -81,7 +82,12 @@ class DirtyStreams:
             try:
                 found = source.keys()
             except OSError as exc:
-                log.warning("discovery failed; will retry", source=source.name, error=str(exc))
+                log.warning(
+                    "discovery failed; will retry",
+                    source=source.name,
+                    error=str(exc),
+                    repeat_key=error_kind(exc),
+                )
                 continue
             journaled = {key for _, key in self._journal.active_streams(source.name)}
             for key in set(found) | journaled:

@@ -20,6 +20,7 @@ from archiverd.collect.tail import StreamTail
 from archiverd.config import Settings
 from archiverd.errors import SourceError
 from archiverd.journal.db import Journal, SegmentRow
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.spool.store import Spool, pack_segment
@@ -47,6 +48,11 @@ class SpoolFeeder:
         self.spool_full = False
         self.packed_total = 0
         self._disk_full = False
+
+    @property
+    def disk_full(self) -> bool:
+        """The last spool write failed for lack of disk space (not for the spool limit)."""
+        return self._disk_full
 
     def update_spool_state(self) -> None:
         """Re-read the spool's usage: metrics, and `spool_full` (logged when it changes)."""
@@ -122,7 +128,12 @@ class SpoolFeeder:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._disk_full = True
             self.update_spool_state()
-            log.error("cannot write to the spool; will retry", segment=segment.id, error=str(exc))
+            log.error(
+                "cannot write to the spool; will retry",
+                segment=segment.id,
+                error=str(exc),
+                repeat_key=error_kind(exc),
+            )
             return False
         self._disk_full = False
         self.packed_total += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,21 +160,56 @@ def read_key_file(path: Path) -> bytes:
     return key
 
 
-def _read_secret(path: Path) -> bytes:
+MAX_KEY_FILE_BYTES = 16 * 1024
+"""Key files are small (a raw key is 45 bytes, a 4096-bit PEM key about 3.3 KiB)."""
+
+
+def read_small_file(path: Path, what: str) -> tuple[bytes, int]:
+    """Read a key file: a regular file of at most `MAX_KEY_FILE_BYTES`; (bytes, mode).
+
+    Opened non-blocking and checked before reading, so a FIFO, a device such as /dev/zero or
+    a directory fails at once with `KeyMaterialError` instead of hanging or filling memory.
+    """
     try:
-        stat = path.stat()
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise KeyMaterialError(
-            f"key file {str(path)!r} does not exist: create it with `archiverd keygen --out "
+            f"{what} {str(path)!r} does not exist: create it with `archiverd keygen --out "
             f"{path}` or point encryption.key_file / --key-file at the right file"
         ) from None
     except OSError as exc:
         raise KeyMaterialError(
-            f"cannot read key file {str(path)!r} ({exc.strerror}): give the archiverd user "
+            f"cannot read {what} {str(path)!r} ({exc.strerror}): give the archiverd user "
             "read access (mode 0600, owned by it) or use systemd LoadCredential="
         ) from None
-    mode = stat.st_mode & 0o777
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyMaterialError(
+                f"{what} {str(path)!r} is not a regular file (a FIFO, device or directory): "
+                "point it at the file `archiverd keygen` wrote"
+            )
+        chunks, size = [], 0
+        while size <= MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read {what} {str(path)!r} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if size > MAX_KEY_FILE_BYTES:
+        raise KeyMaterialError(
+            f"{what} {str(path)!r} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB, so it is "
+            "not a key: point it at the file `archiverd keygen` wrote"
+        )
+    return b"".join(chunks), stat.S_IMODE(st.st_mode)
+
+
+def _read_secret(path: Path) -> bytes:
+    data, mode = read_small_file(path, "key file")
     if mode & 0o077:
         log.warning(
             "key file readable by others",
@@ -203,12 +239,9 @@ def _load_key_or_private(path: Path) -> Unwrapper:
 
 def load_public_key(path: Path) -> RsaPublicKey:
     """An RSA public key (PEM) for write-only hosts."""
+    data, _mode = read_small_file(path, "encryption.public_key_file")
     try:
-        public = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise KeyMaterialError(
-            f"cannot read encryption.public_key_file {str(path)!r} ({exc.strerror})"
-        ) from None
+        public = serialization.load_pem_public_key(data)
     except ValueError:
         raise KeyMaterialError(
             f"encryption.public_key_file {str(path)!r} is not a PEM public key: make one with "
@@ -243,10 +276,10 @@ def load_key_files(paths: Sequence[Path]) -> Keyring:
 
 def _is_public_pem(path: Path) -> bool:
     try:
-        with path.open("rb") as handle:
-            return handle.read(64).lstrip().startswith(b"-----BEGIN PUBLIC KEY")
-    except OSError:
-        return False
+        data, _mode = read_small_file(path, "key file")
+    except KeyMaterialError:
+        return False  # loading it as a private key reports the problem
+    return data.lstrip().startswith(b"-----BEGIN PUBLIC KEY")
 
 
 def load_keyring(
