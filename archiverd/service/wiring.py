@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from archiverd.clock import Clock, SystemClock
 from archiverd.collect.collector import Collector as CollectorImpl
 from archiverd.config import ScheduleSettings, Settings
+from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
 from archiverd.destinations.base import Destination
 from archiverd.journal.db import Journal as JournalFile
@@ -113,7 +114,8 @@ async def build_components(
     """Fill in every part `given` lacks, in dependency order; register closes on `stack`."""
     parts = replace(given)
     if parts.keyring is None:
-        parts.keyring = load_keyring(settings.encryption)
+        credentials = resolve_credentials(settings.destination)
+        parts.keyring = load_keyring(settings.encryption, credentials=credentials)
     await asyncio.to_thread(check_state_dir, settings)
     if parts.journal is None:
         parts.journal = JournalFile.open(settings.state.dir)
