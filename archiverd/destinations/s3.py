@@ -155,15 +155,10 @@ class S3Destination:
         try:
             await self._probe_calls(client, key)
         except RetryableFailure as exc:
-            if exc.reason == "server_error" and self._settings.sse_kms_key_id:
-                # Retrying cannot fix a server that fails every SSE-KMS write.
-                raise PermanentFailure(
-                    f"{exc}: the server fails writes with SSE-KMS key "
-                    f"{self._settings.sse_kms_key_id!r}: configure KMS on the server (or the "
-                    "key), or unset destination.sse_kms_key_id",
-                    "kms",
-                ) from exc
-            raise
+            permanent = self._sse_kms_failure(exc)
+            if permanent is None:
+                raise
+            raise permanent from exc
         except PermanentFailure as exc:
             if exc.reason != "access_denied":
                 raise
@@ -171,6 +166,18 @@ class S3Destination:
             if condition:
                 raise PermanentFailure(f"{exc}. {condition}", exc.reason) from exc
             raise
+
+    def _sse_kms_failure(self, exc: RetryableFailure) -> PermanentFailure | None:
+        """A server error on an SSE-KMS write means the server cannot use the key (it answered
+        the calls before it): permanent, since retrying the same headers cannot fix it."""
+        if exc.reason != "server_error" or not self._settings.sse_kms_key_id:
+            return None
+        return PermanentFailure(
+            f"{exc}: the server fails writes with SSE-KMS key "
+            f"{self._settings.sse_kms_key_id!r}: configure KMS on the server (or the key), "
+            "or unset destination.sse_kms_key_id",
+            "kms",
+        )
 
     async def _probe_calls(self, client: S3Client, key: str) -> None:
         body = b"archiverd check\n"
@@ -259,6 +266,11 @@ class S3Destination:
                     )
         except ObjectExistsError as exc:
             raise ObjectExistsError(key) from exc  # name the key, whichever call found it
+        except RetryableFailure as exc:
+            permanent = self._sse_kms_failure(exc)
+            if permanent is None:
+                raise
+            raise permanent from exc
         echoed = str(answer.get("ChecksumSHA256") or "")
         single = size < s.multipart_threshold_bytes  # multipart compared its composite itself
         if single and echoed and echoed != sha256_b64:

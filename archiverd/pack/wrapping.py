@@ -223,7 +223,7 @@ def _encrypt_failure(exc: Exception, *, where: str) -> ArchiverError:
             "(destination.access_key_id / secret_access_key / session_token or their *_file, "
             "else the AWS default chain): fix those"
         )
-    elif reason == "AccessDeniedException":
+    elif reason in ("AccessDeniedException", "AccessDenied", "403"):
         fix = (
             "KMS access denied: allow kms:Encrypt on this key in the archiver's IAM policy "
             "and in the key policy"
