@@ -125,8 +125,8 @@ def read_secret_file(path: Path, key: str) -> str | None:
             f"{key} {str(path)!r} is unreadable ({exc.strerror}): give the archiverd user "
             "read access (mode 0600) or use systemd LoadCredential="
         ) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"{key} {str(path)!r} is not a regular file")
         if info.st_size > MAX_SECRET_FILE_BYTES:
@@ -134,7 +134,9 @@ def read_secret_file(path: Path, key: str) -> str | None:
                 f"{key} {str(path)!r} is {info.st_size} bytes, more than a credential "
                 f"({MAX_SECRET_FILE_BYTES}): point the setting at the right file"
             )
-        data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+        data = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
     try:
         return data.decode().strip()
     except UnicodeDecodeError:

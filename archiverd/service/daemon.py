@@ -149,8 +149,6 @@ class Daemon:
         self.health = health = Health(
             parts, lambda: self.settings, self.metrics, self.notifier, self._monotonic
         )
-        # The master key must seal now (KMS: kms:Encrypt allowed), not at the first segment.
-        await asyncio.to_thread(parts.keyring.wrap, os.urandom(32))
         try:
             detail = await parts.destination.check()
             log.info("destination ok", detail=detail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -116,6 +117,8 @@ async def build_components(
     if parts.keyring is None:
         credentials = resolve_credentials(settings.destination)
         parts.keyring = load_keyring(settings.encryption, credentials=credentials)
+        # The master key must seal now (KMS: kms:Encrypt allowed), not at the first segment.
+        await asyncio.to_thread(parts.keyring.wrap, os.urandom(32))
     await asyncio.to_thread(check_state_dir, settings)
     if parts.journal is None:
         parts.journal = JournalFile.open(settings.state.dir)
