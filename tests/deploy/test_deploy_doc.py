@@ -72,8 +72,6 @@ def test_restore_policy_is_read_only() -> None:
     assert restore == {
         "s3:ListBucket",
         "s3:ListBucketVersions",
-        "s3:GetBucketVersioning",
-        "s3:GetObject",
         "s3:GetObjectVersion",
         "kms:Decrypt",
     }

@@ -19,6 +19,7 @@ from archiverd.config import Settings
 from archiverd.service.check import run_checks
 from tests.deploy.test_deploy_doc import iam_policies
 from tests.pack.test_keyring import write_key
+from tests.restore.cli import run
 from tests.servers import S3Server, iam_identity
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -114,3 +115,51 @@ def test_check_needs_exactly_the_documented_policy(
         failed = _check(moto_iam, bucket, _without(policy, action), mode, tmp_path)
         assert not failed.startswith("0\n"), f"{action} removed, yet:\n{failed}"
         assert "FAIL" in failed
+
+
+def _restore_config(
+    tmp: Path, server: S3Server, bucket: str, keys: tuple[str, str], kms_key: str
+) -> Path:
+    logs = tmp / "logs"
+    if not logs.exists():
+        logs.mkdir()
+        (logs / "app.log").write_text("".join(line + "\n" for line in LINES))
+    config = tmp / f"{keys[0]}.toml"
+    config.write_text(
+        "host = 'node-1'\n"
+        f'[[sources]]\nkind = "directory"\npath = "{logs}"\nglob = "*.log"\n'
+        f"[state]\ndir = '{tmp / 'state'}'\n[http]\nlisten = ''\n"
+        f"[destination]\nurl = 's3://{bucket}/prod/'\nendpoint_url = '{server.endpoint_url}'\n"
+        f"addressing_style = 'path'\naccess_key_id = '{keys[0]}'\n"
+        f"secret_access_key = '{keys[1]}'\nmax_attempts = 1\n"
+        f"[encryption]\nwrap = 'kms'\nkms_key_id = '{kms_key}'\n"
+        f"kms_endpoint_url = '{server.endpoint_url}'\nkms_region = 'us-east-1'\n"
+    )
+    return config
+
+
+LINES = [f"2026-11-23T09:00:0{i}Z line {i}" for i in range(3)]
+
+
+def test_restore_needs_exactly_the_documented_policy(
+    moto_iam: S3Server, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """`ls` and `get` (KMS-wrapped archive) work with the restore-only policy, and fail with
+    any one action removed."""
+    bucket = moto_iam.make_bucket()
+    kms_key = moto_iam.boto3_client("kms").create_key()["KeyMetadata"]["Arn"]
+    keys = (moto_iam.access_key, moto_iam.secret_key)
+    admin = _restore_config(tmp_path, moto_iam, bucket, keys, kms_key)
+    assert run(capsysbinary, "run", "--config", str(admin), "--once", "--seal-open").code == 0
+    policy = _placed(iam_policies()["restore-only"], bucket)
+
+    def restores(reduced: dict[str, Any]) -> bool:
+        identity = iam_identity(moto_iam, reduced)
+        config = _restore_config(tmp_path, moto_iam, bucket, identity, kms_key)
+        listed = run(capsysbinary, "ls", "--config", str(config), "--versions")
+        got = run(capsysbinary, "get", "--config", str(config), "--out", "-")
+        return (listed.code, got.code, got.out.decode().splitlines()) == (0, 0, LINES)
+
+    assert restores(policy)  # archived with encryption.wrap = "kms": `get` needs kms:Decrypt
+    for action in _actions(policy):
+        assert not restores(_without(policy, action)), f"{action} removed, yet restore works"
