@@ -229,7 +229,10 @@ def _encrypt_failure(exc: Exception, *, where: str) -> ArchiverError:
             "and in the key policy"
         )
     elif reason in ("NotFoundException", "DisabledException", "KMSInvalidStateException"):
-        fix = "the key does not exist or is disabled: check encryption.kms_key_id and its region"
+        fix = (
+            "the key does not exist here or is disabled: check encryption.kms_key_id, its "
+            "region, and that this host may kms:Encrypt with it"
+        )
     else:
         fix = "check encryption.kms_key_id, the region/endpoint and that this host may kms:Encrypt"
     return KeyMaterialError(f"KMS Encrypt with key {where!r} failed ({reason}): {fix}")
