@@ -102,6 +102,20 @@ class DestinationSettings(_Section):
     secret_access_key: SecretStr | None = None
     access_key_id_file: Path | None = None
     secret_access_key_file: Path | None = None
+    session_token: SecretStr | None = None
+    """With temporary keys (STS): their session token. Explicit keys (these three, or their
+    ``*_file``) win over the AWS default chain, for S3 and for KMS alike."""
+    session_token_file: Path | None = None
+    acl: Literal[
+        "",
+        "private",
+        "bucket-owner-full-control",
+        "bucket-owner-read",
+        "authenticated-read",
+        "aws-exec-read",
+    ] = ""
+    """A canned ACL sent on every PUT and multipart create (cross-account buckets often
+    require ``bucket-owner-full-control``); empty sends none."""
     multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=8 * 1024 * 1024)
     max_concurrency: int = Field(default=4, ge=1, le=64)
@@ -131,6 +145,10 @@ class DestinationSettings(_Section):
                 "(GOVERNANCE or COMPLIANCE)"
             )
         return self
+
+    retry_timeout_seconds: float = Field(default=600.0, gt=0)
+    """No segment is retried for longer than this (whatever attempts remain); the pass stops
+    and the segment waits in the spool for the next one."""
 
     @field_validator("url")
     @classmethod

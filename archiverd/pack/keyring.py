@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiverd.config import EncryptionSettings, credentials_directory
+from archiverd.credentials import AwsCredentials
 from archiverd.errors import KeyMaterialError, TamperedError, WrongKeyError
 from archiverd.pack.wrapping import (
     KEY_BYTES,
@@ -287,11 +288,13 @@ def load_keyring(
     *,
     extra_key_files: Sequence[Path] = (),
     kms_client_factory: KmsClientFactory | None = None,
+    credentials: AwsCredentials | None = None,
 ) -> Keyring:
     """The keyring the settings describe.
 
     aes-gcm: the raw key from encryption.key_file (or $CREDENTIALS_DIRECTORY/<its name>).
-    kms: KMS key encryption.kms_key_id via `kms_client_factory` (default: botocore).
+    kms: KMS key encryption.kms_key_id via `kms_client_factory` (default: botocore, signed
+    with `credentials`, the destination's: see `archiverd.credentials`).
     rsa-oaep: public key only (write-only); add private keys through decrypt/extra files.
     Old keys from encryption.decrypt_key_files + `extra_key_files` are decrypt-only.
     """
@@ -302,7 +305,7 @@ def load_keyring(
         active = raw
         unwrappers.append(raw)
     elif encryption.wrap == "kms":
-        factory = kms_client_factory or _default_kms_factory(encryption)
+        factory = kms_client_factory or _default_kms_factory(encryption, credentials)
         kms = KmsKey(encryption.kms_key_id, factory)
         active = kms
         unwrappers.append(kms)
@@ -314,25 +317,30 @@ def load_keyring(
     return Keyring(active, unwrappers)
 
 
-def _default_kms_factory(encryption: EncryptionSettings) -> KmsClientFactory:
+def _default_kms_factory(
+    encryption: EncryptionSettings, credentials: AwsCredentials | None
+) -> KmsClientFactory:
     region = encryption.kms_region or None
     endpoint = encryption.kms_endpoint_url or None
+    explicit = credentials.client_arguments() if credentials is not None else {}
 
     def factory() -> Any:
         import botocore.session
 
         session = botocore.session.get_session()
-        return session.create_client("kms", region_name=region, endpoint_url=endpoint)
+        return session.create_client("kms", region_name=region, endpoint_url=endpoint, **explicit)
 
     return factory
 
 
-def check_master_key(encryption: EncryptionSettings) -> str:
+def check_master_key(
+    encryption: EncryptionSettings, credentials: AwsCredentials | None = None
+) -> str:
     """For `archiverd check`: the active key loads and can seal; a raw key file is 0600.
 
     KMS is exercised with one real Encrypt call (proves kms:Encrypt, the write-only minimum).
     """
-    keyring = load_keyring(encryption)
+    keyring = load_keyring(encryption, credentials=credentials)
     keyring.wrap(os.urandom(KEY_BYTES))
     if encryption.wrap == "aes-gcm":
         path = resolve_key_file(encryption.key_file)

@@ -83,9 +83,10 @@ def check_http(settings: Settings) -> str:
 
 def check_master_key(settings: Settings) -> str:
     """The master key loads and seals (raw key file mode 0600; KMS Encrypt allowed)."""
+    from archiverd.credentials import resolve_credentials
     from archiverd.pack.keyring import check_master_key as check_key
 
-    return check_key(settings.encryption)
+    return check_key(settings.encryption, resolve_credentials(settings.destination))
 
 
 def default_checks() -> list[tuple[str, Check]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from archiverd.clock import Clock, SystemClock
 from archiverd.collect.collector import Collector as CollectorImpl
 from archiverd.config import ScheduleSettings, Settings
+from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
 from archiverd.destinations.base import Destination
 from archiverd.journal.db import Journal as JournalFile
@@ -121,7 +123,10 @@ async def build_components(
     closes) before the journal is opened."""
     parts = replace(given)
     if parts.keyring is None:
-        parts.keyring = load_keyring(settings.encryption)
+        credentials = resolve_credentials(settings.destination)
+        parts.keyring = load_keyring(settings.encryption, credentials=credentials)
+        # The master key must seal now (KMS: kms:Encrypt allowed), not at the first segment.
+        await asyncio.to_thread(parts.keyring.wrap, os.urandom(32))
     await asyncio.to_thread(prepare_state_dir, settings.state.dir)
     lock = await asyncio.to_thread(StateLock, settings.state.dir)
     stack.callback(lock.release)

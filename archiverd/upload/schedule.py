@@ -168,7 +168,9 @@ class UploadLoop:
             )
             return
         if summary.failed:
-            self.last_error = f"{summary.failed} segment(s) failed to upload"
+            # The first segment's error: /readyz shows which destination error is current.
+            first = f": {summary.errors[0]}" if summary.errors else ""
+            self.last_error = f"{summary.failed} segment(s) failed to upload{first}"
         else:
             self.last_error = None
             self.last_success = self.clock.now()

@@ -8,10 +8,10 @@ Then the journal commits 'uploaded' with the VersionId, and only after that the 
 deleted. A segment whose spool file is gone (or is no longer a regular file) is journaled as
 lost, counted in ``archiverd_spool_files_lost_total`` and logged; the pass goes on.
 Retryable failures are retried through `stamina` (exponential backoff with jitter,
-``destination.max_attempts`` / ``backoff_*_seconds``; tests switch the waits off with
-`stamina.set_testing`); after the last attempt, or on a failure that concerns the whole
-destination (access denied, no bucket, KMS), the pass stops: the data stays in the spool for
-the next pass.
+``destination.max_attempts`` / ``retry_timeout_seconds`` / ``backoff_*_seconds``; tests
+switch the waits off with `stamina.set_testing`); permanent ones never are. After the last
+attempt, or on a failure that concerns the whole destination (access denied, no bucket, KMS),
+the pass stops: the data stays in the spool for the next pass.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ class Uploader:
         return False
 
     def _retrying(self) -> AsyncIterator[stamina.Attempt]:
-        """Attempts at one segment: retryable failures only, waits doubling with jitter.
+        """Attempts at one segment: retryable failures only, waits doubling with jitter,
+        at most ``max_attempts`` and ``retry_timeout_seconds`` (permanent ones: one attempt).
 
         stamina adds up to ``wait_jitter`` to each exponential step: half the initial wait as
         the base and half as jitter puts attempt n's wait in [cap/2, cap], cap = initial*2^(n-1).
@@ -216,7 +217,7 @@ class Uploader:
         return stamina.retry_context(
             on=RetryableDestinationError,
             attempts=self.retry.max_attempts,
-            timeout=None,  # bounded by attempts x backoff_max_seconds
+            timeout=self.retry.retry_timeout_seconds,
             wait_initial=half,
             wait_jitter=half,
             wait_max=self.retry.backoff_max_seconds,
