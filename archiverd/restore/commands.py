@@ -25,6 +25,7 @@ from archiverd.errors import (
     RestoreFailedError,
     StreamGapError,
 )
+from archiverd.formats.timestamps import to_ns
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
 from archiverd.restore.listing import (
@@ -235,7 +236,9 @@ def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyri
 
     if key_files:
         return load_key_files(key_files)
-    return load_keyring(settings.encryption)
+    from archiverd.credentials import resolve_credentials
+
+    return load_keyring(settings.encryption, credentials=resolve_credentials(settings.destination))
 
 
 async def _with_archives(
@@ -249,9 +252,7 @@ async def _with_archives(
 
 
 def _ns(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return None if moment is None else to_ns(moment)
 
 
 def _parallel(value: int) -> int:
