@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 from archiverd.config import Settings
 from archiverd.destinations.base import Destination
 from archiverd.errors import ArchiverError, ConfigError, NoMatchError, RestoreFailedError
+from archiverd.formats.timestamps import to_ns
 from archiverd.restore.listing import (
     Segment,
     Selection,
@@ -181,9 +182,7 @@ async def _with_destination(settings: Settings, work: Callable[[Destination], Aw
 
 
 def _ns(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return None if moment is None else to_ns(moment)
 
 
 def _parallel(value: int) -> int:

@@ -34,6 +34,7 @@ from archiverd.errors import (
     RetryableDestinationError,
 )
 from archiverd.formats.layout import format_ts
+from archiverd.formats.timestamps import to_ns
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
 from archiverd.restore.listing import Segment, bounded_gather
 from archiverd.restore.query import container_name
@@ -326,7 +327,7 @@ def _streams(
     streams = []
     for members in groups.values():
         members.sort(key=lambda item: (item[1].parsed.seq, item[1].parsed.first_ts))
-        start = int(members[0][1].parsed.first_ts.timestamp() * 1_000_000) * 1000
+        start = to_ns(members[0][1].parsed.first_ts)
         streams.append((start, [paths[index] for index, _ in members]))
     streams.sort(key=lambda item: item[0])
     return streams
