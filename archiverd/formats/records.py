@@ -153,7 +153,7 @@ class Scanner:
     def first_ts(self) -> datetime | None:
         """Timestamp of the first record fed since the last cut (None: none, or no times)."""
         first = self._closed.first if self._closed.first is not None else self._open.first
-        return _ts(first)
+        return _datetime(first)
 
     def _commit(self, end: int) -> None:
         """Move the boundary to `end`, the end of a line that closes an application line."""
