@@ -16,7 +16,8 @@ Each prints MB per CPU-second (user+sys of the child and its children), MB/s wal
 (ru_maxrss of the child), and the daemon's ratios against ``gzip -6`` and ``gzip -1`` per
 CPU-second. Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak
 RSS < 128 MiB. The machine may be shared: the load average is printed beside the numbers.
---profile DIR also writes a cProfile of the daemon run per layout (`python -m pstats`).
+--profile DIR also samples the daemon run with py-spy (`pip install py-spy`): DIR/<layout>.txt,
+collapsed stacks of every thread.
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ class Run:
 def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: bool = False) -> Run:
     """Run one child (a shell pipeline if `cmd` is a string) and take its own rusage."""
     start = time.perf_counter()
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         cmd,
-        shell=isinstance(cmd, str),  # noqa: S604
+        shell=isinstance(cmd, str),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if quiet else None,
         env=env,
@@ -165,16 +166,11 @@ def layout(
     cmd = [*ARCHIVERD, "run", "--once", "--config", str(config)]
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "cProfile",
-            "-o",
-            str(profile / f"{name}.prof"),
-            "-m",
-            "archiverd",
-            *cmd[3:],
-        ]
+        # py-spy samples every thread (cProfile sees only the event loop's); its own CPU is
+        # counted too, so a profiled run's figures are for guidance only
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        out = str(profile / f"{name}.txt")
+        cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", out, "--", *cmd]
     env["ARCHIVERD_LOG__LEVEL"] = "warning"
     runs["archiverd run --once"] = measure(cmd, env=env)
     objects = [p for p in (base / "bucket").rglob("*") if p.is_file()]
