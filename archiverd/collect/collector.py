@@ -4,7 +4,8 @@ The event loop only dispatches. Filesystem events arrive from watchdog's inotify
 ``loop.call_soon_threadsafe`` and mark streams dirty; a periodic rescan (``rescan_seconds``)
 catches anything missed. Each dirty stream is processed on a worker thread (at most
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
-pack every sealed segment into the spool and commit it as packed.
+pack every sealed segment into the spool and commit it as packed (packing jobs of different
+streams run on every core, see `pack_workers`).
 
 Event bridging and rescans live in `archiverd.collect.dirty`; packing and the spool's back-pressure
 (no new segment is sealed while `spool_full`; sealed data is never dropped) in
@@ -56,6 +57,17 @@ class Pass(NamedTuple):
     """cri/directory files idle for ``idle_seconds`` count as finished (``run --once``)."""
     aged_before: datetime | None = None
     """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
+
+
+MAX_PACK_WORKERS = 8
+"""Packing jobs at once are bounded by this (each holds a few MiB: a read chunk, ISA-L's and
+the spool file's buffers) as well as by the cores."""
+
+
+def pack_workers(workers: int) -> int:
+    """How many segments are packed at once: one per core (ISA-L, AES-GCM and SHA-256
+    release the GIL on the 1 MiB chunks), at least `workers`, at most `MAX_PACK_WORKERS`."""
+    return max(workers, min(os.cpu_count() or 1, MAX_PACK_WORKERS))
 
 
 class Collector(DirtyStreams, SpoolFeeder):
@@ -282,7 +294,7 @@ class Collector(DirtyStreams, SpoolFeeder):
 
     def _pack_semaphore(self) -> asyncio.Semaphore:
         if self._pack_sem is None:
-            self._pack_sem = asyncio.Semaphore(self._workers)
+            self._pack_sem = asyncio.Semaphore(pack_workers(self._workers))
         return self._pack_sem
 
     def _tail_work(self, key: Key, once: Pass | None) -> bool:
