@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--out", required=True, help="directory, or - for stdout (time order)")
     _restore_args(get, "get")
     get.set_defaults(handler=_get)
+
+    verify = commands.add_parser(
+        "verify", help="audit: every object authenticates, every stream is continuous"
+    )
+    _config_arg(verify)
+    _filter_args(verify)
+    _restore_args(verify, "verify")
+    verify.set_defaults(handler=_verify)
     return parser
 
 
@@ -198,9 +206,15 @@ def _unpack(args: argparse.Namespace) -> int:
 
 def _restore_args(parser: argparse.ArgumentParser, command: str) -> None:
     from archiverd.restore import commands
+    from archiverd.restore.archives import add_url_arguments
 
+    add_url_arguments(parser)
     if command == "ls":
         commands.add_ls_arguments(parser)
+    elif command == "verify":
+        from archiverd.restore.verify import add_verify_arguments
+
+        add_verify_arguments(parser)
     else:
         commands.add_get_arguments(parser)
 
@@ -215,3 +229,9 @@ def _get(args: argparse.Namespace) -> int:
     from archiverd.restore.commands import run_get
 
     return run_get(args, _settings(args))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from archiverd.restore.verify import run_verify
+
+    return run_verify(args, _settings(args))

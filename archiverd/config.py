@@ -111,6 +111,24 @@ class DestinationSettings(_Section):
     """The first retry waits between half of this and all of it; each next one doubles."""
     backoff_max_seconds: float = Field(default=120.0, gt=0)
     """No wait between attempts is longer than this."""
+    object_lock_mode: Literal["", "GOVERNANCE", "COMPLIANCE"] = ""
+    """Retention on every PUT (S3 Object Lock); the bucket must have Object Lock enabled."""
+    object_lock_days: int = Field(default=0, ge=0, le=36500)
+    """With `object_lock_mode`: days each object version is retained from its upload."""
+
+    @model_validator(mode="after")
+    def _lock_needs(self) -> DestinationSettings:
+        if self.object_lock_mode and self.object_lock_days < 1:
+            raise ValueError(
+                "destination.object_lock_mode needs destination.object_lock_days >= 1 "
+                "(how long each object version is retained)"
+            )
+        if self.object_lock_days and not self.object_lock_mode:
+            raise ValueError(
+                "destination.object_lock_days needs destination.object_lock_mode "
+                "(GOVERNANCE or COMPLIANCE)"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -233,6 +251,32 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ArchiveSettings(_Section):
+    """An older bucket `ls`/`get`/`verify` also read (after a switch to a fresh bucket).
+
+    Credentials and timeouts are the destination's; endpoint and region are its own.
+    """
+
+    url: str
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("s3", "file"):
+            raise ValueError("use s3://bucket/prefix/ or file:///absolute/dir")
+        return DestinationSettings._url_scheme(value)
+
+
+class RestoreSettings(_Section):
+    """What `ls`, `get` and `verify` read besides the destination."""
+
+    archives: tuple[ArchiveSettings, ...] = ()
+    """Older buckets, read after the destination; a segment found twice is shown once."""
+
+
 def _default_sources() -> tuple[SourceSettings, ...]:
     return ()
 
@@ -259,6 +303,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    restore: RestoreSettings = RestoreSettings()
 
     @classmethod
     def settings_customise_sources(

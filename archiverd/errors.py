@@ -13,7 +13,8 @@ operator (or the user of a command) must change something first, and the message
     │   ├── WrongKeyError            the object was sealed with another key
     │   ├── TamperedError            authentication failed: a byte was changed
     │   ├── TruncatedError           the object is shorter (or longer) than it says
-    │   └── EnvelopeMismatchError    the envelope does not belong to this body
+    │   ├── EnvelopeMismatchError    the envelope does not belong to this body
+    │   └── StreamGapError           a stream has a hole or a broken chain link (`get`)
     ├── SourceError               R  exit 66: a log source cannot be read (logged, counted, retried)
     │   ├── OutsideRootError         a symlink leads out of the watched root: never followed
     │   └── FilesMissingError     R  journaled files are not where they were (mid-rotation?)
@@ -95,6 +96,10 @@ class TruncatedError(IntegrityError):
 
 class EnvelopeMismatchError(IntegrityError):
     """The envelope is valid but belongs to another object (swapped metadata or body)."""
+
+
+class StreamGapError(IntegrityError):
+    """A stream has a hole or a broken link; its plaintext was not released."""
 
 
 class SourceError(ArchiverError):

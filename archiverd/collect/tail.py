@@ -19,7 +19,7 @@ import structlog
 from archiverd.collect.files import FP_BYTES, OpenFile
 from archiverd.collect.streamfiles import StreamFile, StreamFiles, TailContext
 from archiverd.errors import FilesMissingError
-from archiverd.formats.layout import format_ts
+from archiverd.formats.layout import format_ts, stream_id
 from archiverd.formats.records import Scanner, make_scanner
 from archiverd.journal.db import SegmentRow
 from archiverd.sources.base import StreamInfo
@@ -149,8 +149,9 @@ class StreamTail(StreamFiles):
             self.ctx.on_read(len(data))
             self.scanner.feed(data)
         start = self.open_segment.start_offset
-        if may_seal and self.at_end and finish and self.scanner.position > start:
-            sealed.append(self._seal(everything=True, reason=finish))
+        finished = self._seal_finished(finish) if may_seal and self.at_end and finish else None
+        if finished is not None:
+            sealed.append(finished)
         elif may_seal and seal_open and self.scanner.boundary > start:
             sealed.append(self._seal(everything=False, reason="once"))
         elif may_seal and aged_before is not None and self.scanner.boundary > start:
@@ -159,10 +160,38 @@ class StreamTail(StreamFiles):
                 sealed.append(self._seal(everything=False, reason="age"))
         return sealed
 
-    def _seal(self, *, everything: bool, reason: str) -> SegmentRow:
+    def _seal_finished(self, reason: str) -> SegmentRow | None:
+        """At the end of a stream that finished: seal everything read, or, when nothing is
+        left and the stream ended for good, the empty end-of-stream segment (`_seal_end`)."""
+        if self.scanner.position > self.open_segment.start_offset:
+            return self._seal(everything=True, reason=reason)
+        return self._seal_end(reason) if self._ended(reason) else None
+
+    def _ended(self, reason: str) -> bool:
+        """The stream is over for good (not merely exited: a container can restart)."""
+        return reason == "finished" and self.info.state in ("finished", "removed")
+
+    def _seal_end(self, reason: str) -> SegmentRow | None:
+        """An empty segment carrying the end-of-stream flag, when the stream ended right
+        after a seal (e.g. sealed on exit, then removed), so its end is provable. Placed at
+        the previous segment's last record; none for a stream that never had a segment or
+        whose last segment already says it ended."""
+        previous = self.ctx.journal.predecessors(self.stream_id, self.open_segment.seq)
+        if not previous or previous[0].seq != self.open_segment.seq - 1:
+            return None
+        description = previous[0].description or {}
+        if description.get("end_of_stream") or "last_ts" not in description:
+            return None
+        return self._seal(
+            everything=True, reason=reason, empty_at=datetime.fromisoformat(description["last_ts"])
+        )
+
+    def _seal(
+        self, *, everything: bool, reason: str, empty_at: datetime | None = None
+    ) -> SegmentRow:
         oldest = self.oldest_at()
         cut = self.scanner.cut(everything=everything)
-        now = self.ctx.clock()
+        now = empty_at or self.ctx.clock()
         first = cut.first_ts or now
         last = cut.last_ts or now
         seg = self.open_segment
@@ -179,6 +208,8 @@ class StreamTail(StreamFiles):
             "image": self.info.image,
             "source": self.ctx.source_name,
             "labels": dict(self.info.labels),
+            "stream": stream_id(self.ctx.host, self.ctx.source_name, self.info.key),
+            "end_of_stream": self._ended(reason),
             "oldest_at": (oldest or first).isoformat(),  # for the archive lag, until uploaded
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)

@@ -24,5 +24,11 @@ def open_destination(settings: Settings) -> S3Destination | FileDestination:
 
         return S3Destination(url, settings.destination)
     from archiverd.destinations.filesystem import FileDestination
+    from archiverd.errors import ConfigError
 
+    if settings.destination.object_lock_mode:
+        raise ConfigError(
+            f"destination.object_lock_mode needs an s3:// destination with Object Lock, not "
+            f"{url}: set destination.url to such a bucket or unset object_lock_mode"
+        )
     return FileDestination(url)

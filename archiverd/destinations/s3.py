@@ -21,6 +21,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,32 @@ class S3Destination:
                 "versioning",
             )
         endpoint = self._settings.endpoint_url or f"AWS {self._settings.region}"
-        return f"{self.url} reachable via {endpoint}, versioning {status}"
+        lock = await self._check_object_lock(client)
+        return f"{self.url} reachable via {endpoint}, versioning {status}{lock}"
+
+    async def _check_object_lock(self, client: Any) -> str:
+        """With ``object_lock_mode`` set, the bucket must have Object Lock enabled."""
+        s = self._settings
+        if not s.object_lock_mode:
+            return ""
+        enabled = None
+        with translated(translate, self._where("GetObjectLockConfiguration")):
+            try:
+                answer = await client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+            except Exception as exc:
+                if _error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                    raise
+        if enabled != "Enabled":
+            raise PermanentFailure(
+                f"bucket {self.bucket!r} does not have Object Lock enabled, so the "
+                f"{s.object_lock_mode} retention of destination.object_lock_mode cannot be "
+                f"applied: enable it with `aws s3api put-object-lock-configuration --bucket "
+                f"{self.bucket} --object-lock-configuration ObjectLockEnabled=Enabled` (the "
+                "bucket must be versioned; or unset destination.object_lock_mode)",
+                "object-lock",
+            )
+        return f", Object Lock {s.object_lock_mode} {s.object_lock_days}d"
 
     async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """The latest (or given) version of `key`, or None (also for a delete marker)."""
@@ -175,6 +201,9 @@ class S3Destination:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=s.sse_kms_key_id)
         if s.storage_class:
             extra["StorageClass"] = s.storage_class
+        if s.object_lock_mode:
+            extra["ObjectLockMode"] = s.object_lock_mode
+            extra["ObjectLockRetainUntilDate"] = retain_until(s.object_lock_days)
         conditional = if_none_match and self._if_none_match
         client = await self.client()
         try:
@@ -304,6 +333,16 @@ class S3Destination:
         """Abort incomplete multipart uploads under `prefix` except those of `keep` keys
         (those are resumed by their next `put_file`); return how many were aborted."""
         return await abort_uploads(await self.client(), self.bucket, prefix, frozenset(keep))
+
+
+def retain_until(days: int, now: datetime | None = None) -> datetime:
+    """The retain-until date of an object uploaded `now` and kept `days` days."""
+    return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 @contextmanager

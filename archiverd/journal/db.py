@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archiverd.errors import StateError
-from archiverd.formats.layout import SegmentDescription
+from archiverd.formats.layout import Loss, SegmentDescription
 from archiverd.fsutil import ensure_private_dir
 from archiverd.journal.schema import migrate
 
@@ -247,6 +247,21 @@ class Journal:
         )
         return [self._segment(r) for r in rows]
 
+    def predecessors(self, stream_id: int, seq: int) -> list[SegmentRow]:
+        """The segments before `seq` back to (and including) the last packed or uploaded
+        one, newest first: the chain link of `seq` and the lost segments in between."""
+        rows = self._query(
+            "SELECT MAX(seq) FROM segments WHERE stream_id = ? AND seq < ? "
+            "AND state IN ('packed', 'uploaded')",
+            (stream_id, seq),
+        )
+        floor = -1 if rows[0][0] is None else int(rows[0][0])
+        found = self._query(
+            self._SEG + " WHERE stream_id = ? AND seq < ? AND seq >= ? ORDER BY seq DESC",
+            (stream_id, seq, floor),
+        )
+        return [self._segment(r) for r in found]
+
     def segment(self, segment_id: int) -> SegmentRow | None:
         """One segment by id."""
         rows = self._query(self._SEG + " WHERE id = ?", (segment_id,))
@@ -402,4 +417,9 @@ def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:
         image=data.get("image", ""),
         source=data.get("source", ""),
         labels=dict(data.get("labels", {})),
+        stream=data.get("stream", ""),
+        prev_seq=None if data.get("prev_seq") is None else int(data["prev_seq"]),
+        prev_sha256=data.get("prev_sha256", ""),
+        end_of_stream=bool(data.get("end_of_stream", False)),
+        lost=tuple(Loss.from_json(entry) for entry in data.get("lost") or ()),
     )

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import stamina
 
-from archiverd.destinations.base import Destination, StoredObject
+from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ArchiverError,
     EnvelopeMismatchError,
@@ -36,7 +36,7 @@ from archiverd.errors import (
 from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
-from archiverd.restore.listing import Segment, bounded_gather
+from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
 from archiverd.restore.records import (
     keyed,
@@ -99,7 +99,7 @@ def output_name(segment: Segment, metadata: Mapping[str, str] | None) -> str:
 
 
 async def fetch_segment(
-    destination: Destination,
+    destination: ObjectReader,
     segment: Segment,
     keyring: Keyring,
     dst: Path,
@@ -114,7 +114,7 @@ async def fetch_segment(
     """
     body = work / f".{uuid.uuid4().hex}.body"
     try:
-        stored = await _download(destination, segment, body, attempts)
+        stored = await download_segment(destination, segment, body, attempts)
         metadata = dict(stored.metadata)
         check_identity(segment, metadata)
         unpack = _unpack if durable else _unpack_scratch
@@ -132,8 +132,8 @@ async def fetch_segment(
         body.unlink(missing_ok=True)
 
 
-async def _download(
-    destination: Destination, segment: Segment, body: Path, attempts: int
+async def download_segment(
+    destination: ObjectReader, segment: Segment, body: Path, attempts: int
 ) -> StoredObject:
     """Download, retrying transient failures (network, a short or corrupt transfer)."""
     retrying = stamina.retry_context(
@@ -184,7 +184,7 @@ def _unpack_scratch(body: Path, metadata: Mapping[str, str], dst: Path, keyring:
 
 
 async def restore_to_dir(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out_dir: Path,
@@ -246,7 +246,7 @@ async def restore_to_dir(
 
 
 async def restore_to_stream(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out: BinaryIO,

@@ -26,6 +26,7 @@ def segment_record(segment: Segment) -> dict[str, Any]:
         "version_id": segment.version_id,
         "is_latest": segment.is_latest,
         "is_delete_marker": segment.is_delete_marker,
+        "recovered": segment.recovered,
         "last_modified": _iso(segment.last_modified),
     }
     meta = segment.metadata
@@ -70,6 +71,8 @@ def write_table(segments: Sequence[Segment], out: TextIO, *, versions: bool) -> 
         if versions:
             state = "deleted" if s.is_delete_marker else ""
             state = ",".join(x for x in (state, "latest" if s.is_latest else "") if x)
+            if s.recovered:
+                state = "old,restored-by-get"  # the newest live version under a delete marker
             row += [s.version_id or "-", state or "old"]
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -120,6 +120,7 @@ def pack_segment(
     )
     description: dict[str, Any] = dict(segment.description)
     description["plaintext_sha256"] = result.plaintext_sha256
+    description.update(chain_link(journal, segment))
     metadata = segment_metadata(description_from_json(description), result.envelope, result.key_id)
     journal.mark_packed(
         segment.id,
@@ -130,3 +131,34 @@ def pack_segment(
         description=description,
     )
     return result
+
+
+def chain_link(journal: Journal, segment: SegmentRow) -> dict[str, Any]:
+    """`segment`'s link to the previous archived segment of its stream (docs/FORMAT.md).
+
+    Segments of a stream are packed in seq order, so the previous one is packed (or was
+    lost: its bytes become a loss of this segment) by the time this one is packed.
+    """
+    prev_seq: int | None = None
+    prev_sha = ""
+    lost: list[dict[str, Any]] = list((segment.description or {}).get("lost") or ())
+    for row in journal.predecessors(segment.stream_id, segment.seq):
+        if row.state in ("packed", "uploaded"):
+            prev_seq = row.seq
+            prev_sha = str((row.description or {}).get("plaintext_sha256", ""))
+            break
+        if row.state != "lost":
+            continue  # packed out of order (never by the collector): the link shows a gap
+        # Its source bytes vanished before packing: recorded here as a loss, oldest first.
+        desc = row.description or {}
+        size = None if row.end_offset is None else row.end_offset - row.start_offset
+        lost.insert(
+            0,
+            {
+                "bytes": size,
+                "after_ts": desc.get("first_ts"),
+                "before_ts": desc.get("last_ts"),
+                "reason": f"segment {row.seq}: source bytes gone before packing",
+            },
+        )
+    return {"prev_seq": prev_seq, "prev_sha256": prev_sha, "lost": lost}
