@@ -16,7 +16,7 @@ import structlog
 from archiverd import __version__
 from archiverd.config import Settings, load_settings
 from archiverd.errors import ArchiverError
-from archiverd.logs import configure_logging
+from archiverd.logs import configure_logging, printable
 
 log = structlog.get_logger("archiverd.cli")
 
@@ -33,7 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ArchiverError as exc:
-        print(f"archiverd {args.command}: {exc}", file=sys.stderr)
+        # Messages may quote keys and names from a bucket: no control character gets out.
+        print(
+            f"archiverd {args.command}: {printable(str(exc), keep_newlines=True)}", file=sys.stderr
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)
@@ -174,6 +177,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from archiverd.credentials import resolve_credentials
     from archiverd.pack import load_key_files, load_keyring
     from archiverd.pack.commands import pack_file
 
@@ -181,8 +185,9 @@ def _pack(args: argparse.Namespace) -> int:
         keyring = load_key_files([args.key_file])
         level = args.level
     else:
-        encryption = _settings(args).encryption
-        keyring = load_keyring(encryption)
+        settings = _settings(args)
+        encryption = settings.encryption
+        keyring = load_keyring(encryption, credentials=resolve_credentials(settings.destination))
         level = args.level if args.level is not None else encryption.compression_level
     if level is None:
         from archiverd.config import DEFAULT_COMPRESSION_LEVEL
@@ -193,13 +198,17 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _unpack(args: argparse.Namespace) -> int:
+    from archiverd.credentials import resolve_credentials
     from archiverd.pack import load_key_files, load_keyring
     from archiverd.pack.commands import unpack_file
 
     if args.key_file:
         keyring = load_key_files(args.key_file)
     else:
-        keyring = load_keyring(_settings(args).encryption)
+        settings = _settings(args)
+        keyring = load_keyring(
+            settings.encryption, credentials=resolve_credentials(settings.destination)
+        )
     unpack_file(args.input, args.output, keyring)
     return 0
 

@@ -22,7 +22,7 @@ def open_destination(settings: Settings) -> S3Destination | FileDestination:
     if url.startswith("s3://"):
         from archiverd.destinations.s3 import S3Destination
 
-        return S3Destination(url, settings.destination)
+        return S3Destination(url, settings.destination, host=settings.host_name)
     from archiverd.destinations.filesystem import FileDestination
     from archiverd.errors import ConfigError
 

@@ -115,7 +115,9 @@ def count_closing(data: bytes) -> int | None:
     line needs `read` (another shape, malformed input, a rare escape).
 
     The caller still reads the first and last line with `read` (for their times, and
-    because a chunk whose last record is partial must not end a segment).
+    because a chunk whose last record is partial must not end a segment). Exact for lines
+    as dockerd writes them (one ``stream`` and one ``time`` key each); a chunk mixing a
+    line with a duplicated key and one missing it could be miscounted.
     """
     n = data.count(b"\n")
     # Every line starts with the prefix and ends with '"}': one pass over the newlines'

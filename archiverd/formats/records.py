@@ -14,7 +14,9 @@ Bad input is kept, never dropped: a line that is no record closes where its ``\\
 ``max_line_bytes`` may be cut at a record boundary the writer already made (``long_line``);
 a run of ``max_line_bytes`` with no ``\\n`` at all is cut there. Those two cuts are the only
 ones inside an application line. Memory stays bounded by ``max_line_bytes`` plus one fed
-chunk.
+chunk, so the rest of a line cut for having no ``\\n`` is read as a line of its own: a
+segment holding both sides of such a cut may count it differently than restore, which
+reads the whole line (runtimes split lines at 16 KiB, so only garbage is that long).
 
 A segment's ``lines`` are the application lines restore reads from it (one more when it
 ends inside one); its first/last times are the first/last valid record times in it.
@@ -32,6 +34,8 @@ from archiverd.formats.timestamps import TimeCache, from_ns
 
 Format = Literal["docker", "cri", "plain"]
 BadInput = Callable[[str], None]
+"""``(reason)``: count input skipped or worked around (the one bad-input callback type:
+scanners, stream files and sources report through it; whoever reports also logs why)."""
 
 
 @dataclass(frozen=True)
@@ -44,22 +48,18 @@ class Cut:
     last_ts: datetime | None
 
 
-def read_line(line: bytes, times: TimeCache) -> tuple[bool, int | None, Format | None]:
-    """(closes an application line, time in ns, format) of one line of a log.
+_NO_RECORD = (True, None)
+
+
+def read_line(line: bytes, times: TimeCache) -> tuple[bool, int | None]:
+    """(closes an application line, time in ns) of one line of a log.
 
     A json-file or CRI record is read as its format says; any other line (plain text,
     malformed, binary) closes at its newline and has no time. Restore does not know a
     segment's format, so neither does this: a line is whichever record it parses as.
     """
-    if line.startswith(b"{"):
-        record = docker.read(line, times)
-        if record is not None:
-            return record[0], record[1], "docker"
-    else:
-        piece = cri.read(line, times)
-        if piece is not None:
-            return piece[0], piece[1], "cri"
-    return True, None, None
+    record = docker.read(line, times) if line.startswith(b"{") else cri.read(line, times)
+    return _NO_RECORD if record is None else record
 
 
 def line_text(line: bytes, times: TimeCache) -> bytes:
@@ -207,8 +207,9 @@ class PlainScanner(Scanner):
 class _RecordScanner(Scanner):
     """Formats with partial records: a boundary after a record that closes a line."""
 
-    format: Format
-    malformed: str  # the bad_input reason of a line that is no record of `format`
+    read: Callable[[bytes, TimeCache], tuple[bool, int | None] | None]
+    """This format's reading of one record (None: the line is none)."""
+    malformed: str  # the bad_input reason of a line that is no record of this format
 
     def _lines(self, data: bytes, offset: int) -> None:
         if self._fast(data, offset):
@@ -230,7 +231,7 @@ class _RecordScanner(Scanner):
     def _read(self, lines: list[bytes], offset: int) -> None:
         """Read whole lines starting at stream offset `offset`; commit once, after the last
         that closes an application line (the same state as committing after each)."""
-        times, want = self._times, self.format
+        times, own = self._times, self.read
         pos, closing, commit = offset, 0, -1
         first: int | None = None  # the first time since the last boundary, in these lines
         last: int | None = None
@@ -238,9 +239,11 @@ class _RecordScanner(Scanner):
         committed_first = committed_last = None
         for line in lines:
             pos += len(line) + 1
-            closes, ts, fmt = read_line(line, times)
-            if fmt != want:  # kept as is, read as restore reads it
+            record = own(line, times)
+            if record is None:  # kept as is, read as restore reads it
                 self._bad("binary" if b"\x00" in line else self.malformed)
+                record = read_line(line, times)
+            closes, ts = record
             if ts is not None:
                 if first is None:
                     first = ts
@@ -279,7 +282,7 @@ class _RecordScanner(Scanner):
 class DockerScanner(_RecordScanner):
     """Docker json-file: ``{"log":"...","stream":"stdout",["attrs":{...},]"time":"..."}``."""
 
-    format = "docker"
+    read = staticmethod(docker.read)
     malformed = "malformed_json"
 
     def _fast(self, data: bytes, offset: int) -> bool:
@@ -297,7 +300,7 @@ class DockerScanner(_RecordScanner):
 class CriScanner(_RecordScanner):
     """CRI: ``<RFC3339Nano> <stdout|stderr> <P|F> <message>``."""
 
-    format = "cri"
+    read = staticmethod(cri.read)
     malformed = "malformed_cri"
 
     def _fast(self, data: bytes, offset: int) -> bool:

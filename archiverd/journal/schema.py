@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_state ON segments (state, sealed_at);
 """,
+    # 2: source bytes known lost, kept per stream until the next seal records them.
+    """
+CREATE TABLE IF NOT EXISTS lost_ranges (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL REFERENCES streams(id),
+    entry TEXT NOT NULL
+)
+""",
 )
 """Each entry takes the schema from version ``index`` to ``index + 1``."""
 

@@ -236,7 +236,9 @@ def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyri
 
     if key_files:
         return load_key_files(key_files)
-    return load_keyring(settings.encryption)
+    from archiverd.credentials import resolve_credentials
+
+    return load_keyring(settings.encryption, credentials=resolve_credentials(settings.destination))
 
 
 async def _with_archives(

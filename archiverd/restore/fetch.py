@@ -49,6 +49,7 @@ from archiverd.restore.records import (
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
+_NAME_MAX = 255  # bytes in one path component (ext4, xfs, tmpfs); names here are ASCII
 DOWNLOAD_ATTEMPTS = 3
 """Tries per object; the waits between them are 0.5 s then 2 s (stamina; none in its test
 mode)."""
@@ -92,10 +93,26 @@ Advance = Callable[[int], None]
 
 
 def output_name(segment: Segment, metadata: Mapping[str, str] | None) -> str:
-    """``<name>_<id12>_<first-ts>_<seq>.log``: who and when, unique per segment."""
-    name = _UNSAFE.sub("_", container_name(metadata or {})).strip("._")
-    who = f"{name}_{segment.parsed.container_id[:12]}" if name else segment.parsed.container_id
-    return f"{who}_{format_ts(segment.parsed.first_ts)}_{segment.parsed.seq:08d}.log"
+    """``<name>_<id12>_<first-ts>_<seq>.log``: who and when, unique per segment.
+
+    Only ``[A-Za-z0-9_.-]`` reaches the file system (a bucket writer controls the name and
+    the id: no control character, no path). A container id changed by that, or a name too
+    long for one path component (255 bytes: a CRI pod's namespace, pod and container names
+    can exceed it), is shortened deterministically and made unique with a hash of the
+    original, so a rerun finds the same file.
+    """
+    raw_name = container_name(metadata or {})
+    raw_id = segment.parsed.container_id
+    name = _UNSAFE.sub("_", raw_name).strip("._")
+    cid = _UNSAFE.sub("_", raw_id).strip("._") or "container"
+    digest = hashlib.sha256(f"{raw_name}\0{raw_id}".encode()).hexdigest()[:16]
+    if cid != raw_id:
+        cid = f"{cid[:40]}-{digest[:8]}"
+    who = f"{name}_{cid[:12]}" if name else cid
+    tail = f"_{format_ts(segment.parsed.first_ts)}_{segment.parsed.seq:08d}.log"
+    if len(who) + len(tail) > _NAME_MAX:
+        who = f"{who[: _NAME_MAX - len(tail) - len(digest) - 1]}-{digest}"
+    return who + tail
 
 
 async def fetch_segment(

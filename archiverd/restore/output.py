@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from archiverd.logs import printable
 from archiverd.restore.listing import Segment
 from archiverd.restore.query import container_name, labels_of
 
@@ -75,6 +76,7 @@ def write_table(segments: Sequence[Segment], out: TextIO, *, versions: bool) -> 
                 state = "old,restored-by-get"  # the newest live version under a delete marker
             row += [s.version_id or "-", state or "old"]
         rows.append(row)
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -60,7 +60,7 @@ def iter_messages(lines: Iterable[bytes]) -> Iterator[Message]:
     parts: list[bytes] = []
     ts: int | None = None
     for line in lines:
-        closes, line_ts, _ = read_line(line, times)
+        closes, line_ts = read_line(line, times)
         if ts is None:
             ts = line_ts
         parts.append(line)
@@ -152,7 +152,7 @@ def stream_records(
         first: int | None = None
         with path.open("rb", buffering=_READ_BYTES) as handle:
             for line in handle:
-                closes, ts, _ = read_line(line, times)
+                closes, ts = read_line(line, times)
                 if closes and not parts:
                     if ts is not None and ts > last:
                         last = ts
