@@ -24,6 +24,7 @@ collapsed stacks of every thread.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -234,15 +236,24 @@ def main() -> None:
 
 
 def child_pack(key: Path, logs: list[str]) -> None:
-    """`archiverd pack` of every log in one process, as the daemon's packer does it."""
+    """Pack every log in one process as `archiverd pack` and the daemon's packer do (ISA-L
+    gzip + AES-256-GCM + both SHA-256s), into a sink that discards the bytes: no file is
+    written, and no device path is ever handed to a command that publishes by rename."""
     from archiverd.config import DEFAULT_COMPRESSION_LEVEL
-    from archiverd.pack import load_key_files, tune_allocator
-    from archiverd.pack.commands import pack_file
+    from archiverd.pack import load_key_files, pack_stream, tune_allocator
+
+    class Discard(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            return len(data)
 
     tune_allocator()
     keyring = load_key_files([key])
     for log in logs:
-        pack_file(log, "/dev/null", keyring, level=DEFAULT_COMPRESSION_LEVEL)
+        with open(log, "rb") as src:
+            pack_stream(src, Discard(), keyring, level=DEFAULT_COMPRESSION_LEVEL)
 
 
 if __name__ == "__main__":
