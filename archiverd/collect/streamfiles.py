@@ -10,6 +10,7 @@ a position across its files. Not thread-safe, like the `StreamTail` that owns a 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -215,6 +216,23 @@ class StreamFiles:
         except SourceError:
             return False
 
+    def _find(self, row: FileRow, known: Identity) -> OpenFile | None:
+        """A journaled file under its old name, a name the source lists, or (renamed out of
+        the source's view, e.g. ``app.log`` to ``app.log.1`` beside it) any name in its
+        directory that holds the same inode."""
+        listed = (Candidate(Path(row.path), row.gz), *self.info.files)
+        for cand in itertools.chain(listed, _renamed(row)):  # the directory scan only if needed
+            opened = self._open(cand)
+            if (
+                opened is not None
+                and self._matches(opened, known)
+                and (row.length is None or opened.size() >= row.length)
+            ):
+                return opened
+            if opened is not None:
+                opened.close()
+        return None
+
     def reopen(self, start: int, *, allow_loss: bool) -> None:
         """After a restart: find each journaled file again (by identity, any name) and
         place reading at stream offset `start` (the open segment's)."""
@@ -222,22 +240,18 @@ class StreamFiles:
         lost: list[FileRow] = []
         for row in rows:
             known = Identity(row.dev, row.ino, row.fp, row.fp_len)
-            found = None
-            for cand in (Candidate(Path(row.path), row.gz), *self.info.files):
-                opened = self._open(cand)
-                if (
-                    opened is not None
-                    and self._matches(opened, known)
-                    and (row.length is None or opened.size() >= row.length)
-                ):
-                    found = opened
-                    break
-                if opened is not None:
-                    opened.close()
+            found = self._find(row, known)
             if found is None:
                 lost.append(row)
                 continue
             self.files.append(StreamFile(row.id, found, known, row.base, row.length))
+        if lost and self.ctx.journal.stream_ended(self.stream_id):
+            # The stream ended (its end mark sealed everything read): these files were its
+            # last, rotated away; the name now belongs to a new file that resumes the stream.
+            log.info("an ended stream resumes under the same name", stream=self.info.key)
+            self.ctx.journal.drop_files([row.id for row in lost])
+            self._rebase(start)
+            lost = []
         if lost and not allow_loss:
             for f in self.files:
                 f.file.close()
@@ -523,6 +537,20 @@ def edge_ts(opened: OpenFile, fmt: Format, *, last: bool) -> datetime | None:
     scanner = make_scanner(fmt, 0, max_line_bytes=EDGE_BYTES, on_bad=lambda reason: None)
     scanner.feed(data)
     return scanner.cut(everything=True).first_ts
+
+
+def _renamed(row: FileRow) -> Iterator[Candidate]:
+    """Names in the directory of `row.path` that hold its inode now (not for gzip files,
+    whose rotation makes a new inode)."""
+    if row.gz:
+        return
+    try:
+        with os.scandir(Path(row.path).parent) as entries:
+            for entry in entries:
+                if entry.inode() == row.ino and entry.is_file(follow_symlinks=False):
+                    yield Candidate(Path(entry.path), False)
+    except OSError:
+        return
 
 
 def _unread(rows: list[FileRow], start: int) -> int | None:

@@ -187,6 +187,7 @@ class StreamTail:
             "labels": dict(self.info.labels),
             "stream": stream_id(self.ctx.host, self.ctx.source_name, self.info.key),
             "end_of_stream": self._ended(reason),
+            "resumes": self.ctx.journal.stream_ended(self.stream_id),
             "oldest_at": (oldest or first).isoformat(),  # for the archive lag, until uploaded
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)

@@ -60,6 +60,9 @@ class SegmentDescription:
     """Plaintext SHA-256 (hex) of that previous segment."""
     end_of_stream: bool = False
     """The stream ended (container removed, pod gone, file finished): nothing follows."""
+    resumes: bool = False
+    """The previous segment ended the stream and this one starts it again under the same key
+    (a file name that comes back after its file was rotated away)."""
     lost: tuple[Loss, ...] = ()
     """Bytes the source lost between the previous archived segment and this one."""
 
@@ -234,6 +237,8 @@ def continuity_metadata(segment: SegmentDescription) -> dict[str, str]:
         "archiverd-prev-sha256": segment.prev_sha256 or "none",
         "archiverd-end": "true" if segment.end_of_stream else "false",
     }
+    if segment.resumes:
+        meta["archiverd-resumes"] = "true"
     if segment.lost:
         meta["archiverd-lost"] = json.dumps(
             [_loss_entry(loss) for loss in _fold(segment.lost)], separators=(",", ":")

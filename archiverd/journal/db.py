@@ -297,6 +297,18 @@ class Journal:
         )
         return [self._segment(r) for r in rows]
 
+    def stream_ended(self, stream_id: int) -> bool:
+        """Whether the stream's newest sealed segment says the stream ended (end of stream):
+        what comes next under the same key is the stream resuming, not a continuation."""
+        rows = self._query(
+            "SELECT description FROM segments WHERE stream_id = ? AND state != 'open' "
+            "ORDER BY seq DESC LIMIT 1",
+            (stream_id,),
+        )
+        if not rows or rows[0][0] is None:
+            return False
+        return bool(json.loads(rows[0][0]).get("end_of_stream", False))
+
     def predecessors(self, stream_id: int, seq: int) -> list[SegmentRow]:
         """The segments before `seq` back to (and including) the last packed or uploaded
         one, newest first: the chain link of `seq` and the lost segments in between."""
@@ -521,5 +533,6 @@ def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:
         prev_seq=None if data.get("prev_seq") is None else int(data["prev_seq"]),
         prev_sha256=data.get("prev_sha256", ""),
         end_of_stream=bool(data.get("end_of_stream", False)),
+        resumes=bool(data.get("resumes", False)),
         lost=tuple(Loss.from_json(entry) for entry in data.get("lost") or ()),
     )

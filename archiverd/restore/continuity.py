@@ -9,7 +9,7 @@ chain. What can be wrong:
 
 - **gap**: a segment the chain names is not in the bucket (deleted, every version gone);
 - **broken**: a link does not match (an object replaced by another one, offsets that do not
-  meet, a seq twice, a segment after the end of its stream);
+  meet, a seq twice, a segment after the end of its stream that does not say it resumes it);
 - **lost**: not a hole in the bucket but bytes the source lost before they were read,
   recorded at ingest (``archiverd-lost``);
 - **open**: the last segment does not carry the end-of-stream flag: the container may still
@@ -121,7 +121,11 @@ def _walk(report: StreamReport, bounded_start: bool, bounded_end: bool) -> None:
             add(Finding("broken", f"{report.who}: seq {seq} is stored under two keys"))
             previous = segment
             continue
-        if previous is not None and _ends(previous.metadata or {}):
+        if (
+            previous is not None
+            and _ends(previous.metadata or {})
+            and meta.get("archiverd-resumes") != "true"
+        ):
             add(
                 Finding(
                     "broken",

@@ -135,3 +135,12 @@ def _desc(segment: Segment) -> SegmentDescription:
         stream=meta["archiverd-stream"], prev_seq=None if prev == "none" else int(prev),
         prev_sha256=meta["archiverd-prev-sha256"], end_of_stream=meta["archiverd-end"] == "true",
     )  # fmt: skip
+
+
+def test_a_segment_that_says_it_resumes_the_stream_may_follow_the_end_mark() -> None:
+    """A file name that comes back after its stream ended: the next segment says it resumes
+    the stream, links to the ended one, and nothing is reported broken."""
+    segments = chain(3)
+    early_end = listed(replace(_desc(segments[1]), end_of_stream=True))
+    resumed = listed(replace(_desc(segments[2]), resumes=True))
+    assert [k for k, _ in kinds([segments[0], early_end, resumed])] == ["open"]

@@ -73,3 +73,31 @@ def test_daemon_written_chain_verifies_and_a_deleted_version_is_a_hole(
     refused = archiverd("get", "--config", str(config), "--out", "-", env=env)
     assert (refused.returncode, refused.stdout) == (65, "")
     assert problem in refused.stderr
+
+
+def test_a_file_name_that_comes_back_after_its_stream_ended_is_no_hole(tmp_path: Path) -> None:
+    """logrotate-style rename away (the stream ends, with its end mark), then a new file under
+    the same name: the stream resumes, saying so, and `verify` and `get` accept every line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = tmp_path / "archiverd.toml"
+    config.write_text(f'[[sources]]\nkind = "directory"\npath = "{logs}"\nglob = "*.log"\n')
+    env = archiverd_env(tmp_path)
+    lines = [f"2026-11-23T09:00:{i:02d}Z line {i}" for i in range(10)]
+    log = logs / "app.log"
+    log.write_text("".join(line + "\n" for line in lines[:5]))
+    once = archiverd("run", "--config", str(config), "--once", "--seal-open", env=env)
+    assert once.returncode == 0, once.stderr
+    log.rename(logs / "app.log.1")  # out of the glob: the stream ends
+    once = archiverd("run", "--config", str(config), "--once", env=env)
+    assert once.returncode == 0, once.stderr
+    log.write_text("".join(line + "\n" for line in lines[5:]))
+    once = archiverd("run", "--config", str(config), "--once", "--seal-open", env=env)
+    assert once.returncode == 0, once.stderr
+    listed = archiverd("ls", "--config", str(config), "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    verified = archiverd("verify", "--config", str(config), "--json", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["problems"] == []
+    restored = archiverd("get", "--config", str(config), "--out", "-", env=env)
+    assert (restored.returncode, restored.stdout.splitlines()) == (0, lines), restored.stderr
