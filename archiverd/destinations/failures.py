@@ -53,6 +53,14 @@ class ObjectExistsError(PermanentFailure):
         self.existing = existing
 
 
+class UnconditionalOnly(RetryableFailure):
+    """The server refused the If-None-Match header itself (501, or 400 naming it): the
+    destination stops sending it, and the caller checks with HEAD before writing again."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: the server does not support If-None-Match", "other")
+
+
 def reason_of(exc: BaseException) -> str:
     """The metrics reason of any error (``other`` when it has none)."""
     reason = getattr(exc, "reason", None)

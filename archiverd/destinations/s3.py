@@ -5,9 +5,10 @@ Credentials: explicit ``destination.access_key_id``/``secret_access_key`` (or th
 default chain (env, shared profile, web identity/IRSA, instance metadata), whose temporary
 credentials it refreshes before they expire.
 
-Uploads are conditional (``If-None-Match: *``, dropped for good if the server refuses the
-header) and checksummed (``ChecksumAlgorithm=SHA256`` with the precomputed value, so the
-server rejects a damaged body); files at or above ``multipart_threshold_bytes`` go multipart
+Uploads are conditional (``If-None-Match: *``; a server that refuses the header gets
+`UnconditionalOnly` once and never the header again, see `conditional_writes`) and
+checksummed (``ChecksumAlgorithm=SHA256`` with the precomputed value, so the server rejects
+a damaged body); files at or above ``multipart_threshold_bytes`` go multipart
 (`s3_multipart`). botocore's own retries are off: callers retry `RetryableDestinationError`
 with their own backoff, so every attempt is visible in logs and metrics.
 
@@ -36,6 +37,7 @@ from archiverd.destinations.failures import (
     ObjectExistsError,
     PermanentFailure,
     RetryableFailure,
+    UnconditionalOnly,
     is_not_found,
     is_precondition_failed,
     rejects_conditional,
@@ -154,6 +156,11 @@ class S3Destination:
             raise translate(exc, where=self._where("HEAD", key)) from exc
         return _stored(key, answer)
 
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether PUTs carry ``If-None-Match: *`` (False once the server refused it)."""
+        return self._if_none_match
+
     async def put_file(
         self,
         key: str,
@@ -162,8 +169,13 @@ class S3Destination:
         sha256_b64: str,
         *,
         if_none_match: bool = True,
+        resume: bool = False,
     ) -> StoredObject:
-        """Upload `path` under `key`; `ObjectExistsError` when a live object is there already."""
+        """Upload `path` under `key`; `ObjectExistsError` when a live object is there already,
+        `UnconditionalOnly` when the server just refused If-None-Match (nothing was stored).
+
+        `resume`: a multipart upload first looks for an incomplete one of the key to finish.
+        """
         s = self._settings
         size = (await asyncio.to_thread(path.stat)).st_size
         extra: dict[str, Any] = {
@@ -180,7 +192,7 @@ class S3Destination:
             if size >= s.multipart_threshold_bytes:
                 request = MultipartRequest(
                     self.bucket, key, path, sha256_b64, s.part_size_bytes,
-                    s.max_concurrency, extra, conditional,
+                    s.max_concurrency, extra, conditional, resume,
                 )  # fmt: skip
                 answer = await upload_multipart(client, request)
             else:
@@ -190,6 +202,9 @@ class S3Destination:
         except Exception as exc:
             if is_precondition_failed(exc) or isinstance(exc, ObjectExistsError):
                 raise ObjectExistsError(key) from exc
+            if isinstance(exc, UnconditionalOnly):
+                self._if_none_match = False
+                raise
             raise translate(exc, where=self._where("PUT", key)) from exc
         echoed = str(answer.get("ChecksumSHA256") or "")
         single = size < s.multipart_threshold_bytes  # multipart compared its composite itself
@@ -232,12 +247,10 @@ class S3Destination:
                     **args, **({"IfNoneMatch": "*"} if conditional else {})
                 )
             except Exception as exc:
-                if not (conditional and rejects_conditional(exc)):
-                    raise
-                # Without the header a HEAD before each attempt still prevents duplicates.
-                self._if_none_match = False
-                body.seek(0)
-                answer = await client.put_object(**args)
+                if conditional and rejects_conditional(exc):
+                    # Without the header only a HEAD before each PUT prevents duplicates.
+                    raise UnconditionalOnly(self._where("PUT", key)) from exc
+                raise
             return answer
 
     async def delete(self, key: str) -> str:

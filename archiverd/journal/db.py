@@ -2,10 +2,12 @@
 
 Tables: ``streams`` (one per container log stream), ``files`` (the physical files a stream
 is made of, in order, with their offset in the stream), ``segments`` (byte ranges of a stream
-with a state ``open -> sealed -> packed -> uploaded``; ``lost`` when a source vanished before
-its bytes could be packed). Every transition is committed (``synchronous=FULL``) before the
-side effect that follows it, so a restart resumes exactly: a ``sealed`` segment is packed
-again from its start offset, a ``packed`` one is not.
+with a state ``open -> sealed -> packed -> uploading -> uploaded``; ``lost`` when a source
+vanished before its bytes could be packed), ``released_files`` (files dropped from ``files``
+once packed, kept until their bytes are uploaded). Every transition is committed
+(``synchronous=FULL``) before the side effect that follows it, so a restart resumes exactly:
+a ``sealed`` segment is packed again from its start offset, a ``packed`` one is not, an
+``uploading`` one is looked for in the bucket before it is sent again.
 
 One connection, shared by the event loop and worker threads behind a lock.
 """
@@ -42,6 +44,8 @@ class PackedSegment:
     packed_bytes: int
     packed_sha256_b64: str
     sealed_at: datetime
+    resuming: bool = False
+    """Its PUT was started by an earlier pass (state 'uploading'): it may be in the bucket."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +218,16 @@ class Journal:
             conn.execute("UPDATE files SET base = ? WHERE id = ?", (base, file_id))
 
     def drop_files(self, file_ids: list[int]) -> None:
-        """Forget files whose bytes are all packed."""
+        """Forget files whose bytes are all packed; placed, finished ones move to
+        ``released_files`` until their bytes are uploaded."""
         with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO released_files "
+                "(stream_id, path, dev, ino, fp, fp_len, gz, base, length) "
+                "SELECT stream_id, path, dev, ino, fp, fp_len, gz, base, length FROM files "
+                "WHERE id = ? AND base IS NOT NULL AND length IS NOT NULL",
+                [(i,) for i in file_ids],
+            )
             conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
 
     # segments ------------------------------------------------------------------------
@@ -313,10 +325,11 @@ class Journal:
             )
 
     def packed_segments(self, limit: int | None = None) -> list[PackedSegment]:
-        """Segments in state 'packed', oldest sealed first."""
+        """Segments in state 'packed' or 'uploading', oldest sealed first."""
         sql = (
             "SELECT id, description, spool_path, metadata, packed_bytes, packed_sha256_b64, "
-            "sealed_at FROM segments WHERE state = 'packed' ORDER BY sealed_at, id"
+            "sealed_at, state FROM segments WHERE state IN ('packed', 'uploading') "
+            "ORDER BY sealed_at, id"
         )
         rows = self._query(sql + (f" LIMIT {int(limit)}" if limit is not None else ""))
         return [
@@ -328,9 +341,19 @@ class Journal:
                 packed_bytes=r[4],
                 packed_sha256_b64=r[5],
                 sealed_at=datetime.fromisoformat(r[6]),
+                resuming=r[7] == "uploading",
             )
             for r in rows
         ]
+
+    def mark_uploading(self, segment_id: int) -> None:
+        """Commit state 'uploading' before the segment's first PUT: a restart that finds
+        it so asks the bucket whether an earlier attempt stored it."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET state = 'uploading' WHERE id = ? AND state = 'packed'",
+                (segment_id,),
+            )
 
     def mark_uploaded(self, segment_id: int, *, key: str, version_id: str, sha256_b64: str) -> None:
         """Commit state 'uploaded' with the object key and VersionId; caller deletes the file."""
@@ -342,16 +365,17 @@ class Journal:
             )
 
     def oldest_pending_sealed_at(self) -> datetime | None:
-        """When the oldest sealed-or-packed, not uploaded, segment was sealed."""
+        """When the oldest sealed, packed or uploading segment was sealed."""
         rows = self._query(
-            "SELECT MIN(sealed_at) FROM segments WHERE state IN ('sealed', 'packed')"
+            "SELECT MIN(sealed_at) FROM segments WHERE state IN ('sealed', 'packed', 'uploading')"
         )
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
     def spool_usage(self) -> tuple[int, int]:
         """(bytes, objects) of packed segments waiting in the spool."""
         rows = self._query(
-            "SELECT COALESCE(SUM(packed_bytes), 0), COUNT(*) FROM segments WHERE state = 'packed'"
+            "SELECT COALESCE(SUM(packed_bytes), 0), COUNT(*) FROM segments "
+            "WHERE state IN ('packed', 'uploading')"
         )
         return int(rows[0][0]), int(rows[0][1])
 

@@ -68,7 +68,8 @@ class Spool:
         return final, result
 
     def recover(self, journal: Journal) -> int:
-        """Remove temp files and spool files no 'packed' segment owns; return how many."""
+        """Remove temp files and spool files no 'packed' or 'uploading' segment owns;
+        return how many."""
         removed = 0
         ids: dict[int, Path] = {}
         for entry in os.scandir(self.dir):
@@ -82,7 +83,7 @@ class Spool:
                 removed += 1
         states = journal.segment_states(list(ids))
         for segment_id, path in ids.items():
-            if states.get(segment_id) != "packed":
+            if states.get(segment_id) not in ("packed", "uploading"):
                 path.unlink(missing_ok=True)
                 removed += 1
         if removed:
