@@ -64,6 +64,33 @@ class FileRow:
 
 
 @dataclass(frozen=True)
+class ReleasedFile:
+    """A finished file of a stream, all of it packed: bytes [base, base + length)."""
+
+    id: int
+    stream_id: int
+    source: str
+    path: str
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    gz: bool
+    base: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A segment overlapping a byte range: where it lies, its state and VersionId."""
+
+    start: int
+    end: int | None
+    state: str
+    version_id: str | None
+
+
+@dataclass(frozen=True)
 class SegmentRow:
     """A segment of a stream in any state."""
 
@@ -229,6 +256,37 @@ class Journal:
                 [(i,) for i in file_ids],
             )
             conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+
+    def released_files(self) -> list[ReleasedFile]:
+        """Files dropped once packed and not yet forgotten, oldest first."""
+        rows = self._query(
+            "SELECT r.id, r.stream_id, s.source, r.path, r.dev, r.ino, r.fp, r.fp_len, r.gz, "
+            "r.base, r.length FROM released_files r JOIN streams s ON s.id = r.stream_id "
+            "ORDER BY r.id"
+        )
+        return [
+            ReleasedFile(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9], r[10])
+            for r in rows
+        ]
+
+    def forget_released(self, ids: list[int]) -> None:
+        """Done with these released files (deleted, or nothing more to do)."""
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM released_files WHERE id = ?", [(i,) for i in ids])
+
+    def held_files(self) -> set[tuple[int, int]]:
+        """(dev, ino) of every file some stream still reads (the live files among them)."""
+        return {(int(r[0]), int(r[1])) for r in self._query("SELECT dev, ino FROM files")}
+
+    def covering(self, stream_id: int, start: int, end: int) -> list[Coverage]:
+        """The stream's segments overlapping bytes [start, end), in stream order."""
+        rows = self._query(
+            "SELECT start_offset, end_offset, state, version_id FROM segments "
+            "WHERE stream_id = ? AND start_offset < ? AND (end_offset IS NULL OR end_offset > ?) "
+            "ORDER BY start_offset, seq",
+            (stream_id, end, start),
+        )
+        return [Coverage(*r) for r in rows]
 
     # segments ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from archiverd.destinations.base import Destination
 from archiverd.journal.db import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
+from archiverd.sources.retire import RetireAfterUpload, Retirer
 from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
 from archiverd.upload.schedule import UploadSchedule, UploadSummary
 from archiverd.upload.uploader import Uploader as UploaderImpl
@@ -148,7 +149,7 @@ async def build_components(
     if parts.clock is None:
         parts.clock = SystemClock()
     if parts.uploader is None:
-        parts.uploader = UploaderImpl(
+        uploader = UploaderImpl(
             parts.destination,
             _real(journal),
             metrics,
@@ -156,6 +157,8 @@ async def build_components(
             clock=parts.clock,
             host=settings.host_name,
         )
+        retirer = Retirer(settings.effective_sources, _real(journal), metrics)
+        parts.uploader = RetireAfterUpload(uploader, retirer)
     factory = parts.schedule_factory or functools.partial(make_schedule, host=settings.host_name)
     if parts.schedule is None:
         parts.schedule = ReloadableSchedule(factory(settings.schedule))
