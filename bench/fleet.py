@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import functools
 import hashlib
+import logging
 import math
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import botocore.exceptions
+import structlog
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import DestinationSettings, Settings
@@ -347,6 +349,7 @@ def main() -> None:
         "same partitions; the name query adds one HEAD per key found)",
     )  # fmt: skip
     args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     mix = {"quiet": args.quiet, "normal": args.normal, "busy": args.busy}
 
     print("== 1. S3 requests per object on upload (real Uploader + S3Destination) ==")
@@ -367,9 +370,9 @@ def main() -> None:
         req = requests_for(packed)
         containers = args.hosts * mix[name]
         monthly_requests += containers * objects * 30 * req
-        print(f"  {name:7s} {profile.bytes_per_second * DAY / 1e6:10,.1f} MB/day  "
+        print(f"  {name:7s} {profile.bytes_per_second * DAY / 1e6:12,.3f} MB/day  "
               f"{objects:6.1f} objects/day (without age sealing {without:5.1f})  "
-              f"~{packed / MIB:7.2f} MiB packed each, {req} request(s) each")  # fmt: skip
+              f"~{packed / 1024:9,.1f} KiB packed each, {req} request(s) each")  # fmt: skip
     put_cost = monthly_requests * TIER1
     print(f"  fleet: {args.hosts:,} hosts x {sum(mix.values())} containers "
           f"({args.quiet} quiet, {args.normal} normal, {args.busy} busy): "

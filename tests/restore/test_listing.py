@@ -142,15 +142,17 @@ async def test_without_a_delimiter_listing_the_prefix_is_listed_once() -> None:
     assert len(found.segments) == 30
 
 
-async def test_name_and_label_filters_head_once_per_key() -> None:
-    """A name or label filter HEADs each candidate key once (not per version); id filters never."""
+async def test_name_and_label_filters_head_the_first_and_last_key_of_each_container() -> None:
+    """A name or label filter HEADs the first and last key of each (host, container id) in
+    the window (not every key, not per version); id filters never HEAD."""
     dest = MemoryDestination(delimiter=False)
     fill(dest)
     key = next(iter(dest.objects))
     dest.add(key, dest.objects[key][0][1])  # a second version of one key
     found = await select(dest, Query(container="app1"), NOW, versions=True)
-    assert len(dest.heads) == len(set(dest.heads)) == 30
+    assert len(dest.heads) == len(set(dest.heads)) == 3 * 2 * 2  # hosts x containers x 2
     assert {s.parsed.container_id[0] for s in found.segments} == {"1"}
+    assert len(found.segments) == 15
     dest.heads.clear()
     found = await select(dest, Query(container="0000"), NOW)
     assert dest.heads == []
@@ -244,3 +246,18 @@ def test_progress_draws_only_when_enabled() -> None:
     quiet.advance(1024)
     quiet.finish()
     assert hidden.getvalue() == ""
+
+
+async def test_a_container_renamed_in_the_window_has_every_key_headed() -> None:
+    """When the first and last key of a container disagree on its name, each key is HEADed
+    and matched on its own: only the segments written under the asked name are found."""
+    dest = MemoryDestination(delimiter=False)
+    fill(dest)
+    renamed = sorted(k for k in dest.objects if k.startswith("p/host0/") and "/1111" in k)
+    for key in renamed[3:]:
+        dest.objects[key][0][1]["archiverd-container-name"] = "app1-new"
+    found = await select(dest, Query(container="app1-new"), NOW)
+    assert sorted(s.key for s in found.segments) == renamed[3:]
+    assert set(renamed) <= set(dest.heads)
+    found = await select(dest, Query(container="app1"), NOW)
+    assert len(found.segments) == 15 - 2
