@@ -40,6 +40,8 @@ DEFAULT_KEY_FILE = Path("/etc/archiverd/archive.key")
 # level 0 (~400-480 MB/s with AES-GCM) at ratio 5.5x vs 4.2x; level 2 gains nothing and
 # level 3 is 2-5x slower for +1%. gzip -6 reaches 6.1x at ~60 MB/s.
 DEFAULT_COMPRESSION_LEVEL = 1
+# Added to the archive-lag bound for the derived /readyz limit: time for the pass itself.
+ARCHIVE_LAG_GRACE_SECONDS = 900
 
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 _UPLOAD_AT = re.compile(r"^(\*|[01]?\d|2[0-3]):[0-5]\d$")
@@ -154,6 +156,10 @@ class RotationSettings(_Section):
 
     max_segment_bytes: int = Field(default=500_000_000, ge=1024)
     max_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_segment_age_seconds: int = Field(default=1500, ge=0)
+    """At each upload, an open segment whose first record is older than this is sealed at
+    its last record boundary; 0 turns it off. 1500 s with the default schedule (every 30 min,
+    splay 300 s) bounds the archive lag at 1500 + 1800 + 300 = 3600 s."""
 
 
 class ScheduleSettings(_Section):
@@ -167,6 +173,10 @@ class ScheduleSettings(_Section):
     """/readyz fails when pending data is older than this and uploads are failing."""
     max_backlog_bytes_per_second: int = Field(default=0, ge=0)
     """Drain rate after an outage; 0 means unlimited."""
+    max_archive_lag_seconds: int = Field(default=0, ge=0)
+    """/readyz fails when the oldest byte not yet in the bucket is older than this; 0 means
+    derived: the lag bound (max_segment_age + longest upload interval + splay) plus
+    `ARCHIVE_LAG_GRACE_SECONDS`, or no check when max_segment_age_seconds is 0."""
 
     @field_validator("upload_at")
     @classmethod

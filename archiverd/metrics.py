@@ -46,7 +46,7 @@ class Metrics:
         # seal / pack / spool
         self.segments_sealed = Counter(
             "archiverd_segments_sealed",
-            "Segments sealed (reason: size, exit, finished, once)",
+            "Segments sealed (reason: size, exit, finished, once, age, truncated)",
             ["reason"],
             registry=r,
         )
@@ -86,6 +86,16 @@ class Metrics:
         self.last_upload_success = Gauge(
             "archiverd_last_upload_success_timestamp_seconds",
             "Unix time of the last confirmed upload",
+            registry=r,
+        )
+        self.archive_lag = Gauge(
+            "archiverd_archive_lag_seconds",
+            "Age of the oldest byte read but not yet in the bucket (0 when none)",
+            registry=r,
+        )
+        self.archive_lag_limit = Gauge(
+            "archiverd_archive_lag_limit_seconds",
+            "The archive lag /readyz accepts (schedule.max_archive_lag_seconds; 0: no check)",
             registry=r,
         )
         self.oldest_pending_age = Gauge(

@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 
@@ -43,6 +44,18 @@ REOPEN_ATTEMPTS = 5
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Pass(NamedTuple):
+    """A requested pass over every stream (`seal_all`, `seal_due`), unlike the watch loop's:
+    its packing is awaited, then one ``final`` pass releases files and notices removals."""
+
+    phase: str  # "once", then "final"
+    seal_open: bool
+    idle_finishes: bool = True
+    """cri/directory files idle for ``idle_seconds`` count as finished (``run --once``)."""
+    aged_before: datetime | None = None
+    """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
 
 
 class Collector(DirtyStreams, SpoolFeeder):
@@ -162,14 +175,35 @@ class Collector(DirtyStreams, SpoolFeeder):
 
     async def seal_all(self, *, include_open: bool) -> int:
         """Seal whatever is sealable now (exited/finished streams, idle ones with
-        ``idle_finishes``, and with `include_open` every stream up to its last record
-        boundary), pack it, and return how many segments were packed."""
+        ``idle_finishes``, segments past ``max_segment_age_seconds``, and with
+        `include_open` every stream up to its last record boundary), pack it, and return
+        how many segments were packed."""
+        return await self._pass(Pass("once", include_open, aged_before=self._aged_before()))
+
+    async def seal_due(self) -> int:
+        """Before an upload pass: discover, seal what is due (exited or removed streams, open
+        segments past ``max_segment_age_seconds``) and pack it, so the upload that follows
+        takes it. Unlike `seal_all`, an idle file is not taken as finished."""
+        return await self._pass(
+            Pass("once", False, idle_finishes=False, aged_before=self._aged_before())
+        )
+
+    def oldest_unsealed(self) -> datetime | None:
+        """When the oldest byte read into an open segment was written (None: none)."""
+        times = (tail.oldest_at() for tail in list(self._tails.values()))
+        return min((t for t in times if t is not None), default=None)
+
+    def _aged_before(self) -> datetime | None:
+        age = self.settings.rotation.max_segment_age_seconds
+        return self.clock() - timedelta(seconds=age) if age > 0 else None
+
+    async def _pass(self, once: Pass) -> int:
         await self._start()
         before = self.packed_total
         keys = await asyncio.to_thread(self._discover)
         keys |= set(self._tails)
         await self._idle()  # let run()'s workers finish before touching their streams
-        await asyncio.gather(*(self._process(key, ("once", include_open)) for key in keys))
+        await asyncio.gather(*(self._process(key, once) for key in keys))
         return self.packed_total - before
 
     async def aclose(self) -> None:
@@ -187,16 +221,19 @@ class Collector(DirtyStreams, SpoolFeeder):
 
     # work ----------------------------------------------------------------------------
 
-    async def _process(self, key: Key, once: tuple[str, bool] | None) -> None:
+    async def _process(self, key: Key, once: Pass | None) -> None:
         """Tail phase (refresh, read, seal), then hand sealed segments to a pack job.
 
         Packing runs as its own job so a stream keeps opening its new files (before dockerd's
         max-file deletes them) while earlier segments are being packed. With `once` the pack
         job is awaited.
         """
-        if key in self._busy:
-            self._mark(key)
-            return
+        while key in self._busy:  # the watch loop's worker has it
+            if once is None:
+                self._mark(key)
+                return
+            self._done.clear()
+            await self._done.wait()
         self._busy.add(key)
         try:
             async with self._semaphore():
@@ -216,8 +253,8 @@ class Collector(DirtyStreams, SpoolFeeder):
             job.add_done_callback(self._pack_tasks.discard)
             if once is not None:
                 await job
-                if once[0] != "final":  # one more pass: release files, notice removal
-                    await self._process(key, ("final", once[1]))
+                if once.phase != "final":  # one more pass: release files, notice removal
+                    await self._process(key, once._replace(phase="final"))
         elif once is not None:
             await self._idle()
 
@@ -248,7 +285,7 @@ class Collector(DirtyStreams, SpoolFeeder):
             self._pack_sem = asyncio.Semaphore(self._workers)
         return self._pack_sem
 
-    def _tail_work(self, key: Key, once: tuple[str, bool] | None) -> bool:
+    def _tail_work(self, key: Key, once: Pass | None) -> bool:
         """Returns whether sealed segments wait for packing."""
         index, stream_key = key
         source = self.sources[index]
@@ -263,8 +300,12 @@ class Collector(DirtyStreams, SpoolFeeder):
         complete = tail.refresh(info)
         self._update_spool_state()
         finish = self._finish_reason(source, info, once)
-        seal_open = once is not None and once[1]
-        tail.advance(may_seal=not self.spool_full, finish=finish, seal_open=seal_open)
+        tail.advance(
+            may_seal=not self.spool_full,
+            finish=finish,
+            seal_open=once is not None and once.seal_open,
+            aged_before=once.aged_before if once is not None else None,
+        )
         pending = bool(self.journal.segments(tail.stream_id, "sealed"))
         if not complete or self.spool_full or not tail.at_end:
             self._signatures.pop(key, None)  # unfinished business: the next rescan retries
@@ -329,14 +370,12 @@ class Collector(DirtyStreams, SpoolFeeder):
             for f in tail.files
         )
 
-    def _finish_reason(
-        self, source: BaseSource, info: StreamInfo, once: tuple[str, bool] | None
-    ) -> str | None:
+    def _finish_reason(self, source: BaseSource, info: StreamInfo, once: Pass | None) -> str | None:
         if info.state == "exited":
             return "exit"
         if info.state in ("finished", "removed"):
             return "finished"
-        if once is not None and info.idle_finishes:
+        if once is not None and once.idle_finishes and info.idle_finishes:
             idle = (self.clock() - self._last_write(info)).total_seconds()
             if idle >= source.settings.idle_seconds:
                 return "finished"

@@ -11,6 +11,7 @@ stream at a time.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -44,6 +45,7 @@ class StreamTail(StreamFiles):
         self._out_of_sight = 0
         self.at_end = False
         self.last_growth = ctx.clock()
+        self._first_read: datetime | None = None  # when the open segment's first byte was read
         self.open_segment = ctx.journal.open_segment(stream_id)
         self._allow_loss = allow_loss
         self._reopen()
@@ -98,14 +100,28 @@ class StreamTail(StreamFiles):
         self._cur += 1
         self._truncated = True
 
+    def oldest_at(self) -> datetime | None:
+        """When the oldest byte read but not yet sealed was written: its record's timestamp,
+        or when archiverd read it if that is earlier or there is no timestamp; None if none."""
+        if self.scanner.position <= self.open_segment.start_offset:
+            return None
+        known = [t for t in (self.scanner.first_ts, self._first_read) if t is not None]
+        return min(known, default=None)
+
     def advance(
-        self, *, may_seal: bool, finish: str | None = None, seal_open: bool = False
+        self,
+        *,
+        may_seal: bool,
+        finish: str | None = None,
+        seal_open: bool = False,
+        aged_before: datetime | None = None,
     ) -> list[SegmentRow]:
         """Read what is available, sealing at `max_segment_bytes` when `may_seal`.
 
         At the end of the data, `finish` (a reason) seals everything read, since the stream
-        ended; `seal_open` seals up to the last record boundary. Each seal is committed to the
-        journal before this returns the sealed rows.
+        ended; `seal_open` seals up to the last record boundary, and so does `aged_before`
+        when the oldest byte read is older than it (`oldest_at`). Each seal is committed to
+        the journal before this returns the sealed rows.
         """
         sealed: list[SegmentRow] = []
         limit = self.ctx.rotation.max_segment_bytes
@@ -127,6 +143,8 @@ class StreamTail(StreamFiles):
                 self.at_end = True
                 break
             self.last_growth = self.ctx.clock()
+            if self.scanner.position == self.open_segment.start_offset:
+                self._first_read = self.last_growth
             self.ctx.on_read(len(data))
             self.scanner.feed(data)
         start = self.open_segment.start_offset
@@ -134,9 +152,14 @@ class StreamTail(StreamFiles):
             sealed.append(self._seal(everything=True, reason=finish))
         elif may_seal and seal_open and self.scanner.boundary > start:
             sealed.append(self._seal(everything=False, reason="once"))
+        elif may_seal and aged_before is not None and self.scanner.boundary > start:
+            oldest = self.oldest_at()
+            if oldest is not None and oldest < aged_before:
+                sealed.append(self._seal(everything=False, reason="age"))
         return sealed
 
     def _seal(self, *, everything: bool, reason: str) -> SegmentRow:
+        oldest = self.oldest_at()
         cut = self.scanner.cut(everything=everything)
         now = self.ctx.clock()
         first = cut.first_ts or now
@@ -155,8 +178,11 @@ class StreamTail(StreamFiles):
             "image": self.info.image,
             "source": self.ctx.source_name,
             "labels": dict(self.info.labels),
+            "oldest_at": (oldest or first).isoformat(),  # for the archive lag, until uploaded
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)
+        # bytes past the cut (a partial record) were read with the last chunk
+        self._first_read = self.last_growth if self.scanner.position > cut.end else None
         self.ctx.on_sealed(reason)
         self.open_segment = self.ctx.journal.open_segment(self.stream_id)
         log.info(

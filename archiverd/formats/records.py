@@ -130,6 +130,12 @@ class Scanner:
         self._closed = _Stats()
         return cut
 
+    @property
+    def first_ts(self) -> datetime | None:
+        """Timestamp of the first record fed since the last cut (None: none, or no times)."""
+        first = self._closed.first if self._closed.first is not None else self._open.first
+        return _ts(first)
+
     def _commit(self, end: int) -> None:
         self.boundary = end
         self._closed.merge(self._open)

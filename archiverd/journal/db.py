@@ -429,6 +429,16 @@ class Journal:
         )
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
+    def oldest_unuploaded_at(self) -> datetime | None:
+        """When the oldest byte of a sealed, packed or uploading segment was written."""
+        rows = self._query(
+            "SELECT json_extract(description, '$.oldest_at'), "
+            "json_extract(description, '$.first_ts') FROM segments "
+            "WHERE state IN ('sealed', 'packed', 'uploading')"
+        )
+        times = [datetime.fromisoformat(a or b) for a, b in rows if a or b]
+        return min(times, default=None)
+
     def spool_usage(self) -> tuple[int, int]:
         """(bytes, objects) of packed segments waiting in the spool."""
         rows = self._query(

@@ -23,6 +23,7 @@ from archiverd.fsutil import ensure_private_dir
 from archiverd.metrics import Metrics
 from archiverd.service.systemd import Notifier
 from archiverd.service.wiring import Built
+from archiverd.upload.lag import archive_lag, lag_limit, oldest_unarchived
 
 log = structlog.get_logger("archiverd.service.health")
 
@@ -60,7 +61,7 @@ class Health:
         return None
 
     async def readiness(self) -> dict[str, str | None]:
-        """state_dir, destination, uploads, spool: None when passing, else why not."""
+        """state_dir, destination, uploads, spool, lag: None when passing, else why not."""
         parts, settings = self.parts, self.settings()
         state = await asyncio.to_thread(probe_writable, settings)
         destination = self.destination_problem
@@ -79,7 +80,32 @@ class Health:
                 f"spool is at its limit (state.spool_max_bytes = "
                 f"{settings.state.spool_max_bytes}); sealing waits for uploads"
             )
-        return {"state_dir": state, "destination": destination, "uploads": uploads, "spool": spool}
+        lag = None
+        limit = lag_limit(settings)
+        if limit is not None:
+            seconds = await self._archive_lag()
+            if seconds > limit.total_seconds():
+                lag = (
+                    f"the oldest byte not yet in the bucket is {seconds:.0f}s old (limit "
+                    f"{limit.total_seconds():.0f}s, schedule.max_archive_lag_seconds)"
+                )
+        return {
+            "state_dir": state,
+            "destination": destination,
+            "uploads": uploads,
+            "spool": spool,
+            "lag": lag,
+        }
+
+    async def _archive_lag(self) -> float:
+        """Compute the archive lag now and export it."""
+        parts = self.parts
+        oldest = await asyncio.to_thread(oldest_unarchived, parts.journal, parts.collector)
+        seconds = archive_lag(parts.clock.now(), oldest)
+        self.metrics.archive_lag.set(seconds)
+        limit = lag_limit(self.settings())
+        self.metrics.archive_lag_limit.set(limit.total_seconds() if limit is not None else 0)
+        return seconds
 
     async def run(self) -> None:
         """The heartbeat task: runs until cancelled."""
@@ -100,6 +126,7 @@ class Health:
         oldest = await asyncio.to_thread(parts.journal.oldest_pending_sealed_at)
         age = max(0.0, (parts.clock.now() - oldest).total_seconds()) if oldest else 0.0
         self.metrics.oldest_pending_age.set(age)
+        await self._archive_lag()
         last = parts.upload_loop.last_success
         self.notifier.status(
             f"archiving; oldest pending {age:.0f}s; last upload "

@@ -38,6 +38,8 @@ class Collector(Protocol):
 
     async def run(self, stop: asyncio.Event) -> None: ...
     async def seal_all(self, *, include_open: bool) -> int: ...
+    async def seal_due(self) -> int: ...
+    def oldest_unsealed(self) -> datetime | None: ...
     async def aclose(self) -> None: ...
 
 
@@ -62,6 +64,7 @@ class Journal(Protocol):
     """The part of `archiverd.journal.db.Journal` the daemon itself calls."""
 
     def oldest_pending_sealed_at(self) -> datetime | None: ...
+    def oldest_unuploaded_at(self) -> datetime | None: ...
     def packed_segments(self, limit: int | None = None) -> Sequence[Any]: ...
     def close(self) -> None: ...
 
@@ -163,7 +166,13 @@ async def build_components(
     if parts.schedule is None:
         parts.schedule = ReloadableSchedule(factory(settings.schedule))
     if parts.upload_loop is None:
-        parts.upload_loop = UploadLoopImpl(parts.uploader, parts.schedule, parts.clock, metrics)
+        parts.upload_loop = UploadLoopImpl(
+            parts.uploader,
+            parts.schedule,
+            parts.clock,
+            metrics,
+            before_pass=parts.collector.seal_due,  # SIGUSR1 too: seal what is due, then upload
+        )
     return Built(
         keyring=parts.keyring,
         journal=journal,

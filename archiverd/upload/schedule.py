@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable
+import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -64,6 +65,20 @@ class UploadSchedule:
         assert best is not None  # the settings validator guarantees one time at least
         return best + self.splay
 
+    def longest_interval(self) -> timedelta:
+        """The longest time between two consecutive upload times (splay is the same for
+        every time, so it does not change the gaps)."""
+        minutes = sorted(
+            {
+                (hour * 60 if at.hour is None else at.hour * 60) + at.minute
+                for at in self.times
+                for hour in (range(24) if at.hour is None else (0,))
+            }
+        )
+        gaps = [b - a for a, b in itertools.pairwise(minutes)]
+        gaps.append(minutes[0] + 24 * 60 - minutes[-1])
+        return timedelta(minutes=max(gaps))
+
 
 def _parse(text: str) -> _At:
     hour, _, minute = text.strip().partition(":")
@@ -98,6 +113,9 @@ class UploadSummary(Protocol):
 class UploadLoop:
     """Runs upload passes at the schedule's times, and at once whenever `flush` is set.
 
+    Each pass first awaits `before_pass` (the collector's `seal_due`: discover, seal what is
+    due and pack it), so what is eligible when the pass starts goes out in that pass.
+
     `run` returns promptly once `stop` is set (a pass in progress is finished first; the
     daemon bounds that with its shutdown timeout). The final upload on shutdown is the
     caller's: `final_upload` (or the uploader's `upload_pending`) after `run` returned.
@@ -111,8 +129,10 @@ class UploadLoop:
         metrics: Metrics,
         *,
         overdue_after: timedelta | None = None,
+        before_pass: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.uploader = uploader
+        self.before_pass = before_pass
         self.schedule = schedule
         self.clock = clock
         self.metrics = metrics
@@ -162,6 +182,11 @@ class UploadLoop:
     async def run_pass(self, trigger: str = "flush") -> None:
         """One pass, recorded in `last_success`/`last_error`; never raises an upload failure."""
         self.passes += 1
+        if self.before_pass is not None:
+            try:
+                await self.before_pass()
+            except Exception:  # sealing failed: still upload what is packed
+                log.exception("sealing before the upload failed; uploading what is packed")
         try:
             summary = await self.uploader.upload_pending()
         except Exception as exc:  # a journal or programming error must not end the loop

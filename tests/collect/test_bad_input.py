@@ -255,32 +255,56 @@ async def test_spool_limit_stops_sealing_until_uploads_free_space(
 ) -> None:
     """At spool_max_bytes no new segment is sealed; after uploads, sealing resumes, no loss."""
     root = tmp_path / "containers"
-    container = ContainerDir(root, CID)
-    data = b"".join(docker_record(os.urandom(200).hex() + "\n", n=i) for i in range(4000))
-    container.write(data)
-    container.config(running=False)
+    container = ContainerDir(root, CID)  # running: only the size limit seals
+    records = (docker_record(os.urandom(200).hex() + "\n", n=i) for i in range(16_000))
+    batches = [b"".join(next(records) for _ in range(n)) for n in (8000, 4000, 4000)]
     journal = Journal.open(state_dir)
     cfg = settings(
         state_dir,
         SourceSettings(kind="docker", path=root),
-        max_segment_bytes=500_000,
+        max_segment_bytes=200_000,
         spool_max_bytes=1 << 20,
     )
     coll = collector(cfg, journal)
     got = b""
-    for _ in range(20):
-        await coll.seal_all(include_open=False)
-        packed = journal.packed_segments()
-        used = sum(p.packed_bytes for p in packed)
-        assert used < (1 << 20) + 600_000  # at most one segment past the limit
-        if coll.spool_full:
-            assert coll.metrics.registry.get_sample_value("archiverd_spool_full") == 1
-        for seg in packed:  # the uploader drains the spool
+
+    def drain() -> None:  # what the uploader does
+        nonlocal got
+        for seg in journal.packed_segments():
             got += archived(journal, tmp_path, [seg])[CID].data
             journal.mark_uploaded(seg.segment_id, key="k", version_id="v", sha256_b64="x")
             seg.spool_path.unlink()
-        if len(got) == len(data):
+
+    # ~3.7 MB sealed and packed (~1.7 MB) in one pass: past the 1 MiB limit
+    container.write(batches[0])
+    await coll.seal_all(include_open=False)
+    assert coll.spool_full
+    assert coll.metrics.registry.get_sample_value("archiverd_spool_full") == 1
+    packed = [p.segment_id for p in journal.packed_segments()]
+    assert len(packed) >= 8
+    open_start = journal._query("SELECT start_offset FROM segments WHERE state = 'open'")
+
+    # while the spool is full, more data arrives: read, but nothing new is sealed or packed
+    container.write(batches[1])
+    for _ in range(3):
+        assert await coll.seal_all(include_open=False) == 0
+    assert [p.segment_id for p in journal.packed_segments()] == packed
+    assert journal._query("SELECT COUNT(*) FROM segments WHERE state = 'sealed'") == [(0,)]
+    assert journal._query("SELECT start_offset FROM segments WHERE state = 'open'") == open_start
+    assert coll.spool_full
+
+    # uploads free the spool: sealing resumes where it stopped
+    drain()
+    assert await coll.seal_all(include_open=False) > 0
+    container.write(batches[2])
+    container.config(running=False)
+    for _ in range(20):
+        drain()
+        await coll.seal_all(include_open=False)
+        if not journal.packed_segments():
             break
-    assert got == data
+    assert not coll.spool_full
+    assert coll.metrics.registry.get_sample_value("archiverd_spool_full") == 0
+    assert got == b"".join(batches)
     await coll.aclose()
     journal.close()

@@ -255,6 +255,18 @@ ALERT_CASES: list[tuple[str, list[dict[str, str]], list[dict[str, Any]]]] = [
         ],
     ),
     (
+        "archive lag past its limit for 10 m fires; below it, or with no limit, it does not",
+        [
+            _series("archiverd_archive_lag_seconds", "a", "0+60x200"),
+            _series("archiverd_archive_lag_limit_seconds", "a", "4500x200"),
+            _series("archiverd_archive_lag_seconds", "b", "0+60x200"),
+            _series("archiverd_archive_lag_limit_seconds", "b", "0x200"),
+            _series("archiverd_archive_lag_seconds", "c", "0+60x30 0+60x30 0+60x30 0+60x30"),
+            _series("archiverd_archive_lag_limit_seconds", "c", "4500x200"),
+        ],
+        [_alert("ArchiverdArchiveLagHigh", "80m"), _alert("ArchiverdArchiveLagHigh", "100m", A)],
+    ),
+    (
         "a target down for 5 m fires",
         [_series("up", "a", "1 1 0x10")],
         [_alert("ArchiverdDown", "3m"), _alert("ArchiverdDown", "10m", A)],

@@ -56,6 +56,9 @@ class FakeJournal:
     def oldest_pending_sealed_at(self) -> datetime | None:
         return min((s.sealed_at for s in self.packed), default=None)
 
+    def oldest_unuploaded_at(self) -> datetime | None:
+        return self.oldest_pending_sealed_at()
+
     def packed_segments(self, limit: int | None = None) -> list[FakeSegment]:
         return list(self.packed[:limit] if limit is not None else self.packed)
 
@@ -147,6 +150,15 @@ class FakeCollector:
             self.open_segments = 0
         self.events.append(f"collector.seal_all({include_open})")
         return count
+
+    async def seal_due(self) -> int:
+        count, self.sealable = self.sealable, 0
+        self.add_packed(count)
+        self.events.append("collector.seal_due")
+        return count
+
+    def oldest_unsealed(self) -> datetime | None:
+        return self.clock.now() if self.open_segments else None
 
     async def aclose(self) -> None:
         self.events.append("collector.aclose")

@@ -46,13 +46,16 @@ def settings(
     max_segment_bytes: int = 1_000_000,
     max_line_bytes: int = 16 * 1024 * 1024,
     spool_max_bytes: int = 1 << 30,
+    max_segment_age_seconds: int = 0,
 ) -> Settings:
-    """Settings for one test."""
+    """Settings for one test (age sealing off unless asked: test records are from `T0`)."""
     return Settings(
         sources=sources,
         state=StateSettings(dir=state, spool_max_bytes=spool_max_bytes),
         rotation=RotationSettings(
-            max_segment_bytes=max_segment_bytes, max_line_bytes=max_line_bytes
+            max_segment_bytes=max_segment_bytes,
+            max_line_bytes=max_line_bytes,
+            max_segment_age_seconds=max_segment_age_seconds,
         ),
     )
 
