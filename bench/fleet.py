@@ -11,9 +11,9 @@ Three measurements, each printed with its request counts and their price:
    SeaweedFS). Also the resume after a crash (segment journaled 'uploading').
 2. Objects per container per day, by simulating the sealing policy on each container profile
    (records at a steady rate; a segment is sealed at `max_segment_bytes`, or at an upload run
-   (every 30 min plus splay) once its first record is `--max-age` seconds old). Age sealing
-   (`rotation.max_segment_age_seconds`) is not on main yet: this bench simulates the policy
-   the ARCHITECTURE describes. Upload requests per month for the fleet follow.
+   (every 30 min plus splay) once its first record is `--max-age` seconds old, default
+   `rotation.max_segment_age_seconds`). The policy is simulated here (bench/lag.py drives the
+   real collector over simulated hours); upload requests per month for the fleet follow.
 3. `archiverd ls --since 1d` over the whole fleet, for one container id, and for one
    container *name* (names live in metadata: a HEAD per key): the real restore listing code
    (`archiverd.restore.listing.select`) runs against a counting S3 whose pages are generated
@@ -51,7 +51,7 @@ import botocore.exceptions
 import structlog
 from prometheus_client import CollectorRegistry
 
-from archiverd.config import DestinationSettings, Settings
+from archiverd.config import DestinationSettings, RotationSettings, Settings
 from archiverd.destinations.s3 import S3Destination
 from archiverd.formats.layout import SegmentDescription, object_key
 from archiverd.metrics import Metrics
@@ -87,7 +87,7 @@ class Profile:
 PROFILES = {
     "quiet": Profile("quiet", 150 / 300, 150),  # one 150-byte line every 5 minutes
     "normal": Profile("normal", 20 * 200, 200),  # 20 lines/s: 346 MB/day
-    "busy": Profile("busy", 5e6, 500),  # 5 MB/s: 432 GB/day
+    "busy": Profile("busy", 1e6, 500),  # 1 MB/s: 86 GB/day
 }
 
 
@@ -340,8 +340,10 @@ def main() -> None:
     parser.add_argument("--quiet", type=int, default=15, help="quiet containers per host")
     parser.add_argument("--normal", type=int, default=4, help="normal containers per host")
     parser.add_argument("--busy", type=int, default=1, help="busy containers per host")
-    parser.add_argument("--max-age", type=float, default=3600.0, help="age sealing, seconds")
-    parser.add_argument("--max-bytes", type=int, default=500_000_000)
+    rotation = RotationSettings()
+    parser.add_argument("--max-age", type=float, default=float(rotation.max_segment_age_seconds),
+                        help="age sealing, seconds (default: the config default)")  # fmt: skip
+    parser.add_argument("--max-bytes", type=int, default=rotation.max_segment_bytes)
     parser.add_argument("--list-hosts", default="100,1000,10000")
     parser.add_argument(
         "--all-queries-up-to", type=int, default=1000,
@@ -378,10 +380,29 @@ def main() -> None:
           f"({args.quiet} quiet, {args.normal} normal, {args.busy} busy): "
           f"{monthly_requests / 1e6:,.1f} M upload requests/month "
           f"= ${put_cost:,.2f}/month")  # fmt: skip
+    quiet = PROFILES["quiet"]
+    ages = ", ".join(
+        f"{age / 3600:g} h: {objects_per_day(quiet, args.max_bytes, age)[0]:.0f}"
+        for age in (1500, 3600, 6 * 3600, 24 * 3600)
+    )
+    print(f"  quiet container objects/day by max_segment_age: {ages}")
+    _, busy_packed = objects_per_day(PROFILES["busy"], args.max_bytes, args.max_age)
+    print(f"  a busy container's {busy_packed / MIB:.0f} MiB objects: "
+          f"{requests_for(busy_packed)} requests each with the 64 MiB multipart threshold and "
+          f"16 MiB parts; {requests_for(busy_packed, part=64 * MIB)} with 64 MiB parts; "
+          f"{requests_for(busy_packed, threshold=256 * MIB)} below a 256 MiB "
+          "threshold")  # fmt: skip
     objects_month = sum(args.hosts * mix[p] * per_day[p] * 30 for p in PROFILES)
-    print(f"  objects/month {objects_month / 1e6:,.1f} M; before this change each also cost a "
-          f"HEAD (+${objects_month * TIER2:,.2f}/month) and each multipart one a "
-          f"ListMultipartUploads + ListParts")  # fmt: skip
+    multipart_month = sum(
+        args.hosts * mix[p] * per_day[p] * 30
+        for p in PROFILES
+        if requests_for(objects_per_day(PROFILES[p], args.max_bytes, args.max_age)[1]) > 1
+    )
+    old = objects_month * TIER2 + 2 * multipart_month * TIER1
+    print(f"  objects/month {objects_month / 1e6:,.1f} M ({multipart_month / 1e6:,.1f} M "
+          f"multipart); the flow before this change added a HEAD per object and a "
+          f"ListMultipartUploads + ListParts per multipart one: +${old:,.2f}/month "
+          f"(${put_cost + old:,.2f} in all)")  # fmt: skip
 
     print("\n== 3. archiverd ls --since 1d (real restore listing code, counting S3) ==")
     print(f"  {'hosts':>6s}  {'query':20s} {'found':>8s} {'LIST':>7s} {'HEAD':>9s} "
