@@ -98,7 +98,7 @@ async def select(
     ``versions``: every version and delete marker, else the latest live version of each key.
     ``with_metadata``: HEAD each kept version (for `ls --long` and naming `get` outputs).
     """
-    entries = await _list(destination, query, now, versions=versions)
+    entries = await _list(destination, query, now, versions=versions, concurrency=concurrency)
     if query.container and query.container_may_be_id:
         by_id = [s for s in entries if s.parsed.container_id.startswith(query.container)]
         if by_id:
@@ -119,8 +119,10 @@ async def select(
 
 
 async def _list(
-    destination: Destination, query: Query, now: datetime, *, versions: bool
+    destination: Destination, query: Query, now: datetime, *, versions: bool, concurrency: int
 ) -> list[Segment]:
+    """Every segment of the planned partitions matching the key filters, partitions listed
+    `concurrency` at a time (a fleet-wide query has a few per host), in partition order."""
     hosts = [query.host] if query.host else await discover_hosts(destination)
     days = plan_days(query.since, query.until, now, query.lookback)
     prefixes = (
@@ -128,14 +130,18 @@ async def _list(
         if hosts is not None
         else [destination.prefix]
     )
-    found: list[Segment] = []
-    for prefix in prefixes:
+
+    async def partition(prefix: str) -> list[Segment]:
         listing = destination.list_versions(prefix) if versions else destination.list_latest(prefix)
+        found = []
         async for item in listing:
             segment = _segment(destination.prefix, item)
             if segment is not None and query.key_matches(segment.parsed):
                 found.append(segment)
-    return found
+        return found
+
+    parts = await bounded_gather([partition(prefix) for prefix in prefixes], concurrency)
+    return [segment for part in parts for segment in part]
 
 
 def _segment(prefix: str, item: ObjectVersion) -> Segment | None:
@@ -226,7 +232,7 @@ async def _count_deleted(
     destination: Destination, query: Query, now: datetime, name_filter: bool, concurrency: int
 ) -> int:
     """How many keys would have matched but whose latest version is a delete marker."""
-    every = await _list(destination, query, now, versions=True)
+    every = await _list(destination, query, now, versions=True, concurrency=concurrency)
     if query.container and not name_filter:
         every = [s for s in every if s.parsed.container_id.startswith(query.container)]
     marked = {s.key for s in every if s.is_latest and s.is_delete_marker}

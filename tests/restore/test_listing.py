@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -261,3 +262,38 @@ async def test_a_container_renamed_in_the_window_has_every_key_headed() -> None:
     assert set(renamed) <= set(dest.heads)
     found = await select(dest, Query(container="app1"), NOW)
     assert len(found.segments) == 15 - 2
+
+
+class SlowListing(MemoryDestination):
+    """Each partition listing takes a few event-loop turns; records how many overlap."""
+
+    def __init__(self) -> None:
+        super().__init__(delimiter=True)
+        self.in_flight = 0
+        self.most = 0
+
+    async def list_versions(self, prefix: str) -> AsyncIterator[ObjectVersion]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            async for version in super().list_versions(prefix):
+                yield version
+        finally:
+            self.in_flight -= 1
+
+
+async def test_partitions_are_listed_concurrently_within_the_limit() -> None:
+    """A fleet-wide query lists its host/day partitions `concurrency` at a time (a round
+    trip each), and finds exactly what the one-at-a-time listing found."""
+    dest = SlowListing()
+    fill(dest)
+    query = Query(since=DAY0 + timedelta(days=1), until=DAY0 + timedelta(days=4))
+    found = await select(dest, query, NOW, concurrency=4)
+    assert dest.most == 4
+    assert len(dest.listed) == 3 * 5
+    serial = await select(dest, query, NOW, concurrency=1)
+    assert dest.most == 4
+    assert [s.key for s in found.segments] == [s.key for s in serial.segments]
+    assert len(found.segments) == 3 * 3 * 2  # hosts x days 1-3 x containers
