@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level or "info", args.log_format or "auto")
+    _process_wide()
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -37,6 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _process_wide() -> None:
+    """Settings of the whole process, made here and nowhere else: malloc tuning for pack
+    buffers, and stamina's retry hooks (its structlog line per scheduled retry, with the wait;
+    retry counts go to each daemon's own registry, not stamina's global Prometheus counter)."""
+    import stamina.instrumentation
+
+    from archiverd.pack.stream import tune_allocator
+
+    tune_allocator()
+    stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.StructlogOnRetryHook])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
-"""Wall-clock time, injected so schedules and backoff can be tested without sleeping.
+"""Wall-clock time, injected so schedules and rate limits can be tested without sleeping.
 
-`SystemClock` is the real one. Tests use `tests.upload.fakeclock.FakeClock`, which advances
-only when told to (or when a sleeper asks it to jump ahead).
+`SystemClock` is the real one. Tests use `tests.fakeclock.FakeClock`, which advances only
+when told to (or when a sleeper asks it to jump ahead). Retry backoff is stamina's, switched
+off in tests with `stamina.set_testing`.
 """
 
 from __future__ import annotations

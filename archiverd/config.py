@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -45,6 +46,26 @@ ARCHIVE_LAG_GRACE_SECONDS = 900
 
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 _UPLOAD_AT = re.compile(r"^(\*|[01]?\d|2[0-3]):[0-5]\d$")
+
+
+@dataclass(frozen=True)
+class UploadTime:
+    """One ``schedule.upload_at`` entry: minute `minute` of hour `hour` (None: every hour)."""
+
+    hour: int | None
+    minute: int
+
+
+def parse_upload_at(value: str) -> tuple[UploadTime, ...]:
+    """The one parser of ``schedule.upload_at``; `ValueError` names the bad entries."""
+    parts = [part.strip() for part in value.split(",")]
+    bad = [part for part in parts if not _UPLOAD_AT.match(part)]
+    if not parts or bad:
+        raise ValueError(f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'")
+    times = (part.partition(":") for part in parts)
+    return tuple(
+        UploadTime(None if hour == "*" else int(hour), int(minute)) for hour, _, minute in times
+    )
 
 
 class _Section(BaseModel):
@@ -99,6 +120,11 @@ class DestinationSettings(_Section):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     read_timeout_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    """Attempts per segment upload (retryable failures only), with exponential backoff."""
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    """The first retry waits between half of this and all of it; each next one doubles."""
+    backoff_max_seconds: float = Field(default=120.0, gt=0)
+    """No wait between attempts is longer than this."""
 
     @field_validator("url")
     @classmethod
@@ -181,13 +207,13 @@ class ScheduleSettings(_Section):
     @field_validator("upload_at")
     @classmethod
     def _times(cls, value: str) -> str:
-        parts = [part.strip() for part in value.split(",")]
-        bad = [part for part in parts if not _UPLOAD_AT.match(part)]
-        if not parts or bad:
-            raise ValueError(
-                f"bad time(s) {bad}: use comma-separated HH:MM or *:MM, e.g. '*:00,*:30'"
-            )
-        return ",".join(parts)
+        parse_upload_at(value)
+        return ",".join(part.strip() for part in value.split(","))
+
+    @property
+    def upload_times(self) -> tuple[UploadTime, ...]:
+        """`upload_at` as times (validated when the settings were built)."""
+        return parse_upload_at(self.upload_at)
 
 
 class StateSettings(_Section):
@@ -257,10 +283,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = _TOML_FILE.get("path")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     @field_validator("host")
@@ -288,11 +313,6 @@ class Settings(BaseSettings):
         return (SourceSettings(kind="demo", path=self.state.dir / "demo"),)
 
 
-# pydantic-settings builds sources from class-level hooks; the file path rides along here
-# only for the duration of one `load_settings` call.
-_TOML_FILE: dict[str, Path | None] = {}
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings, or raise `ConfigError` saying what to fix.
 
@@ -304,15 +324,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         path = DEFAULT_CONFIG_PATH
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
-    _TOML_FILE["path"] = path
     try:
-        return Settings(**overrides)
+        loaded = _reading(path)(**overrides) if path is not None else Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable file
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
-    finally:
-        _TOML_FILE.pop("path", None)
+    # The validated values, as a plain `Settings` (not the per-file subclass).
+    return Settings.model_construct(loaded.model_fields_set, **dict(loaded))
+
+
+def _reading(path: Path) -> type[Settings]:
+    """`Settings` that also reads the TOML file `path` (pydantic-settings takes the file from
+    the class's config, so each file gets its own subclass rather than a module global)."""
+    config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+    return type("Settings", (Settings,), {"model_config": config, "__module__": __name__})
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -204,7 +204,7 @@ async def simulate(args: argparse.Namespace, tmp: Path) -> int:
     collector = Collector(settings, journal, keyring, metrics, host=HOST, clock=clock, watch=False)
     destination = FileDestination(settings.destination_url)
     uploader = Uploader(destination, journal, metrics, settings=settings, clock=clock, host=HOST)
-    schedule = UploadSchedule(settings.schedule.upload_at, settings.schedule.splay_seconds, HOST)
+    schedule = UploadSchedule(settings.schedule, HOST)
     sampled: list[float] = []
     passes: list[datetime] = []
 
@@ -215,7 +215,9 @@ async def simulate(args: argparse.Namespace, tmp: Path) -> int:
         passes.append(clock.now())
         return sealed
 
-    loop = UploadLoop(uploader, schedule, clock, metrics, before_pass=seal_then_sample)
+    loop = UploadLoop(
+        uploader, schedule, clock, metrics, settings=settings.schedule, before_pass=seal_then_sample
+    )
     stop, flush = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(loop.run(stop, flush))
     await clock.advance_to(START)

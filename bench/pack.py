@@ -82,9 +82,11 @@ def generate(path: Path, size: int, seed: int = 42) -> None:
 def child(argv: list[str]) -> None:
     """Run one measured operation in this (pinned) process; print JSON to stdout."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    from archiverd.pack import Keyring, pack_stream, unpack_to_file
+    from archiverd.pack import Keyring, pack_stream, tune_allocator, unpack_to_file
 
     op, src, dst, key_hex, level = argv
+    if op != "unpack-glibc-defaults":  # the CLI tunes malloc at its entry point; do the same
+        tune_allocator()
     keyring = Keyring.from_raw_keys(bytes.fromhex(key_hex))
     start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     if op == "pack":
@@ -238,6 +240,7 @@ def report(work: Path, size: int) -> None:
     pack = run_child("pack", log, work / "obj", key, level)
     unpack = run_child("unpack", work / "obj", work / "restored.log", key, level)
     unpack_sha = run_child("unpack-sha", work / "obj", work / "restored.log", key, level)
+    untuned = run_child("unpack-glibc-defaults", work / "obj", work / "restored.log", key, level)
     same = _sha256(work / "restored.log") == _sha256(log)
     gzip_wall, gzip_cpu = timed_shell(f"gzip -6 -c {log} > {work}/gz6.gz")
     gzip_size = (work / "gz6.gz").stat().st_size
@@ -256,6 +259,7 @@ def report(work: Path, size: int) -> None:
         ("archiverd pack", pack),
         ("archiverd unpack", unpack),
         ("unpack + sha256 (get)", unpack_sha),
+        ("unpack, glibc malloc", untuned),
     )
     for name, run in runs:
         rss, user_rate = run["rss_kib"] / 1024, size / run["user"] / MB

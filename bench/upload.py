@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import CollectorRegistry
 
-from archiverd.config import DestinationSettings, ScheduleSettings
+from archiverd.config import DestinationSettings, Settings
 from archiverd.destinations.s3 import S3Destination
 from archiverd.logs import configure_logging
 from archiverd.metrics import Metrics
@@ -58,7 +58,7 @@ async def _archiverd(
     )  # fmt: skip
     async with S3Destination(config.url, config) as dest:
         uploader = Uploader(dest, MemoryQueue(segments), Metrics(CollectorRegistry()),
-                            settings=ScheduleSettings())  # fmt: skip
+                            settings=Settings())  # fmt: skip
         started = time.perf_counter()
         summary = await uploader.upload_pending()
         elapsed = time.perf_counter() - started

@@ -104,63 +104,89 @@ class FaultProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        upstream = _Upstream(self.upstream)
         try:
-            while True:
-                request = await _read_request(reader, writer)
-                if request is None:
+            while (request := await _read_request(reader, writer)) is not None:
+                if not await self._exchange(request, writer, upstream):
                     return
-                method, target = request.head.split(b" ", 2)[:2]
-                m, t = method.decode(), target.decode()
-                fault = self._take(m, t, request.headers)
-                self.log.append((m, t, fault.kind if fault else ""))
-                if fault is not None and fault.kind == "status":
-                    writer.write(_error_response(fault.status, fault.code, fault.message))
-                    await writer.drain()
-                    continue
-                if fault is not None and fault.kind == "reset":
-                    _reset(writer)
-                    return
-                if upstream is None:
-                    try:
-                        upstream = await asyncio.open_connection(*self.upstream)
-                    except OSError:
-                        _reset(writer)  # server down: the client sees a reset
-                        return
-                up_reader, up_writer = upstream
-                up_writer.write(request.head + request.body)
-                await up_writer.drain()
-                response = await _read_response(up_reader, head_only=m == "HEAD")
-                if response is None:
-                    _reset(writer)
-                    return
-                if response.headers.get("connection", "").lower() == "close":
-                    up_writer.close()
-                    upstream = None
-                if fault is not None and fault.kind == "reset_after":
-                    if fault.hook is not None:
-                        fault.hook()
-                    _reset(writer)
-                    return
-                if fault is not None and fault.kind == "delay":
-                    await asyncio.sleep(fault.seconds)
-                if fault is not None and fault.kind == "truncate":
-                    writer.write(response.head + response.body[: len(response.body) // 2])
-                    await writer.drain()
-                    writer.close()
-                    return
-                writer.write(response.head + response.body)
-                await writer.drain()
-                if fault is not None and fault.kind == "hook" and fault.hook is not None:
-                    fault.hook()
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             return
         finally:
             self._writers.discard(writer)
-            if upstream is not None:
-                upstream[1].close()
+            upstream.close()
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _exchange(
+        self, request: _Message, writer: asyncio.StreamWriter, upstream: _Upstream
+    ) -> bool:
+        """Answer one request, applying the first matching fault; False ends the connection."""
+        method, target = request.head.split(b" ", 2)[:2]
+        m, t = method.decode(), target.decode()
+        fault = self._take(m, t, request.headers)
+        self.log.append((m, t, fault.kind if fault else ""))
+        if fault is not None and fault.kind == "status":
+            writer.write(_error_response(fault.status, fault.code, fault.message))
+            await writer.drain()
+            return True
+        if fault is not None and fault.kind == "reset":
+            _reset(writer)
+            return False
+        response = await upstream.send(request, head_only=m == "HEAD")
+        if response is None:
+            _reset(writer)  # server down or gone mid-response: the client sees a reset
+            return False
+        return await _deliver(writer, response, fault)
+
+
+class _Upstream:
+    """One keep-alive connection to the real server, opened on first use."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def send(self, request: _Message, *, head_only: bool) -> _Message | None:
+        """The server's response, or None when it cannot be reached or hangs up."""
+        if self.connection is None:
+            try:
+                self.connection = await asyncio.open_connection(*self.address)
+            except OSError:
+                return None
+        reader, writer = self.connection
+        writer.write(request.head + request.body)
+        await writer.drain()
+        response = await _read_response(reader, head_only=head_only)
+        if response is not None and response.headers.get("connection", "").lower() == "close":
+            writer.close()
+            self.connection = None
+        return response
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection[1].close()
+
+
+async def _deliver(writer: asyncio.StreamWriter, response: _Message, fault: Fault | None) -> bool:
+    """Pass the response on, damaged as `fault` says; False ends the connection."""
+    kind = fault.kind if fault is not None else ""
+    if kind == "reset_after":
+        if fault is not None and fault.hook is not None:
+            fault.hook()
+        _reset(writer)
+        return False
+    if fault is not None and kind == "delay":
+        await asyncio.sleep(fault.seconds)
+    if kind == "truncate":
+        writer.write(response.head + response.body[: len(response.body) // 2])
+        await writer.drain()
+        writer.close()
+        return False
+    writer.write(response.head + response.body)
+    await writer.drain()
+    if fault is not None and kind == "hook" and fault.hook is not None:
+        fault.hook()
+    return True
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]] | None:

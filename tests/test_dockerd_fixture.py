@@ -16,7 +16,7 @@ from tests.dockerd import (
     stop_dockerd,
 )
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def _records(path: Path) -> list[dict[str, str]]:

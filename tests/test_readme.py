@@ -60,6 +60,7 @@ def test_readme_links_point_at_files() -> None:
     assert missing == []
 
 
+@pytest.mark.slow
 def test_demo_archives_and_restores(tmp_path: Path) -> None:
     """scripts/demo, as written, ends with a real archive listed and restored."""
     demo = tmp_path / "demo"
@@ -85,6 +86,7 @@ def test_demo_archives_and_restores(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) >= 2  # `ls`: a header and at least one object
 
 
+@pytest.mark.slow
 def test_quick_start_works_as_written(tmp_path: Path) -> None:
     """The 'your own log files' walk-through runs as printed and gets the three lines back."""
     quick = section("Quick start")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.servers import S3Server
+
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
 
 
 def test_seaweedfs_serves_versioned_buckets(seaweedfs: S3Server) -> None:

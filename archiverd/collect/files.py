@@ -19,15 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from archiverd.errors import SourceError
+from archiverd.errors import OutsideRootError, SourceError
 
 FP_BYTES = 1024
 Opener = Callable[[str, int], int]
 """``os.open``-shaped; injected by tests to make opens fail."""
-
-
-class OutsideRootError(SourceError):
-    """A path (usually a symlink) resolves outside the watched root; it is not followed."""
 
 
 @dataclass(frozen=True)

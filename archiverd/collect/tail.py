@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from archiverd.collect.files import FP_BYTES, OpenFile
-from archiverd.collect.streamfiles import FilesMissingError, StreamFile, StreamFiles, TailContext
+from archiverd.collect.streamfiles import StreamFile, StreamFiles, TailContext
+from archiverd.errors import FilesMissingError
 from archiverd.formats.layout import format_ts
 from archiverd.formats.records import Scanner, make_scanner
 from archiverd.journal.db import SegmentRow

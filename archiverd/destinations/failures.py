@@ -1,9 +1,10 @@
-"""Destination failures with a metrics reason, and the mapping from botocore/aiohttp errors.
+"""The one mapping from botocore/aiohttp errors to destination failures, and their reasons.
 
-Every failure raised by a destination is a `RetryableDestinationError` or a
-`PermanentDestinationError` (archiverd.errors) that also carries `reason`, one of the labels
-of ``archiverd_upload_failures``: throttled, server_error, network, timeout, truncated,
-access_denied, no_bucket, versioning, kms, conflict, integrity, other.
+Every failure raised by a destination is a `RetryableFailure` or a `PermanentFailure`
+(archiverd.errors) that carries `reason`, one of the labels of ``archiverd_upload_failures``:
+throttled, server_error, network, timeout, truncated, access_denied, no_bucket, versioning,
+kms, conflict, integrity, other. S3 calls run inside ``translated(translate, where)``
+(`archiverd.errors.translated`), so `translate` is the only place foreign errors are read.
 """
 
 from __future__ import annotations
@@ -15,50 +16,13 @@ import aiohttp
 import botocore.exceptions
 import botocore.parsers
 
-from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ArchiverError,
     IntegrityError,
-    PermanentDestinationError,
-    RetryableDestinationError,
+    ObjectExistsError,
+    PermanentFailure,
+    RetryableFailure,
 )
-
-
-class RetryableFailure(RetryableDestinationError):
-    """A transient failure; `reason` labels it for metrics."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class PermanentFailure(PermanentDestinationError):
-    """A failure retrying will not fix; `reason` labels it for metrics."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ObjectExistsError(PermanentFailure):
-    """A conditional PUT (If-None-Match: *) found a live object under the key already.
-
-    The uploader answers it with a HEAD and a checksum comparison: the same body means a
-    previous attempt succeeded (its response was lost), anything else is a conflict.
-    """
-
-    def __init__(self, key: str, existing: StoredObject | None = None) -> None:
-        super().__init__(f"an object already exists under {key!r}", "conflict")
-        self.key = key
-        self.existing = existing
-
-
-class UnconditionalOnly(RetryableFailure):
-    """The server refused the If-None-Match header itself (501, or 400 naming it): the
-    destination stops sending it, and the caller checks with HEAD before writing again."""
-
-    def __init__(self, where: str) -> None:
-        super().__init__(f"{where}: the server does not support If-None-Match", "other")
 
 
 def reason_of(exc: BaseException) -> str:

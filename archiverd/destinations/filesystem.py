@@ -25,8 +25,13 @@ from urllib.parse import unquote, urlparse
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.common import SHA256_METADATA, with_body_checksum
-from archiverd.destinations.failures import ObjectExistsError, PermanentFailure, RetryableFailure
-from archiverd.errors import ConfigError, IntegrityError
+from archiverd.errors import (
+    ConfigError,
+    IntegrityError,
+    ObjectExistsError,
+    PermanentFailure,
+    RetryableFailure,
+)
 from archiverd.fsutil import ensure_private_dir, publish
 from archiverd.pack.container import read_header, write_header
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import aiobotocore.session
@@ -33,19 +33,20 @@ from aiobotocore.config import AioConfig
 from archiverd.config import DestinationSettings, credentials_directory
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.common import body_checksum, with_body_checksum
-from archiverd.destinations.failures import (
+from archiverd.destinations.failures import is_not_found, rejects_conditional, translate
+from archiverd.destinations.s3_multipart import MultipartRequest, abort_uploads, upload_multipart
+from archiverd.errors import (
+    ConfigError,
     ObjectExistsError,
     PermanentFailure,
     RetryableFailure,
     UnconditionalOnly,
-    is_not_found,
-    is_precondition_failed,
-    rejects_conditional,
-    translate,
+    translated,
 )
-from archiverd.destinations.s3_multipart import MultipartRequest, abort_uploads, upload_multipart
-from archiverd.errors import ConfigError
 from archiverd.fsutil import publish
+
+if TYPE_CHECKING:  # types-aiobotocore-s3: a test/dev extra, only for mypy
+    from types_aiobotocore_s3 import S3Client
 
 _READ_CHUNK = 1024 * 1024
 
@@ -71,7 +72,7 @@ class S3Destination:
         self._credentials = _explicit_credentials(settings)
         self._session = session if session is not None else aiobotocore.session.get_session()
         self._stack = AsyncExitStack()
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._lock = asyncio.Lock()
         self._if_none_match = True
 
@@ -91,7 +92,7 @@ class S3Destination:
         self._client = None
         await self._stack.aclose()
 
-    async def client(self) -> Any:
+    async def client(self) -> S3Client:
         """The aiobotocore S3 client, created on first use."""
         async with self._lock:
             if self._client is None:
@@ -106,7 +107,7 @@ class S3Destination:
                     response_checksum_validation="when_required",
                     signature_version="s3v4",
                 )
-                self._client = await self._stack.enter_async_context(
+                client: S3Client = await self._stack.enter_async_context(
                     self._session.create_client(
                         "s3",
                         region_name=s.region,
@@ -115,6 +116,7 @@ class S3Destination:
                         **self._credentials,
                     )
                 )
+                self._client = client
             return self._client
 
     def _where(self, verb: str, key: str = "") -> str:
@@ -123,10 +125,8 @@ class S3Destination:
     async def check(self) -> str:
         """Reachable and (when required) versioned; a one-line description."""
         client = await self.client()
-        try:
-            answer = await client.get_bucket_versioning(Bucket=self.bucket)
-        except Exception as exc:
-            raise translate(exc, where=self._where("GetBucketVersioning")) from exc
+        with translated(translate, self._where("GetBucketVersioning")):
+            answer: Mapping[str, object] = await client.get_bucket_versioning(Bucket=self.bucket)
         status = str(answer.get("Status") or "never enabled")
         if status != "Enabled" and self._settings.require_versioning:
             raise PermanentFailure(
@@ -148,12 +148,13 @@ class S3Destination:
             args["ChecksumMode"] = "ENABLED"
         if version_id:
             args["VersionId"] = version_id
-        try:
-            answer = await client.head_object(**args)
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise translate(exc, where=self._where("HEAD", key)) from exc
+        with translated(translate, self._where("HEAD", key)):
+            try:
+                answer = await client.head_object(**args)
+            except Exception as exc:
+                if is_not_found(exc):
+                    return None
+                raise
         return _stored(key, answer)
 
     @property
@@ -189,23 +190,22 @@ class S3Destination:
         conditional = if_none_match and self._if_none_match
         client = await self.client()
         try:
-            if size >= s.multipart_threshold_bytes:
-                request = MultipartRequest(
-                    self.bucket, key, path, sha256_b64, s.part_size_bytes,
-                    s.max_concurrency, extra, conditional, resume,
-                )  # fmt: skip
-                answer = await upload_multipart(client, request)
-            else:
-                answer = await self._put_single(
-                    client, key, path, size, sha256_b64, extra, conditional
-                )
-        except Exception as exc:
-            if is_precondition_failed(exc) or isinstance(exc, ObjectExistsError):
-                raise ObjectExistsError(key) from exc
-            if isinstance(exc, UnconditionalOnly):
-                self._if_none_match = False
-                raise
-            raise translate(exc, where=self._where("PUT", key)) from exc
+            with translated(translate, self._where("PUT", key)):
+                if size >= s.multipart_threshold_bytes:
+                    request = MultipartRequest(
+                        self.bucket, key, path, sha256_b64, s.part_size_bytes,
+                        s.max_concurrency, extra, conditional, resume,
+                    )  # fmt: skip
+                    answer = await upload_multipart(client, request)
+                else:
+                    answer = await self._put_single(
+                        client, key, path, size, sha256_b64, extra, conditional
+                    )
+        except ObjectExistsError as exc:
+            raise ObjectExistsError(key) from exc  # name the key, whichever call found it
+        except UnconditionalOnly:
+            self._if_none_match = False  # from now on a HEAD before each PUT
+            raise
         echoed = str(answer.get("ChecksumSHA256") or "")
         single = size < s.multipart_threshold_bytes  # multipart compared its composite itself
         if single and echoed and echoed != sha256_b64:
@@ -224,16 +224,16 @@ class S3Destination:
 
     async def _put_single(
         self,
-        client: Any,
+        client: S3Client,
         key: str,
         path: Path,
         size: int,
         sha256_b64: str,
         extra: Mapping[str, Any],
         conditional: bool,
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         with path.open("rb") as body:
-            args = {
+            args: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": key,
                 "Body": body,
@@ -242,10 +242,9 @@ class S3Destination:
                 "ChecksumSHA256": sha256_b64,
                 **extra,
             }
+            header: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
             try:
-                answer: dict[str, Any] = await client.put_object(
-                    **args, **({"IfNoneMatch": "*"} if conditional else {})
-                )
+                answer: Mapping[str, Any] = await client.put_object(**args, **header)
             except Exception as exc:
                 if conditional and rejects_conditional(exc):
                     # Without the header only a HEAD before each PUT prevents duplicates.
@@ -256,36 +255,30 @@ class S3Destination:
     async def delete(self, key: str) -> str:
         """Put a delete marker on `key` (versions stay); return the marker's version id."""
         client = await self.client()
-        try:
+        with translated(translate, self._where("DELETE", key)):
             answer = await client.delete_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            raise translate(exc, where=self._where("DELETE", key)) from exc
         return str(answer.get("VersionId") or "null")
 
     async def list_versions(self, prefix: str) -> AsyncIterator[ObjectVersion]:
         """Every version and delete marker under `prefix`, key order then newest first."""
         client = await self.client()
         paginator = client.get_paginator("list_object_versions")
-        try:
+        with translated(translate, self._where("ListObjectVersions", prefix)):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 entries = [_version(v, False) for v in page.get("Versions", [])]
                 entries += [_version(v, True) for v in page.get("DeleteMarkers", [])]
                 entries.sort(key=lambda v: (v.key, -v.last_modified.timestamp(), not v.is_latest))
                 for entry in entries:
                     yield entry
-        except Exception as exc:
-            raise translate(exc, where=self._where("ListObjectVersions", prefix)) from exc
 
     async def list_prefixes(self, prefix: str) -> AsyncIterator[str]:
         """Common prefixes one level below `prefix` (a ``Delimiter='/'`` listing)."""
         client = await self.client()
         paginator = client.get_paginator("list_objects_v2")
-        try:
+        with translated(translate, self._where("ListObjectsV2", prefix)):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
                 for common in page.get("CommonPrefixes", []):
                     yield str(common["Prefix"])
-        except Exception as exc:
-            raise translate(exc, where=self._where("ListObjectsV2", prefix)) from exc
 
     async def list_latest(self, prefix: str) -> AsyncIterator[ObjectVersion]:
         """The latest live version of every key under `prefix`, in key order."""
@@ -303,7 +296,7 @@ class S3Destination:
             args["VersionId"] = version_id
         temp = destination.with_name(f".{destination.name}.part-{os.getpid()}")
         digest, received = hashlib.sha256(), 0
-        try:
+        with translated(translate, self._where("GET", key)), _removed_on_error(temp):
             answer = await client.get_object(**args)
             stored = _stored(key, answer)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -313,9 +306,6 @@ class S3Destination:
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
-        except Exception as exc:
-            temp.unlink(missing_ok=True)
-            raise translate(exc, where=self._where("GET", key)) from exc
         problem = _body_problem(stored, received, digest.digest())
         if problem:
             temp.unlink(missing_ok=True)
@@ -327,6 +317,16 @@ class S3Destination:
         """Abort incomplete multipart uploads under `prefix` except those of `keep` keys
         (those are resumed by their next `put_file`); return how many were aborted."""
         return await abort_uploads(await self.client(), self.bucket, prefix, frozenset(keep))
+
+
+@contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
+    """Delete the partial download `path` when the block fails."""
+    try:
+        yield
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _stored(key: str, answer: Mapping[str, Any]) -> StoredObject:

@@ -21,18 +21,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from archiverd.destinations.failures import (
+from archiverd.destinations.failures import is_precondition_failed, rejects_conditional, translate
+from archiverd.errors import (
+    IntegrityError,
     PermanentFailure,
+    RetryableDestinationError,
     UnconditionalOnly,
-    is_precondition_failed,
-    rejects_conditional,
-    translate,
+    translated,
 )
-from archiverd.errors import IntegrityError, RetryableDestinationError
+
+if TYPE_CHECKING:  # types-aiobotocore-s3: a test/dev extra, only for mypy
+    from types_aiobotocore_s3 import S3Client
 
 log = structlog.get_logger("archiverd.destinations.s3")
 
@@ -148,7 +151,7 @@ class MultipartRequest:
     """Look for an incomplete upload of the key first (an earlier attempt may have left one)."""
 
 
-async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, Any]:
+async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mapping[str, Any]:
     """Upload (or resume) `request.path` as a multipart upload; return the Complete response.
 
     Raises `IntegrityError` when the file does not hash to `request.sha256_b64`, and
@@ -170,8 +173,10 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
 
     async def send(part: Part) -> None:
         async with gate:
-            body = FileSlice(request.path, part.offset, part.length)
-            try:
+            with (
+                FileSlice(request.path, part.offset, part.length) as body,
+                translated(translate, f"{where} part {part.number}"),
+            ):
                 response = await client.upload_part(
                     Bucket=request.bucket,
                     Key=request.key,
@@ -182,10 +187,6 @@ async def upload_multipart(client: Any, request: MultipartRequest) -> dict[str, 
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=part.sha256_b64,
                 )
-            except Exception as exc:
-                raise translate(exc, where=f"{where} part {part.number}") from exc
-            finally:
-                body.close()
             etags[part.number] = str(response.get("ETag", ""))
             echoed = response.get("ChecksumSHA256")
             if echoed and echoed != part.sha256_b64:
@@ -221,7 +222,7 @@ def _worst(group: BaseExceptionGroup[Exception]) -> Exception:
 
 
 async def _resume_or_create(
-    client: Any, request: MultipartRequest, where: str
+    client: S3Client, request: MultipartRequest, where: str
 ) -> tuple[str, dict[int, tuple[str, str]]]:
     """With `request.resume`, reuse the newest incomplete upload of the key (aborting older
     ones); otherwise, or when there is none, start one.
@@ -229,7 +230,7 @@ async def _resume_or_create(
     Returns the upload id and, per part number already held, (its SHA-256 (base64) when the
     server lists it, else its ETag (the MD5 hex for unencrypted parts); its ETag).
     """
-    try:
+    with translated(translate, where):
         if not request.resume:
             created = await client.create_multipart_upload(
                 Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
@@ -261,21 +262,19 @@ async def _resume_or_create(
         created = await client.create_multipart_upload(
             Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
         )
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     return str(created["UploadId"]), {}
 
 
 async def _complete(
-    client: Any,
+    client: S3Client,
     request: MultipartRequest,
     upload_id: str,
     parts: list[Part],
     etags: Mapping[int, str],
     where: str,
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """CompleteMultipartUpload with each part's ETag (from its UploadPart or ListParts)."""
-    try:
+    with translated(translate, where):
         manifest = {
             "Parts": [
                 {
@@ -286,15 +285,17 @@ async def _complete(
                 for p in parts
             ]
         }
-        args = {
+        args: dict[str, Any] = {
             "Bucket": request.bucket,
             "Key": request.key,
             "UploadId": upload_id,
             "MultipartUpload": manifest,
         }
         try:
-            conditional = {"IfNoneMatch": "*"} if request.if_none_match else {}
-            response: dict[str, Any] = await client.complete_multipart_upload(**args, **conditional)
+            conditional: dict[str, Any] = {"IfNoneMatch": "*"} if request.if_none_match else {}
+            response: Mapping[str, Any] = await client.complete_multipart_upload(
+                **args, **conditional
+            )
         except Exception as exc:
             if is_precondition_failed(exc):
                 # The key exists already: this upload can never complete; do not leak it.
@@ -307,8 +308,6 @@ async def _complete(
                 # The parts stay: the caller checks with HEAD, then resumes without it.
                 raise UnconditionalOnly(where) from exc
             raise
-    except Exception as exc:
-        raise translate(exc, where=where) from exc
     echoed = str(response.get("ChecksumSHA256") or "")
     expected = composite_sha256(parts)
     if echoed and echoed.split("-", 1)[0] != expected:
@@ -318,10 +317,10 @@ async def _complete(
     return response
 
 
-async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[str]) -> int:
+async def abort_uploads(client: S3Client, bucket: str, prefix: str, keep: frozenset[str]) -> int:
     """Abort every incomplete multipart upload under `prefix` whose key is not in `keep`."""
     aborted = 0
-    try:
+    with translated(translate, f"list/abort multipart uploads s3://{bucket}/{prefix}"):
         paginator = client.get_paginator("list_multipart_uploads")
         async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for upload in page.get("Uploads", []):
@@ -331,6 +330,4 @@ async def abort_uploads(client: Any, bucket: str, prefix: str, keep: frozenset[s
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
                 aborted += 1
-    except Exception as exc:
-        raise translate(exc, where=f"list/abort multipart uploads s3://{bucket}/{prefix}") from exc
     return aborted

@@ -1,7 +1,7 @@
 """pack: gzip + AES-256-GCM in the AWS S3 Encryption Client's V3 format (docs/FORMAT.md).
 
-Public API (binding, see notes/interfaces.md): `load_keyring`, `Keyring`, `pack_stream`,
-`unpack_to_file`, `unpack_stream`, `PackResult`, `UnpackResult`; the single-file form in
+Public API: `load_keyring`, `Keyring`, `pack_stream`, `unpack_to_file`, `unpack_stream`,
+`PackResult`, `UnpackResult`, `tune_allocator` (for entry points); the single-file form in
 `archiverd.pack.container`.
 """
 
@@ -12,6 +12,7 @@ from archiverd.pack.stream import (
     PackResult,
     UnpackResult,
     pack_stream,
+    tune_allocator,
     unpack_stream,
     unpack_to_file,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "load_key_files",
     "load_keyring",
     "pack_stream",
+    "tune_allocator",
     "unpack_stream",
     "unpack_to_file",
 ]

@@ -19,7 +19,6 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import hashlib
 import hmac
 import os
@@ -52,15 +51,15 @@ _GZIP_WBITS = 31
 _INFLATE_ERRORS: tuple[type[Exception], ...] = (isal_zlib.error, ValueError)  # type: ignore[assignment]
 
 
-@functools.cache
-def _keep_buffers_mapped() -> None:
+def tune_allocator() -> None:
     """glibc only: serve MiB-sized buffers from the heap and stop trimming it.
 
     Every chunk allocates a few 1 MiB buffers (read, decrypt, inflate). With glibc's
     defaults they are returned to the kernel when freed and page-faulted back in on the next
-    chunk, which costs about a quarter of unpack's CPU (bench/pack.py). Peak RSS does not
-    change; the process keeps up to 64 MiB of free heap instead of unmapping it. Process-wide
-    and idempotent; a no-op where there is no glibc `mallopt`.
+    chunk, which costs about a quarter of unpack's CPU (bench/pack.py prints both). Peak RSS
+    does not change; the process keeps up to 64 MiB of free heap instead of unmapping it.
+    Process-wide, so only an entry point calls it (`archiverd.cli.main`, once); idempotent;
+    a no-op where there is no glibc `mallopt`.
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
@@ -100,7 +99,6 @@ def pack_stream(
     Memory stays at a few MiB whatever the size. A fresh random data key and message id per
     call; the data key is wrapped by the keyring's active key.
     """
-    _keep_buffers_mapped()
     data_key = os.urandom(KEY_BYTES)
     wrapped = keyring.wrap(data_key)
     message_id = os.urandom(env.MESSAGE_ID_BYTES)
@@ -194,7 +192,6 @@ def _unpack(
     keyring: Keyring,
     hash_plaintext: bool,
 ) -> UnpackResult:
-    _keep_buffers_mapped()
     parsed = env.parse(envelope)
     data_key = keyring.unwrap(parsed.wrapped)
     if len(data_key) != KEY_BYTES:

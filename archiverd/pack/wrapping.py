@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from archiverd.errors import KeyMaterialError, TamperedError, WrongKeyError
+from archiverd.errors import (
+    ArchiverError,
+    KeyMaterialError,
+    TamperedError,
+    WrongKeyError,
+    translated,
+)
 
 log = structlog.get_logger("archiverd.pack")
 
@@ -181,37 +187,43 @@ class KmsKey:
 
     def wrap(self, data_key: bytes) -> WrappedKey:
         context = {_KMS_CONTEXT_KEY: "115"}
-        try:
+        with translated(_encrypt_failure, self.key_id, chain=False):
             response = self._kms().encrypt(
                 KeyId=self.key_id, Plaintext=data_key, EncryptionContext=context
             )
-        except Exception as exc:  # botocore raises many unrelated types; all mean "no key"
-            raise KeyMaterialError(
-                f"KMS Encrypt with key {self.key_id!r} failed ({_kms_reason(exc)}): check "
-                "encryption.kms_key_id, the region/endpoint and that this host may kms:Encrypt"
-            ) from None
         return WrappedKey(self.wrap_code, bytes(response["CiphertextBlob"]), context)
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
-        try:
+        with translated(_decrypt_failure, self.key_id, chain=False):
             response = self._kms().decrypt(
                 KeyId=self.key_id,
                 CiphertextBlob=wrapped.blob,
                 EncryptionContext=dict(wrapped.description),
             )
-        except Exception as exc:
-            reason = _kms_reason(exc)
-            if "InvalidCiphertext" in reason:
-                raise TamperedError(
-                    "KMS rejects the wrapped data key or its encryption context (x-amz-3 / "
-                    "x-amz-t): the envelope was changed"
-                ) from None
-            raise WrongKeyError(
-                f"KMS cannot unwrap this object's data key with {self.key_id!r} ({reason}): "
-                "it was sealed under another KMS key, or this host may not kms:Decrypt "
-                "(write-only hosts cannot read archives back)"
-            ) from None
         return bytes(response["Plaintext"])
+
+
+def _encrypt_failure(exc: Exception, *, where: str) -> ArchiverError:
+    """Any failure of KMS Encrypt (botocore raises many unrelated types): no usable key."""
+    return KeyMaterialError(
+        f"KMS Encrypt with key {where!r} failed ({_kms_reason(exc)}): check "
+        "encryption.kms_key_id, the region/endpoint and that this host may kms:Encrypt"
+    )
+
+
+def _decrypt_failure(exc: Exception, *, where: str) -> ArchiverError:
+    """A KMS Decrypt failure: a changed envelope, or a key this host cannot use."""
+    reason = _kms_reason(exc)
+    if "InvalidCiphertext" in reason:
+        return TamperedError(
+            "KMS rejects the wrapped data key or its encryption context (x-amz-3 / "
+            "x-amz-t): the envelope was changed"
+        )
+    return WrongKeyError(
+        f"KMS cannot unwrap this object's data key with {where!r} ({reason}): "
+        "it was sealed under another KMS key, or this host may not kms:Decrypt "
+        "(write-only hosts cannot read archives back)"
+    )
 
 
 def _kms_reason(exc: Exception) -> str:

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from archiverd.config import Settings
 from archiverd.destinations.base import Destination
-from archiverd.errors import ArchiverError, ConfigError
+from archiverd.errors import ArchiverError, ConfigError, NoMatchError, RestoreFailedError
 from archiverd.restore.listing import (
-    NoMatchError,
     Segment,
     Selection,
     fill_metadata,
@@ -216,8 +215,6 @@ def _failed(
     failures: Sequence[tuple[Segment, ArchiverError]], total: int, out: str
 ) -> ArchiverError:
     """One error listing every failed object (in key order), exit code of the first."""
-    from archiverd.restore.fetch import RestoreFailedError
-
     ordered = sorted(failures, key=lambda item: item[0].order)
     where = (
         "nothing was written"

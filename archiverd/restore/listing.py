@@ -15,17 +15,11 @@ from datetime import datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
 from archiverd.destinations.base import Destination, ObjectVersion
-from archiverd.errors import ArchiverError
+from archiverd.errors import NoMatchError
 from archiverd.formats.layout import ParsedKey, parse_key
 from archiverd.restore.query import Query, container_name, labels_of, plan_days, plan_prefixes
 
 _T = TypeVar("_T")
-
-
-class NoMatchError(ArchiverError):
-    """Nothing matched the filters (or the version asked for does not exist)."""
-
-    exit_code = 1
 
 
 @runtime_checkable

@@ -50,11 +50,11 @@ from archiverd.service.wiring import (
     Collector,
     Components,
     Journal,
-    Uploader,
     UploadLoop,
     build_components,
 )
-from archiverd.upload.schedule import UploadSummary
+from archiverd.upload.schedule import PassRunner as Uploader
+from archiverd.upload.uploader import UploadSummary
 
 log = structlog.get_logger("archiverd.service.daemon")
 
@@ -130,7 +130,6 @@ class Daemon:
             await self._stack.aclose()
             if self.http is not None:
                 await self.http.aclose()
-            self._requests.remove()
             raise
 
     async def _startup(self, once: bool) -> None:
@@ -144,7 +143,7 @@ class Daemon:
             state_dir=str(s.state.dir),
         )
         if self.handle_signals:
-            self._requests.install()
+            self._stack.enter_context(self._requests.installed())
         parts = await build_components(s, self.metrics, self._given, self._stack, check_state_dir)
         self._parts = parts
         self.health = health = Health(
@@ -251,7 +250,6 @@ class Daemon:
         finally:
             stopped.cancel()
             await self._stack.aclose()
-            self._requests.remove()
 
     def reload(self) -> None:
         """Apply reloadable settings from `load_settings`; keep the old ones on any error."""
@@ -297,7 +295,6 @@ class Daemon:
             reason=self._requests.stop_reason,
             timeout_seconds=schedule.shutdown_timeout_seconds,
         )
-        self._requests.remove(keep=2)  # keep TERM/INT: a second one forces exit
 
         sealed: int | None = None
         summary: UploadSummary | None = None
@@ -343,7 +340,6 @@ class Daemon:
         finally:
             if self.http is not None:
                 await self.http.aclose()
-            self._requests.remove()
 
 
 __all__ = [

@@ -34,7 +34,7 @@ RECHECK_DESTINATION_SECONDS = 60.0
 
 
 class Health:
-    """Liveness and readiness of one running daemon (the `httpserver.Health` protocol)."""
+    """Liveness and readiness of one running daemon (what `archiverd.service.http.Probes` asks)."""
 
     def __init__(
         self,

@@ -22,8 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from archiverd.errors import ConfigError
 
 
-class Health(Protocol):
-    """What the endpoints ask the daemon."""
+class Probes(Protocol):
+    """What the endpoints ask the daemon (`archiverd.service.health.Health` answers)."""
 
     def liveness(self) -> str | None:
         """None while the loop is alive, else why not."""
@@ -45,7 +45,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class HttpServer:
     """aiohttp server for the three endpoints; `start` then `aclose`."""
 
-    def __init__(self, listen: str, health: Health, registry: CollectorRegistry) -> None:
+    def __init__(self, listen: str, health: Probes, registry: CollectorRegistry) -> None:
         self.host, self._port = parse_listen(listen)
         self._health = health
         self._registry = registry

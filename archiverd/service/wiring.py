@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import socket
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -26,8 +25,8 @@ from archiverd.journal.db import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
 from archiverd.sources.retire import RetireAfterUpload, Retirer
+from archiverd.upload.schedule import PassRunner, Schedule, UploadSchedule
 from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
-from archiverd.upload.schedule import UploadSchedule, UploadSummary
 from archiverd.upload.uploader import Uploader as UploaderImpl
 
 
@@ -41,12 +40,6 @@ class Collector(Protocol):
     async def seal_due(self) -> int: ...
     def oldest_unsealed(self) -> datetime | None: ...
     async def aclose(self) -> None: ...
-
-
-class Uploader(Protocol):
-    """Uploads every packed segment, oldest first."""
-
-    async def upload_pending(self) -> UploadSummary: ...
 
 
 class UploadLoop(Protocol):
@@ -67,12 +60,6 @@ class Journal(Protocol):
     def oldest_unuploaded_at(self) -> datetime | None: ...
     def packed_segments(self, limit: int | None = None) -> Sequence[Any]: ...
     def close(self) -> None: ...
-
-
-class Schedule(Protocol):
-    """When the next upload runs."""
-
-    def next_run(self, now: datetime) -> datetime: ...
 
 
 class ReloadableSchedule:
@@ -98,7 +85,7 @@ class Components:
     journal: Journal | None = None
     destination: Destination | None = None
     collector: Collector | None = None
-    uploader: Uploader | None = None
+    uploader: PassRunner | None = None
     clock: Clock | None = None
     upload_loop: UploadLoop | None = None
     schedule: ReloadableSchedule | None = None
@@ -113,16 +100,11 @@ class Built:
     journal: Journal
     destination: Destination
     collector: Collector
-    uploader: Uploader
+    uploader: PassRunner
     clock: Clock
     upload_loop: UploadLoop
     schedule: ReloadableSchedule
     schedule_factory: Callable[[ScheduleSettings], Schedule]
-
-
-def make_schedule(schedule: ScheduleSettings, host: str | None = None) -> Schedule:
-    """The wall-clock upload schedule for `host` (deterministic splay by host name)."""
-    return UploadSchedule(schedule.upload_at, schedule.splay_seconds, host or socket.gethostname())
 
 
 async def build_components(
@@ -162,7 +144,7 @@ async def build_components(
         )
         retirer = Retirer(settings.effective_sources, _real(journal), metrics)
         parts.uploader = RetireAfterUpload(uploader, retirer)
-    factory = parts.schedule_factory or functools.partial(make_schedule, host=settings.host_name)
+    factory = parts.schedule_factory or functools.partial(UploadSchedule, host=settings.host_name)
     if parts.schedule is None:
         parts.schedule = ReloadableSchedule(factory(settings.schedule))
     if parts.upload_loop is None:
@@ -171,6 +153,7 @@ async def build_components(
             parts.schedule,
             parts.clock,
             metrics,
+            settings=settings.schedule,
             before_pass=parts.collector.seal_due,  # SIGUSR1 too: seal what is due, then upload
         )
     return Built(

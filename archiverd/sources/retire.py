@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -39,6 +39,7 @@ from archiverd.collect.files import fingerprint, inside
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal, ReleasedFile
 from archiverd.metrics import Metrics
+from archiverd.upload.uploader import UploadSummary
 
 log = structlog.get_logger("archiverd.sources.retire")
 
@@ -197,12 +198,10 @@ def _same(row: ReleasedFile, folder: int, name: str) -> bool:
 
 
 class Uploads(Protocol):
-    """The uploader as `RetireAfterUpload` wraps it."""
+    """The uploader as `RetireAfterUpload` wraps it (the upload loop's `PassRunner`)."""
 
-    @property
-    def schedule(self) -> Any: ...
+    async def upload_pending(self) -> UploadSummary: ...
     def oldest_pending_sealed_at(self) -> datetime | None: ...
-    async def upload_pending(self) -> Any: ...
 
 
 class RetireAfterUpload:
@@ -213,16 +212,11 @@ class RetireAfterUpload:
         self.uploader = uploader
         self.retirer = retirer
 
-    @property
-    def schedule(self) -> Any:
-        """The wrapped uploader's schedule settings (the upload loop reads them)."""
-        return self.uploader.schedule
-
     def oldest_pending_sealed_at(self) -> datetime | None:
         """As the wrapped uploader says."""
         return self.uploader.oldest_pending_sealed_at()
 
-    async def upload_pending(self) -> Any:
+    async def upload_pending(self) -> UploadSummary:
         """Upload, then retire what is now archived; a retire failure is logged, not raised."""
         summary = await self.uploader.upload_pending()
         try:

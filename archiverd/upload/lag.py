@@ -33,7 +33,7 @@ def lag_bound(settings: Settings) -> timedelta | None:
     age = settings.rotation.max_segment_age_seconds
     if age <= 0:
         return None
-    schedule = UploadSchedule(settings.schedule.upload_at, 0, "")
+    schedule = UploadSchedule(settings.schedule, "")  # the gaps do not depend on the splay
     splay = timedelta(seconds=settings.schedule.splay_seconds)
     return timedelta(seconds=age) + schedule.longest_interval() + splay
 

@@ -13,24 +13,17 @@ import contextlib
 import hashlib
 import itertools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from archiverd.clock import Clock
+from archiverd.config import ScheduleSettings
 from archiverd.metrics import Metrics
+from archiverd.upload.uploader import UploadSummary
 
 log = structlog.get_logger("archiverd.upload")
-
-DEFAULT_OVERDUE = timedelta(hours=2)
-
-
-@dataclass(frozen=True)
-class _At:
-    hour: int | None  # None: every hour
-    minute: int
 
 
 def splay_for(host: str, splay_seconds: int) -> int:
@@ -44,9 +37,9 @@ def splay_for(host: str, splay_seconds: int) -> int:
 class UploadSchedule:
     """Pure: the next upload time after any instant."""
 
-    def __init__(self, upload_at: str, splay_seconds: int, host: str) -> None:
-        self.times = tuple(_parse(part) for part in upload_at.split(","))
-        self.splay = timedelta(seconds=splay_for(host, splay_seconds))
+    def __init__(self, settings: ScheduleSettings, host: str) -> None:
+        self.times = settings.upload_times
+        self.splay = timedelta(seconds=splay_for(host, settings.splay_seconds))
 
     def next_run(self, now: datetime) -> datetime:
         """The first scheduled time (slot + splay) strictly after `now` (aware datetime)."""
@@ -80,11 +73,6 @@ class UploadSchedule:
         return timedelta(minutes=max(gaps))
 
 
-def _parse(text: str) -> _At:
-    hour, _, minute = text.strip().partition(":")
-    return _At(None if hour == "*" else int(hour), int(minute))
-
-
 class Schedule(Protocol):
     """Anything with `next_run` (an `UploadSchedule`, or the daemon's reloadable wrapper)."""
 
@@ -95,19 +83,7 @@ class PassRunner(Protocol):
     """The uploader, as the loop sees it."""
 
     async def upload_pending(self) -> UploadSummary: ...
-
-
-class UploadSummary(Protocol):
-    """Counts from one upload pass, as the loop and the daemon read them."""
-
-    @property
-    def uploaded(self) -> int: ...
-    @property
-    def skipped_existing(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
+    def oldest_pending_sealed_at(self) -> datetime | None: ...
 
 
 class UploadLoop:
@@ -128,7 +104,7 @@ class UploadLoop:
         clock: Clock,
         metrics: Metrics,
         *,
-        overdue_after: timedelta | None = None,
+        settings: ScheduleSettings,
         before_pass: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.uploader = uploader
@@ -136,10 +112,7 @@ class UploadLoop:
         self.schedule = schedule
         self.clock = clock
         self.metrics = metrics
-        settings = getattr(uploader, "schedule", None)
-        seconds = getattr(settings, "overdue_after_seconds", None)
-        default = timedelta(seconds=seconds) if isinstance(seconds, int) else DEFAULT_OVERDUE
-        self.overdue_after = overdue_after if overdue_after is not None else default
+        self.overdue_after = timedelta(seconds=settings.overdue_after_seconds)
         self.last_success: datetime | None = None
         self.last_error: str | None = None
         self.next_run_at: datetime | None = None
@@ -147,10 +120,7 @@ class UploadLoop:
 
     def overdue(self, now: datetime) -> bool:
         """Pending data older than `overdue_after` while uploads are not succeeding."""
-        oldest_of: Callable[[], datetime | None] | None = getattr(
-            self.uploader, "oldest_pending_sealed_at", None
-        )
-        oldest = oldest_of() if oldest_of is not None else None
+        oldest = self.uploader.oldest_pending_sealed_at()
         if oldest is None or now - oldest <= self.overdue_after:
             return False
         healthy = (

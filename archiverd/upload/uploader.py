@@ -10,33 +10,36 @@ the server does not support conditional writes. If an object is there and is thi
 is recorded and not sent again; a PUT answered "already exists" (its earlier response was
 lost) goes to the same check. So a re-upload after a crash never makes a second version.
 Then the journal commits 'uploaded' with the VersionId, and only after that the spool file is
-deleted. Retryable failures back off exponentially with jitter (injected clock and random);
-after `max_attempts`, or on a failure that concerns the whole destination (access denied, no
-bucket, KMS), the pass stops: the data stays in the spool for the next pass.
+deleted. Retryable failures are retried through `stamina` (exponential backoff with jitter,
+``destination.max_attempts`` / ``backoff_*_seconds``; tests switch the waits off with
+`stamina.set_testing`); after the last attempt, or on a failure that concerns the whole
+destination (access denied, no bucket, KMS), the pass stops: the data stays in the spool for
+the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+import stamina
 import structlog
 
 from archiverd.clock import Clock, SystemClock
-from archiverd.config import ScheduleSettings, Settings
+from archiverd.config import Settings
 from archiverd.destinations.base import Destination, StoredObject
-from archiverd.destinations.failures import (
+from archiverd.destinations.failures import reason_of
+from archiverd.errors import (
+    ArchiverError,
     ObjectExistsError,
     PermanentFailure,
+    RetryableDestinationError,
     UnconditionalOnly,
-    reason_of,
 )
-from archiverd.errors import ArchiverError, RetryableDestinationError
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.queue import PendingSegment, UploadQueue
@@ -45,7 +48,6 @@ log = structlog.get_logger("archiverd.upload")
 
 # Failures about the destination as a whole: every other segment would fail the same way.
 _STOP_PASS = frozenset({"access_denied", "no_bucket", "kms", "versioning"})
-_DEFAULT_ATTEMPTS = 8
 
 
 @runtime_checkable
@@ -83,27 +85,17 @@ class Uploader:
         journal: UploadQueue,
         metrics: Metrics,
         *,
-        settings: ScheduleSettings | Settings,
+        settings: Settings,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
         host: str | None = None,
-        backoff_base_seconds: float = 1.0,
-        backoff_max_seconds: float = 120.0,
     ) -> None:
-        if isinstance(settings, Settings):
-            self.schedule = settings.schedule
-            self.max_attempts = settings.destination.max_attempts
-        else:
-            self.schedule = settings
-            self.max_attempts = _DEFAULT_ATTEMPTS
+        self.schedule = settings.schedule
+        self.retry = settings.destination
         self.destination = destination
         self.journal = journal
         self.metrics = metrics
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.rng = rng if rng is not None else random.SystemRandom()
         self.host = host if host is not None else socket.gethostname()
-        self.backoff_base = backoff_base_seconds
-        self.backoff_max = backoff_max_seconds
         self._lock = asyncio.Lock()
         self._recovered = False
 
@@ -160,27 +152,17 @@ class Uploader:
         if not segment.resuming:
             await asyncio.to_thread(self.journal.mark_uploading, segment.segment_id)
         attempt = 0
-        while True:
-            attempt += 1
-            try:
-                stored, existed = await self._attempt(
-                    key, segment, unsure=segment.resuming or attempt > 1
-                )
-                break
-            except RetryableDestinationError as exc:
-                self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
-                if attempt >= self.max_attempts:
-                    self._failed(segment, key, exc, attempt, summary)
-                    return True
-                self.metrics.upload_retries.inc()
-                delay = self._backoff(attempt)
-                log.info("upload retry", key=key, attempt=attempt, delay=round(delay, 3),
-                         reason=reason_of(exc), error=str(exc))  # fmt: skip
-                await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
-            except (ArchiverError, OSError) as exc:
-                self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
-                self._failed(segment, key, exc, attempt, summary)
-                return reason_of(exc) in _STOP_PASS
+        try:
+            async for attempt_cm in self._retrying():
+                with attempt_cm:
+                    attempt = attempt_cm.num
+                    stored, existed = await self._counted_attempt(key, segment, attempt)
+        except RetryableDestinationError as exc:  # the last attempt failed too
+            self._failed(segment, key, exc, attempt, summary)
+            return True
+        except (ArchiverError, OSError) as exc:
+            self._failed(segment, key, exc, attempt, summary)
+            return reason_of(exc) in _STOP_PASS
         await asyncio.to_thread(
             self.journal.mark_uploaded,
             segment.segment_id,
@@ -211,6 +193,37 @@ class Uploader:
             mib_per_s=round(stored.size / seconds / 2**20, 2),
         )
         return False
+
+    def _retrying(self) -> AsyncIterator[stamina.Attempt]:
+        """Attempts at one segment: retryable failures only, waits doubling with jitter.
+
+        stamina adds up to ``wait_jitter`` to each exponential step: half the initial wait as
+        the base and half as jitter puts attempt n's wait in [cap/2, cap], cap = initial*2^(n-1).
+        """
+        half = self.retry.backoff_initial_seconds / 2
+        return stamina.retry_context(
+            on=RetryableDestinationError,
+            attempts=self.retry.max_attempts,
+            timeout=None,  # bounded by attempts x backoff_max_seconds
+            wait_initial=half,
+            wait_jitter=half,
+            wait_max=self.retry.backoff_max_seconds,
+        )
+
+    async def _counted_attempt(
+        self, key: str, segment: PendingSegment, attempt: int
+    ) -> tuple[StoredObject, bool]:
+        """One attempt, with its failure counted by reason (and a retry counted as such)."""
+        if attempt > 1:
+            self.metrics.upload_retries.inc()
+        try:
+            return await self._attempt(key, segment, unsure=segment.resuming or attempt > 1)
+        except (ArchiverError, OSError) as exc:
+            self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
+            if isinstance(exc, RetryableDestinationError) and attempt < self.retry.max_attempts:
+                log.info("upload retry", key=key, attempt=attempt, reason=reason_of(exc),
+                         error=str(exc))  # fmt: skip
+            raise
 
     async def _attempt(
         self, key: str, segment: PendingSegment, *, unsure: bool
@@ -251,11 +264,6 @@ class Uploader:
         """The object is there: an incomplete upload of the same key would only leak."""
         if isinstance(self.destination, RecoversIncomplete):
             await self.destination.recover_incomplete(key, ())
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random."""
-        cap = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
-        return cap / 2 + self.rng.uniform(0, cap / 2)
 
     def _failed(
         self,

@@ -42,6 +42,7 @@ def _instructions() -> list[tuple[str, str]]:
     return pairs
 
 
+@pytest.mark.slow
 def test_hadolint_clean_at_warning() -> None:
     """hadolint reports nothing at warning level or above for the Dockerfile."""
     done = _hadolint(DOCKERFILE)

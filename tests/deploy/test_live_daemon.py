@@ -19,6 +19,8 @@ from tests.deploy.test_dockerfile import _healthcheck_command
 from tests.deploy.test_monitoring import _dashboard_exprs, _rules, metric_names
 from tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 
 @dataclass
 class LiveDaemon:

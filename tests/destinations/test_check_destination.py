@@ -13,6 +13,8 @@ from archiverd.errors import PermanentDestinationError
 from archiverd.service.check import check_destination, run_checks
 from tests.servers import S3Server
 
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
+
 
 def _settings(server: S3Server, bucket: str, tmp_path: Path) -> Settings:
     return Settings(

@@ -6,9 +6,10 @@ import aiohttp
 import botocore.exceptions
 import pytest
 
-from archiverd.destinations.failures import ObjectExistsError, reason_of, translate
+from archiverd.destinations.failures import reason_of, translate
 from archiverd.errors import (
     ArchiverError,
+    ObjectExistsError,
     PermanentDestinationError,
     RetryableDestinationError,
     TamperedError,

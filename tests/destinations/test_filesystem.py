@@ -11,9 +11,8 @@ import pytest
 
 from archiverd.config import Settings
 from archiverd.destinations import open_destination
-from archiverd.destinations.failures import ObjectExistsError
 from archiverd.destinations.filesystem import FileDestination
-from archiverd.errors import IntegrityError, PermanentDestinationError
+from archiverd.errors import IntegrityError, ObjectExistsError, PermanentDestinationError
 from archiverd.pack import Keyring, load_key_files, pack_stream
 from archiverd.pack.commands import unpack_file
 from archiverd.pack.container import read_header

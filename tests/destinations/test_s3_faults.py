@@ -3,7 +3,6 @@ still ends up in the bucket exactly once."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.faultproxy import Fault, FaultProxy
 from tests.servers import S3Server
 from tests.upload.helpers import BASE, MemoryQueue, Segment, make_segment
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def _uploader(dest: S3Destination, queue: MemoryQueue, attempts: int = 8) -> Upl
     return Uploader(
         dest, queue, Metrics(CollectorRegistry()),
         settings=Settings(destination=DestinationSettings(max_attempts=attempts)),
-        clock=FakeClock(BASE, auto_advance=True), rng=random.Random(5), host="host-a",
+        clock=FakeClock(BASE, auto_advance=True), host="host-a",
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import aiobotocore.session
 import pytest
 from prometheus_client import CollectorRegistry
 
-from archiverd.config import ScheduleSettings
+from archiverd.config import Settings
 from archiverd.destinations.failures import reason_of
 from archiverd.errors import PermanentDestinationError
 from archiverd.metrics import Metrics
@@ -23,7 +23,7 @@ from tests.faultproxy import Fault, FaultProxy
 from tests.servers import S3Server
 from tests.upload.helpers import BASE, MemoryQueue, make_segment
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def _body(tmp_path: Path, size: int) -> tuple[Path, str]:
@@ -94,7 +94,7 @@ async def test_kms_denied_is_permanent_and_keeps_the_spool(
         async with dest:
             clock = FakeClock(BASE, auto_advance=True)
             metrics = Metrics(CollectorRegistry())
-            settings = ScheduleSettings()
+            settings = Settings()
             uploader = Uploader(dest, queue, metrics, settings=settings, clock=clock, host="h")
             summary = await uploader.upload_pending()
     assert (summary.uploaded, summary.failed) == (0, 1)

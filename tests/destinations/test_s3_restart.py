@@ -3,7 +3,6 @@ ports and data: the segment ends up stored exactly once, resumed, with nothing l
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,7 +38,7 @@ def _uploader(server: servers.S3Server, bucket: str, proxy: FaultProxy, queue: M
     uploader = Uploader(
         dest, queue, Metrics(CollectorRegistry()),
         settings=Settings(destination=DestinationSettings(max_attempts=attempts)),
-        clock=FakeClock(BASE, auto_advance=True), rng=random.Random(2), host="host-a",
+        clock=FakeClock(BASE, auto_advance=True), host="host-a",
     )  # fmt: skip
     return uploader, dest
 

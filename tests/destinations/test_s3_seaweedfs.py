@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import random
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from archiverd.config import ScheduleSettings
-from archiverd.destinations.failures import ObjectExistsError, reason_of
-from archiverd.errors import PermanentDestinationError, RetryableDestinationError
+from archiverd.config import Settings
+from archiverd.destinations.failures import reason_of
+from archiverd.errors import ObjectExistsError, PermanentDestinationError, RetryableDestinationError
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
@@ -23,7 +22,7 @@ from tests.fakeclock import FakeClock
 from tests.servers import S3Server
 from tests.upload.helpers import BASE, MemoryQueue, make_segment, sha256_b64
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def _body(tmp_path: Path, size: int, name: str = "body") -> tuple[Path, str]:
@@ -184,8 +183,8 @@ async def test_uploader_end_to_end(seaweedfs: S3Server, tmp_path: Path) -> None:
     queue = MemoryQueue(list(segments))
     clock = FakeClock(BASE, auto_advance=True)
     async with s3_destination(seaweedfs, bucket) as dest:
-        uploader = Uploader(dest, queue, Metrics(CollectorRegistry()), settings=ScheduleSettings(),
-                            clock=clock, rng=random.Random(3), host="host-a")  # fmt: skip
+        uploader = Uploader(dest, queue, Metrics(CollectorRegistry()), settings=Settings(),
+                            clock=clock, host="host-a")  # fmt: skip
         summary = await uploader.upload_pending()
         again = await uploader.upload_pending()
     assert (summary.uploaded, summary.failed) == (3, 0)

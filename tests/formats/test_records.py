@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])
     parts=st.lists(st.tuples(texts, st.booleans()), min_size=1, max_size=30),
     sizes=st.lists(st.integers(1, 300), max_size=40),
 )
+@pytest.mark.slow
 def test_docker_boundaries_only_after_closed_lines(
     parts: list[tuple[str, bool]], sizes: list[int]
 ) -> None:

@@ -13,6 +13,8 @@ from archiverd.pack.container import MAGIC
 from tests.pack.dockerlogs import bulk_log
 from tests.pack.helpers import leftovers
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 EX_DATAERR, EX_NOPERM = 65, 77
 
 

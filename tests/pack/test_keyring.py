@@ -173,6 +173,8 @@ def kms_key(moto_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(response["KeyMetadata"]["Arn"])
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_kms_roundtrip_and_context(moto_server: S3Server, kms_key: str) -> None:
     """kms mode wraps through KMS Encrypt with the S3EC context and unwraps via Decrypt."""
     encryption = EncryptionSettings(
@@ -193,6 +195,8 @@ def test_kms_roundtrip_and_context(moto_server: S3Server, kms_key: str) -> None:
         unpacks(body, result.envelope, Keyring.from_raw_keys(os.urandom(32)))
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_kms_without_access_is_a_key_error(moto_server: S3Server) -> None:
     """An unknown KMS key fails packing with KeyMaterialError naming the key and the fix."""
     keyring = load_keyring(

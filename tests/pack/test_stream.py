@@ -81,6 +81,7 @@ def result_of(data: bytes) -> object:
     return unpack_stream(io.BytesIO(body), result.envelope, io.BytesIO(), KEYRING)
 
 
+@pytest.mark.slow
 def test_roundtrip_many_chunks_reports_checksums() -> None:
     """A multi-MiB log round-trips; PackResult's sizes and hashes describe plaintext and body."""
     data = bulk_log(5 * 1024 * 1024 + 17)
@@ -314,6 +315,7 @@ class MaxWriteRecorder(io.RawIOBase):
         return len(data)
 
 
+@pytest.mark.slow
 def test_gzip_bomb_inflates_in_bounded_pieces() -> None:
     """256 MiB of zeros (a ~250 KiB object) is inflated at most 1 MiB at a time."""
     from archiverd.pack.stream import CHUNK_BYTES, _unpack

@@ -18,6 +18,8 @@ from tests.restore import corpus
 from tests.restore.cli import Result, run
 from tests.servers import S3Server
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 CONTAINER = corpus.Container("h9", "victim", {"app": "victim"})
 
 

@@ -126,7 +126,7 @@ async def test_transient_download_failures_are_retried(tmp_path: Path) -> None:
     segs, dest = segments(2)
     dest.flaky.add(segs[0].key)
     summary = await restore_to_dir(
-        dest, segs, KEYRING, tmp_path, FetchOptions(retry_delays=(0.0,)), lambda n: None
+        dest, segs, KEYRING, tmp_path, FetchOptions(attempts=2), lambda n: None
     )
     assert (summary.restored, summary.failures) == (2, [])
     assert dest.downloads.count(segs[0].key) == 2
@@ -137,7 +137,7 @@ async def test_retries_are_bounded(tmp_path: Path) -> None:
     segs, dest = segments(1)
     dest.flaky.add(segs[0].key)
     summary = await restore_to_dir(
-        dest, segs, KEYRING, tmp_path / "o", FetchOptions(retry_delays=()), lambda n: None
+        dest, segs, KEYRING, tmp_path / "o", FetchOptions(attempts=1), lambda n: None
     )
     assert summary.restored == 0
     assert [type(exc) for _, exc in summary.failures] == [RetryableDestinationError]

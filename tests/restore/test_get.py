@@ -13,6 +13,8 @@ from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Container, Seg
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 
 def messages(data: bytes) -> list[tuple[str, bytes]]:
     """Docker records grouped into application lines: (joined text, raw bytes)."""

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
+from archiverd.errors import NoMatchError
 from archiverd.formats.layout import SegmentDescription, object_key
-from archiverd.restore.listing import NoMatchError, Segment, find_version, select
+from archiverd.restore.listing import Segment, find_version, select
 from archiverd.restore.output import Progress, human_bytes, write_table
 from archiverd.restore.query import Query
 

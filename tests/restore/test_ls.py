@@ -12,6 +12,8 @@ from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Seg
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 Pick = Callable[[Seg], bool]
 
 

@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +95,7 @@ def _reference(
     since=_WINDOW,
     until=_WINDOW,
 )
+@pytest.mark.slow
 def test_raw_merge_equals_reference_merge(
     files: list[list[bytes]], starts: list[int], since: int | None, until: int | None
 ) -> None:

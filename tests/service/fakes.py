@@ -19,7 +19,9 @@ from typing import Any
 from archiverd.config import HttpSettings, ScheduleSettings, Settings, StateSettings
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.errors import ArchiverError
-from archiverd.service.wiring import Components, ReloadableSchedule, Schedule
+from archiverd.service.wiring import Components, ReloadableSchedule
+from archiverd.upload.schedule import Schedule
+from archiverd.upload.uploader import UploadSummary
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -164,14 +166,6 @@ class FakeCollector:
         self.events.append("collector.aclose")
 
 
-@dataclass(frozen=True)
-class Summary:
-    uploaded: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    bytes: int = 0
-
-
 class FakeUploader:
     """Uploads everything packed; `gate` (when set) holds each pass mid-upload until opened."""
 
@@ -184,11 +178,11 @@ class FakeUploader:
         self.delay = 0.0
         self.passes = 0
 
-    async def upload_pending(self) -> Summary:
+    async def upload_pending(self) -> UploadSummary:
         self.passes += 1
         self.events.append("uploader.upload_pending")
         if self.fail:
-            return Summary(failed=len(self.journal.packed))
+            return UploadSummary(failed=len(self.journal.packed))
         uploaded = 0
         for segment in list(self.journal.packed):
             self.in_upload.set()
@@ -199,7 +193,7 @@ class FakeUploader:
             self.journal.packed.remove(segment)
             self.journal.uploaded.append(segment.segment_id)
             uploaded += 1
-        return Summary(uploaded=uploaded, bytes=100 * uploaded)
+        return UploadSummary(uploaded=uploaded, bytes=100 * uploaded)
 
 
 class FakeUploadLoop:

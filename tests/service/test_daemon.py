@@ -384,6 +384,7 @@ class FakeDaemonProcess:
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_sigterm_during_upload_in_a_real_process(tmp_path: Path) -> None:
     """SIGTERM mid-upload: the upload finishes, READY/STOPPING reach systemd, exit 0."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
@@ -413,6 +414,7 @@ def test_sigterm_during_upload_in_a_real_process(tmp_path: Path) -> None:
     assert (summary[0]["reason"], summary[0]["pending"]) == ("SIGTERM", 0)
 
 
+@pytest.mark.slow
 def test_second_sigterm_forces_exit_of_a_real_process(tmp_path: Path) -> None:
     """A second SIGTERM while an upload hangs ends the process at once with 128+15."""
     proc = FakeDaemonProcess(tmp_path, 3600.0, {})

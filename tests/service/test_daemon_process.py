@@ -20,6 +20,8 @@ import pytest
 
 from tests.servers import S3Server, free_port
 
+pytestmark = pytest.mark.slow  # real servers or processes: seconds each
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -16,6 +16,7 @@ from tests.dockerd import DockerDaemon
 from tests.sources.helpers import archived, collector, settings
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.docker,
     # watchdog's own race when dockerd creates nested dirs fast; it recovers by itself
     pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"),

@@ -4,7 +4,6 @@ deleted once every byte of it is uploaded and journaled, and in no other case.""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -58,7 +57,7 @@ def _retiring(
     uploader = Uploader(
         destination, journal, metrics,
         settings=Settings(destination=DestinationSettings(max_attempts=1)),
-        rng=random.Random(3), host="test-host",
+        host="test-host",
     )  # fmt: skip
     return RetireAfterUpload(uploader, Retirer([source], journal, metrics))
 

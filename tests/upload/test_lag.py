@@ -28,7 +28,8 @@ T0 = datetime(2026, 11, 23, 10, 7, 12, tzinfo=UTC)
 )
 def test_longest_interval_between_uploads(upload_at: str, longest: int) -> None:
     """The longest gap between consecutive upload times, across midnight too."""
-    assert UploadSchedule(upload_at, 300, "h").longest_interval() == timedelta(minutes=longest)
+    schedule = UploadSchedule(ScheduleSettings(upload_at=upload_at, splay_seconds=300), "h")
+    assert schedule.longest_interval() == timedelta(minutes=longest)
 
 
 def test_default_bound_is_one_hour_and_readyz_allows_a_grace() -> None:
@@ -87,8 +88,9 @@ async def test_every_pass_seals_what_is_due_before_uploading() -> None:
         order.append("seal")
         return 1
 
+    schedule = UploadSchedule(ScheduleSettings(upload_at="*:00,*:30", splay_seconds=0), "h")
     loop = UploadLoop(
-        Uploader(), UploadSchedule("*:00,*:30", 0, "h"), clock, Metrics(), before_pass=seal_due
+        Uploader(), schedule, clock, Metrics(), settings=ScheduleSettings(), before_pass=seal_due
     )
     stop, flush = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(loop.run(stop, flush))
@@ -114,8 +116,14 @@ async def test_a_failing_seal_still_uploads_what_is_packed() -> None:
     async def broken() -> int:
         raise OSError("disk gone")
 
+    schedule = UploadSchedule(ScheduleSettings(upload_at="*:00", splay_seconds=0), "h")
     loop = UploadLoop(
-        Uploader(), UploadSchedule("*:00", 0, "h"), FakeClock(T0), Metrics(), before_pass=broken
+        Uploader(),
+        schedule,
+        FakeClock(T0),
+        Metrics(),
+        settings=ScheduleSettings(),
+        before_pass=broken,
     )
     await loop.run_pass("flush")
     assert uploads == [1]

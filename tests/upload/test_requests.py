@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import random
 import signal
 import sys
 from collections import Counter
@@ -71,7 +70,7 @@ def _pack(state: Path, sizes: list[int]) -> tuple[Journal, list[int]]:
 def _uploader(journal: Journal, dest: Any) -> Uploader:
     return Uploader(
         dest, journal, Metrics(CollectorRegistry()), settings=Settings(),
-        rng=random.Random(1), host="host-a", backoff_base_seconds=0.01,
+        host="host-a",
     )  # fmt: skip
 
 

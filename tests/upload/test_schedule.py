@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from archiverd.config import ScheduleSettings
 from archiverd.metrics import Metrics
 from archiverd.upload.schedule import UploadLoop, UploadSchedule, splay_for
+from archiverd.upload.uploader import UploadSummary
 from tests.fakeclock import FakeClock
 
 T0 = datetime(2026, 11, 23, 10, 7, 12, tzinfo=UTC)
 
 
+def _at(upload_at: str, splay_seconds: int) -> ScheduleSettings:
+    return ScheduleSettings(upload_at=upload_at, splay_seconds=splay_seconds)
+
+
 def test_half_hourly_without_splay() -> None:
     """`*:00,*:30` with no splay runs at the next :00 or :30, strictly after now."""
-    schedule = UploadSchedule("*:00,*:30", 0, "host-a")
+    schedule = UploadSchedule(_at("*:00,*:30", 0), "host-a")
     assert schedule.next_run(T0) == T0.replace(minute=30, second=0)
     at_slot = T0.replace(minute=30, second=0)
     assert schedule.next_run(at_slot) == T0.replace(hour=11, minute=0, second=0)
@@ -29,7 +34,7 @@ def test_splay_is_added_to_every_slot_and_stable() -> None:
     splay = splay_for("host-a", 300)
     assert 0 <= splay < 300
     assert splay == splay_for("host-a", 300)
-    schedule = UploadSchedule("*:00,*:30", 300, "host-a")
+    schedule = UploadSchedule(_at("*:00,*:30", 300), "host-a")
     first = schedule.next_run(T0)
     assert first == T0.replace(minute=30, second=0) + timedelta(seconds=splay)
     assert schedule.next_run(first) == T0.replace(hour=11, minute=0, second=0) + timedelta(
@@ -45,7 +50,7 @@ def test_splay_spreads_a_fleet() -> None:
 
 def test_a_run_inside_the_splay_window_is_still_due() -> None:
     """Just after :30 but before :30+splay, the :30 run has not happened yet."""
-    schedule = UploadSchedule("*:00,*:30", 600, "host-b")
+    schedule = UploadSchedule(_at("*:00,*:30", 600), "host-b")
     splay = timedelta(seconds=splay_for("host-b", 600))
     slot = T0.replace(minute=30, second=0)
     assert schedule.next_run(slot + splay / 2) == slot + splay
@@ -53,18 +58,10 @@ def test_a_run_inside_the_splay_window_is_still_due() -> None:
 
 def test_daily_times_roll_over_midnight() -> None:
     """`HH:MM` times are daily (UTC) and roll over to the next day."""
-    schedule = UploadSchedule("02:15,23:50", 0, "h")
+    schedule = UploadSchedule(_at("02:15,23:50", 0), "h")
     late = datetime(2026, 12, 31, 23, 55, tzinfo=UTC)
     assert schedule.next_run(late) == datetime(2027, 1, 1, 2, 15, tzinfo=UTC)
     assert schedule.next_run(late.replace(hour=3)) == datetime(2026, 12, 31, 23, 50, tzinfo=UTC)
-
-
-@dataclass
-class _Summary:
-    uploaded: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    bytes: int = 0
 
 
 class _FakeUploader:
@@ -76,9 +73,9 @@ class _FakeUploader:
         self.fail = False
         self.pending_since: datetime | None = None
 
-    async def upload_pending(self) -> _Summary:
+    async def upload_pending(self) -> UploadSummary:
         self.pass_times.append(self.clock.now())
-        return _Summary(failed=1) if self.fail else _Summary(uploaded=1)
+        return UploadSummary(failed=1) if self.fail else UploadSummary(uploaded=1)
 
     def oldest_pending_sealed_at(self) -> datetime | None:
         return self.pending_since
@@ -88,7 +85,8 @@ class _FakeUploader:
 def loop_parts() -> tuple[FakeClock, _FakeUploader, UploadLoop]:
     clock = FakeClock(T0)
     uploader = _FakeUploader(clock)
-    loop = UploadLoop(uploader, UploadSchedule("*:00,*:30", 0, "h"), clock, Metrics())
+    schedule = UploadSchedule(_at("*:00,*:30", 0), "h")
+    loop = UploadLoop(uploader, schedule, clock, Metrics(), settings=ScheduleSettings())
     return clock, uploader, loop
 
 

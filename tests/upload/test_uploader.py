@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import stamina
 from prometheus_client import CollectorRegistry
+from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 
 from archiverd.config import DestinationSettings, ScheduleSettings, Settings
 from archiverd.destinations.base import ObjectVersion, StoredObject
-from archiverd.destinations.failures import PermanentFailure, RetryableFailure
 from archiverd.destinations.filesystem import FileDestination
+from archiverd.errors import PermanentFailure, RetryableFailure
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
@@ -90,9 +91,8 @@ def _uploader(dest: object, queue: MemoryQueue, clock: FakeClock, **schedule: in
         dest,  # type: ignore[arg-type]
         queue,
         Metrics(CollectorRegistry()),
-        settings=ScheduleSettings(**schedule),
+        settings=Settings(schedule=ScheduleSettings(**schedule)),
         clock=clock,
-        rng=random.Random(7),
     )
 
 
@@ -198,16 +198,27 @@ async def test_retries_back_off_with_jitter(tmp_path: Path, clock: FakeClock) ->
     ]
     segment = make_segment(tmp_path / "spool", 1)
     queue = MemoryQueue([segment])
-    uploader = _uploader(dest, queue, clock)
-    start = clock.now()
-    summary = await uploader.upload_pending()
+    base = 0.02  # seconds: stamina really waits here (its test mode, on elsewhere, would not)
+    uploader = Uploader(
+        dest,  # type: ignore[arg-type]
+        queue,
+        Metrics(CollectorRegistry()),
+        settings=Settings(destination=DestinationSettings(backoff_initial_seconds=base)),
+        clock=clock,
+    )
+    retries: list[RetryDetails] = []
+    hooks = get_on_retry_hooks()
+    set_on_retry_hooks([retries.append])
+    try:
+        with stamina.set_testing(False):
+            summary = await uploader.upload_pending()
+    finally:
+        set_on_retry_hooks(hooks)
     assert summary.uploaded == 1
-    delays = [
-        (b - a).total_seconds() for a, b in zip([start, *clock.sleeps], clock.sleeps, strict=False)
-    ]
+    delays = [retry.wait_for for retry in retries]
     assert len(delays) == 3
     for attempt, delay in enumerate(delays, start=1):
-        cap = 2 ** (attempt - 1)
+        cap = base * 2 ** (attempt - 1)
         assert cap / 2 <= delay <= cap
     assert _sample(uploader.metrics, "archiverd_upload_retries_total") == 3
     assert _sample(uploader.metrics, "archiverd_upload_failures_total", reason="throttled") == 1
@@ -242,7 +253,6 @@ async def test_exhausted_retries_stop_the_pass_and_keep_the_spool(
         Metrics(CollectorRegistry()),
         settings=Settings(destination=DestinationSettings(max_attempts=3)),
         clock=clock,
-        rng=random.Random(1),
     )
     summary = await uploader.upload_pending()
     assert (summary.uploaded, summary.failed) == (0, 1)

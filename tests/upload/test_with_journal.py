@@ -6,14 +6,13 @@ import base64
 import hashlib
 import io
 import os
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from archiverd.config import ScheduleSettings
+from archiverd.config import Settings
 from archiverd.destinations.filesystem import FileDestination
 from archiverd.formats.layout import object_key
 from archiverd.journal.db import Journal
@@ -56,8 +55,8 @@ async def test_real_journal_round_trip(tmp_path: Path) -> None:
     assert [p.segment_id for p in packed] == ids
     dest = FileDestination((tmp_path / "bucket").as_uri())
     uploader = Uploader(
-        dest, journal, Metrics(CollectorRegistry()), settings=ScheduleSettings(),
-        clock=FakeClock(T0 + timedelta(hours=1), auto_advance=True), rng=random.Random(0),
+        dest, journal, Metrics(CollectorRegistry()), settings=Settings(),
+        clock=FakeClock(T0 + timedelta(hours=1), auto_advance=True),
     )  # fmt: skip
     summary = await uploader.upload_pending()
     assert (summary.uploaded, summary.failed) == (3, 0)

@@ -4,7 +4,6 @@ STATE, an S3 destination at ENDPOINT (a fault proxy) and BUCKET, until done or k
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ async def main(state: Path, endpoint: str, bucket: str) -> int:
     dest = s3_destination(S3Server(endpoint), bucket, max_concurrency=1)
     uploader = Uploader(
         dest, journal, Metrics(CollectorRegistry()), settings=Settings(),
-        rng=random.Random(1), host="host-a", backoff_base_seconds=0.01,
+        host="host-a",
     )  # fmt: skip
     summary = await uploader.upload_pending()
     await dest.close()

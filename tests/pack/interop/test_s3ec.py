@@ -32,6 +32,7 @@ S3EC_PYTHON = REPO / ".venv-s3ec" / "bin" / "python"
 CHILD = Path(__file__).with_name("s3ec_child.py")
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.s3,
     pytest.mark.skipif(
         not S3EC_PYTHON.exists(),
