@@ -386,7 +386,7 @@ def main() -> None:
           f"= ${put_cost:,.2f}/month")  # fmt: skip
     quiet = PROFILES["quiet"]
     ages = ", ".join(
-        f"{age / 3600:g} h: {objects_per_day(quiet, args.max_bytes, age)[0]:.0f}"
+        f"{age / 60:g} min: {objects_per_day(quiet, args.max_bytes, age)[0]:.0f}"
         for age in (1500, 3600, 6 * 3600, 24 * 3600)
     )
     print(f"  quiet container objects/day by max_segment_age: {ages}")
