@@ -8,9 +8,11 @@ Every validation error becomes a `ConfigError` naming the key, the bad value and
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +116,20 @@ class DestinationSettings(_Section):
     secret_access_key: SecretStr | None = None
     access_key_id_file: Path | None = None
     secret_access_key_file: Path | None = None
+    session_token: SecretStr | None = None
+    """With temporary keys (STS): their session token. Explicit keys (these three, or their
+    ``*_file``) win over the AWS default chain, for S3 and for KMS alike."""
+    session_token_file: Path | None = None
+    acl: Literal[
+        "",
+        "private",
+        "bucket-owner-full-control",
+        "bucket-owner-read",
+        "authenticated-read",
+        "aws-exec-read",
+    ] = ""
+    """A canned ACL sent on every PUT and multipart create (cross-account buckets often
+    require ``bucket-owner-full-control``); empty sends none."""
     multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
     part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=8 * 1024 * 1024)
     max_concurrency: int = Field(default=4, ge=1, le=64)
@@ -125,6 +141,28 @@ class DestinationSettings(_Section):
     """The first retry waits between half of this and all of it; each next one doubles."""
     backoff_max_seconds: float = Field(default=120.0, gt=0)
     """No wait between attempts is longer than this."""
+    object_lock_mode: Literal["", "GOVERNANCE", "COMPLIANCE"] = ""
+    """Retention on every PUT (S3 Object Lock); the bucket must have Object Lock enabled."""
+    object_lock_days: int = Field(default=0, ge=0, le=36500)
+    """With `object_lock_mode`: days each object version is retained from its upload."""
+
+    @model_validator(mode="after")
+    def _lock_needs(self) -> DestinationSettings:
+        if self.object_lock_mode and self.object_lock_days < 1:
+            raise ValueError(
+                "destination.object_lock_mode needs destination.object_lock_days >= 1 "
+                "(how long each object version is retained)"
+            )
+        if self.object_lock_days and not self.object_lock_mode:
+            raise ValueError(
+                "destination.object_lock_days needs destination.object_lock_mode "
+                "(GOVERNANCE or COMPLIANCE)"
+            )
+        return self
+
+    retry_timeout_seconds: float = Field(default=600.0, gt=0)
+    """No segment is retried for longer than this (whatever attempts remain); the pass stops
+    and the segment waits in the spool for the next one."""
 
     @field_validator("url")
     @classmethod
@@ -137,6 +175,12 @@ class DestinationSettings(_Section):
                 raise ValueError("an s3:// URL needs a bucket, e.g. s3://my-log-archive/prod/")
             return value
         if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise ValueError(
+                    f"file://{parsed.netloc}{parsed.path} names host {parsed.netloc!r}, not a "
+                    "directory: a file:// URL needs an absolute path after three slashes, "
+                    f"e.g. file:///srv/{parsed.netloc}{parsed.path}"
+                )
             if not parsed.path.startswith("/"):
                 raise ValueError("a file:// URL needs an absolute path, e.g. file:///srv/archive")
             return value
@@ -222,6 +266,17 @@ class StateSettings(_Section):
     dir: Path = DEFAULT_STATE_DIR
     spool_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _absolute(cls, value: object) -> object:
+        # Before Path(): Path("") is "." and would put the state in the working directory.
+        if isinstance(value, str | Path) and not str(value).startswith("/"):
+            raise ValueError(
+                "use an absolute path, e.g. /var/lib/archiverd (empty or relative would put "
+                "the journal and spool in whatever the working directory is)"
+            )
+        return value
+
 
 class HttpSettings(_Section):
     """The read-only HTTP endpoints."""
@@ -245,6 +300,32 @@ class LogSettings(_Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class ArchiveSettings(_Section):
+    """An older bucket `ls`/`get`/`verify` also read (after a switch to a fresh bucket).
+
+    Credentials and timeouts are the destination's; endpoint and region are its own.
+    """
+
+    url: str
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("s3", "file"):
+            raise ValueError("use s3://bucket/prefix/ or file:///absolute/dir")
+        return DestinationSettings._url_scheme(value)
+
+
+class RestoreSettings(_Section):
+    """What `ls`, `get` and `verify` read besides the destination."""
+
+    archives: tuple[ArchiveSettings, ...] = ()
+    """Older buckets, read after the destination; a segment found twice is shown once."""
 
 
 def _default_sources() -> tuple[SourceSettings, ...]:
@@ -273,6 +354,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    restore: RestoreSettings = RestoreSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -324,6 +406,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         path = DEFAULT_CONFIG_PATH
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
+    _check_environment(os.environ)
     try:
         loaded = _reading(path)(**overrides) if path is not None else Settings(**overrides)
     except ValidationError as exc:
@@ -339,6 +422,40 @@ def _reading(path: Path) -> type[Settings]:
     the class's config, so each file gets its own subclass rather than a module global)."""
     config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
     return type("Settings", (Settings,), {"model_config": config, "__module__": __name__})
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``ARCHIVERD_<SECTION>__<KEY>`` variables naming no setting: pydantic-settings
+    would silently ignore a misspelled one. Names without ``__`` are left alone (the demo
+    source and tests use a few)."""
+    bad = []
+    for name in sorted(environ):
+        if not name.startswith("ARCHIVERD_") or "__" not in name:
+            continue
+        section, _, key = name.removeprefix("ARCHIVERD_").lower().partition("__")
+        field = Settings.model_fields.get(section)
+        if field is None:
+            hint = _closest(section, Settings.model_fields)
+            bad.append(f"  {name}: there is no section {section!r}{hint}")
+            continue
+        model = field.annotation
+        first = key.split("__", 1)[0]
+        is_section = isinstance(model, type) and issubclass(model, BaseModel)
+        if is_section and first not in model.model_fields:  # type: ignore[union-attr]
+            hint = _closest(first, model.model_fields)  # type: ignore[union-attr]
+            bad.append(f"  {name}: {section} has no key {first!r}{hint}")
+    if bad:
+        raise ConfigError(
+            "invalid environment:\n"
+            + "\n".join(bad)
+            + "\n  fix the name (ARCHIVERD_<SECTION>__<KEY>, keys as in config/archiverd.toml)"
+            " or unset it"
+        )
+
+
+def _closest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -8,15 +8,18 @@ operator (or the user of a command) must change something first, and the message
     ├── ConfigError                  exit 78: fix the configuration (names the key)
     ├── KeyMaterialError             exit 77: the master key is missing, unreadable or malformed
     ├── StateError                   exit 73: the state directory or journal is unusable
+    │   └── StateLockedError         exit 79: another archiverd holds the state dir's lock
     ├── OutputError                  exit 73: `get --out` cannot be written
     ├── IntegrityError               exit 65: an archive failed verification; nothing was released
     │   ├── WrongKeyError            the object was sealed with another key
     │   ├── TamperedError            authentication failed: a byte was changed
     │   ├── TruncatedError           the object is shorter (or longer) than it says
-    │   └── EnvelopeMismatchError    the envelope does not belong to this body
+    │   ├── EnvelopeMismatchError    the envelope does not belong to this body
+    │   └── StreamGapError           a stream has a hole or a broken chain link (`get`)
     ├── SourceError               R  exit 66: a log source cannot be read (logged, counted, retried)
     │   ├── OutsideRootError         a symlink leads out of the watched root: never followed
-    │   └── FilesMissingError     R  journaled files are not where they were (mid-rotation?)
+    │   ├── FilesMissingError     R  journaled files are not where they were (mid-rotation?)
+    │   └── ListingError          R  a directory cannot be listed now (EMFILE, EACCES): no removal
     ├── DestinationError             exit 69: the bucket or directory cannot be written or read;
     │   │                            `reason` labels it for ``archiverd_upload_failures``
     │   ├── RetryableDestinationError  R  exit 75: network, throttling, 5xx: retried with backoff
@@ -70,6 +73,12 @@ class StateError(ArchiverError):
     exit_code = os.EX_CANTCREAT
 
 
+class StateLockedError(StateError):
+    """Another archiverd process holds ``state.dir``'s lock; two must never share it."""
+
+    exit_code = 79
+
+
 class OutputError(ArchiverError):
     """The restore output directory or stream cannot be written."""
 
@@ -98,6 +107,10 @@ class EnvelopeMismatchError(IntegrityError):
     """The envelope is valid but belongs to another object (swapped metadata or body)."""
 
 
+class StreamGapError(IntegrityError):
+    """A stream has a hole or a broken link; its plaintext was not released."""
+
+
 class SourceError(ArchiverError):
     """A log source cannot be read; the daemon logs, counts and retries it."""
 
@@ -110,6 +123,12 @@ class OutsideRootError(SourceError):
 
 class FilesMissingError(SourceError):
     """Journaled files of a stream are not where they were; retried before declared lost."""
+
+
+class ListingError(SourceError):
+    """A stream's directory or file cannot be looked at right now (too many open files,
+    permission denied for a moment): its streams are left as they are and retried, never
+    taken as removed."""
 
 
 class DestinationError(ArchiverError):

@@ -37,7 +37,7 @@ def publish(temp: Path, final: Path) -> None:
 def write_private(path: Path, data: bytes) -> None:
     """Atomically write `data` to `path` with mode 0600."""
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
     finally:

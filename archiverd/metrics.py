@@ -43,6 +43,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.source_gaps = Counter(
+            "archiverd_source_gaps",
+            "Ranges of source bytes that vanished before archiverd could read them, recorded "
+            "as 'lost' in the next segment (reason: rotated_unread, rotated_before_seen, "
+            "vanished_while_down, source_gone_before_pack)",
+            ["reason"],
+            registry=r,
+        )
+        self.source_lost_bytes = Counter(
+            "archiverd_source_lost_bytes",
+            "Bytes known lost at the source (gaps of unknown size count 0 here)",
+            registry=r,
+        )
         # seal / pack / spool
         self.segments_sealed = Counter(
             "archiverd_segments_sealed",
@@ -67,6 +80,11 @@ class Metrics:
         )
         self.spool_full = Gauge(
             "archiverd_spool_full", "1 while the spool limit stops sealing", registry=r
+        )
+        self.spool_files_lost = Counter(
+            "archiverd_spool_files_lost",
+            "Packed segments given up because their spool file was gone (journaled as lost)",
+            registry=r,
         )
         # upload / record
         self.segments_uploaded = Counter(

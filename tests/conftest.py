@@ -43,6 +43,14 @@ def moto_server() -> Iterator[servers.S3Server]:
     servers.stop(server)
 
 
+@pytest.fixture(scope="session")
+def moto_iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.S3Server]:
+    """A moto server process enforcing IAM policies (S3, KMS, IAM); admin keys."""
+    server = servers.start_moto_iam(tmp_path_factory.mktemp("moto-iam"))
+    yield server
+    servers.stop(server)
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     """An empty state directory with the permissions the daemon creates (0700)."""

@@ -165,6 +165,63 @@ def start_moto() -> S3Server:
     return S3Server(endpoint_url=endpoint, process=server)
 
 
+def start_moto_iam(log_dir: Path) -> S3Server:
+    """A `moto_server` process that enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``).
+
+    Its first three actions run unauthenticated and make an admin user (policy ``*``) and
+    its access key; from then on every request must be signed by a known IAM user and is
+    allowed only by that user's policies. The returned server holds the admin's keys.
+    """
+    import botocore.session
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    log = log_dir / "moto-iam.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # a TCP connect only: an HTTP request would use up an unauthenticated action
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError as exc:
+            if process.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text()[-4000:]
+                raise RuntimeError(f"moto_server did not start:\n{text}") from exc
+            time.sleep(0.2)
+    iam = botocore.session.get_session().create_client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="AKIABOOTSTRAP0000000", aws_secret_access_key="bootstrap",
+    )  # fmt: skip
+    iam.create_user(UserName="admin")
+    iam.put_user_policy(
+        UserName="admin", PolicyName="all",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    )  # fmt: skip
+    key = iam.create_access_key(UserName="admin")["AccessKey"]
+    return S3Server(
+        endpoint_url=endpoint,
+        access_key=key["AccessKeyId"],
+        secret_key=key["SecretAccessKey"],
+        process=process,
+    )
+
+
+def iam_identity(server: S3Server, policy: dict[str, Any]) -> tuple[str, str]:
+    """A fresh IAM user of `server` (a `start_moto_iam` one) with `policy`; its keys."""
+    iam = server.boto3_client("iam")
+    name = f"u-{uuid.uuid4().hex[:12]}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
 def stop(server: S3Server) -> None:
     """Stop a server started by this module."""
     process = server.process

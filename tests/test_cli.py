@@ -39,12 +39,12 @@ def test_check_reports_state_dir_failure(
 ) -> None:
     """`archiverd check` prints a FAIL line for an unusable state dir and exits non-zero."""
     state = tmp_path / "state"
-    state.mkdir(mode=0o755)
-    state.chmod(0o755)
+    state.mkdir(mode=0o775)
+    state.chmod(0o775)
     config = tmp_path / "c.toml"
     config.write_text(f'[state]\ndir = "{state}"\n')
     assert main(["check", "--config", str(config)]) != 0
-    assert f"FAIL state dir: state.dir {str(state)!r} has mode 755" in capsys.readouterr().out
+    assert f"FAIL state dir: state.dir {str(state)!r} has mode 775" in capsys.readouterr().out
 
 
 def test_logs_are_json_lines_when_not_a_terminal(tmp_path: Path) -> None:

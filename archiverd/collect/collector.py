@@ -6,9 +6,10 @@ catches anything missed. Each dirty stream is processed on a worker thread (at m
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed.
 
-Event bridging and rescans live in `archiverd.collect.dirty`; packing and the spool's back-pressure
-(no new segment is sealed while `spool_full`; sealed data is never dropped) in
-`archiverd.collect.packing`.
+The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
+`archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
+segment is sealed while `spool_full`; sealed data is never dropped,
+`archiverd.collect.packing`) and one `StreamTail` per stream.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -30,7 +30,9 @@ from archiverd.collect.packing import SpoolFeeder
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.config import Settings
+from archiverd.errors import ListingError
 from archiverd.journal.db import Journal
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.sources import BaseSource, StreamInfo, make_source
@@ -58,7 +60,7 @@ class Pass(NamedTuple):
     """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
 
 
-class Collector(DirtyStreams, SpoolFeeder):
+class Collector:
     """Discover, tail, seal and pack; see the module docstring."""
 
     def __init__(
@@ -83,35 +85,54 @@ class Collector(DirtyStreams, SpoolFeeder):
         self.host = host or socket.gethostname()
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
+        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool)
         self.sources: list[BaseSource] = list(
             sources
             if sources is not None
-            else (make_source(s, self._bad_at) for s in settings.effective_sources)
+            else (make_source(s, self._bad) for s in settings.effective_sources)
         )
+        self.dirty = DirtyStreams(self.sources, journal)
         self._opener = opener
         self._workers = workers
         self._watch = watch
         self._tails: dict[Key, StreamTail] = {}
         self._reopen_attempts: dict[Key, int] = {}
-        self._signatures: dict[Key, object] = {}
+        self._removed_since: dict[Key, float] = {}
         self._busy: set[Key] = set()
         self._packing: set[Key] = set()
         self._pack_tasks: set[asyncio.Task[None]] = set()
-        self._dirty: set[Key] = set()
-        self._rescan_wanted = True
-        self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._done = asyncio.Event()
-        self._disk_full = False
-        self.spool_full = False
-        self.packed_total = 0
+
+    @property
+    def spool_full(self) -> bool:
+        """Whether the spool limit (or a full disk) stops sealing; see `SpoolFeeder`."""
+        return self.feeder.spool_full
+
+    @spool_full.setter
+    def spool_full(self, value: bool) -> None:
+        self.feeder.spool_full = value
+
+    @property
+    def disk_full(self) -> bool:
+        """The last spool write failed for lack of disk space (not for the spool limit)."""
+        return self.feeder.disk_full
+
+    @property
+    def packed_total(self) -> int:
+        """Segments packed into the spool since start."""
+        return self.feeder.packed_total
 
     # reporting -----------------------------------------------------------------------
 
-    def _bad_at(self, reason: str, path: str) -> None:
-        self._bad(reason)
+    def _bad(self, reason: str) -> None:
+        self.metrics.bad_input.labels(reason=reason).inc()
+
+    def _lost(self, reason: str, n: int | None) -> None:
+        self.metrics.source_gaps.labels(reason=reason).inc()
+        self.metrics.source_lost_bytes.inc(n or 0)
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -120,19 +141,20 @@ class Collector(DirtyStreams, SpoolFeeder):
             return
         self._started = True
         await asyncio.to_thread(self.spool.recover, self.journal)
-        self._update_spool_state()
+        self.feeder.update_spool_state()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch, tail, seal and pack until `stop` is set."""
         await self._start()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self.dirty.attach(self._loop, self._wake)
         background = [
             asyncio.create_task(source.background(stop), name=f"source {source.name}")
             for source in self.sources
         ]
         await asyncio.sleep(0)  # a source's background may create its root first (demo)
-        watcher = Watcher(self._on_event) if self._watch else None
+        watcher = Watcher(self.dirty.on_event) if self._watch else None
         unwatched = set(range(len(self.sources))) if watcher is not None else set()
         rescan_every = min(s.settings.rescan_seconds for s in self.sources) if self.sources else 30
         next_rescan = 0.0
@@ -144,13 +166,13 @@ class Collector(DirtyStreams, SpoolFeeder):
                         root = self.sources[index].root
                         if await asyncio.to_thread(watcher.watch, index, root):
                             unwatched.discard(index)
-                            self._rescan_wanted = True
-                if time.monotonic() >= next_rescan or self._rescan_wanted:
-                    self._rescan_wanted = False
+                            self.dirty.rescan_wanted = True
+                if time.monotonic() >= next_rescan or self.dirty.rescan_wanted:
+                    self.dirty.rescan_wanted = False
                     next_rescan = time.monotonic() + rescan_every
-                    for key in await asyncio.to_thread(self._discover, True):
-                        self._mark(key)
-                for key in self._take_dirty():
+                    for key in await asyncio.to_thread(self.dirty.discover, True):
+                        self.dirty.mark(key)
+                for key in self.dirty.take(self._busy):
                     task = asyncio.create_task(self._process(key, None))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -200,10 +222,11 @@ class Collector(DirtyStreams, SpoolFeeder):
     async def _pass(self, once: Pass) -> int:
         await self._start()
         before = self.packed_total
-        keys = await asyncio.to_thread(self._discover)
+        keys = await asyncio.to_thread(self.dirty.discover)
         keys |= set(self._tails)
         await self._idle()  # let run()'s workers finish before touching their streams
         await asyncio.gather(*(self._process(key, once) for key in keys))
+        await self._idle()  # once, here: thousands of streams each waiting woke each other
         return self.packed_total - before
 
     async def aclose(self) -> None:
@@ -230,7 +253,7 @@ class Collector(DirtyStreams, SpoolFeeder):
         """
         while key in self._busy:  # the watch loop's worker has it
             if once is None:
-                self._mark(key)
+                self.dirty.mark(key)
                 return
             self._done.clear()
             await self._done.wait()
@@ -238,9 +261,15 @@ class Collector(DirtyStreams, SpoolFeeder):
         try:
             async with self._semaphore():
                 sealed = await asyncio.to_thread(self._tail_work, key, once)
-        except Exception:
-            log.exception("stream processing failed; will retry", stream=key[1])
-            self._signatures.pop(key, None)
+        except ListingError as exc:
+            log.warning("stream cannot be looked at now; will retry", stream=key[1], error=str(exc))
+            self.dirty.forget(key)
+            sealed = False
+        except Exception as exc:
+            log.exception(
+                "stream processing failed; will retry", stream=key[1], repeat_key=error_kind(exc)
+            )
+            self.dirty.forget(key)
             sealed = False
         finally:
             self._busy.discard(key)
@@ -255,20 +284,18 @@ class Collector(DirtyStreams, SpoolFeeder):
                 await job
                 if once.phase != "final":  # one more pass: release files, notice removal
                     await self._process(key, once._replace(phase="final"))
-        elif once is not None:
-            await self._idle()
 
     async def _pack_job(self, key: Key) -> None:
         self._packing.add(key)
         try:
             async with self._pack_semaphore():
                 await asyncio.to_thread(self._pack_work, key)
-        except Exception:
-            log.exception("packing failed; will retry", stream=key[1])
+        except Exception as exc:
+            log.exception("packing failed; will retry", stream=key[1], repeat_key=error_kind(exc))
         finally:
             self._packing.discard(key)
             self._done.set()
-            self._mark(key)  # a tail pass releases files and notices removal
+            self.dirty.mark(key)  # a tail pass releases files and notices removal
             if self._wake is not None:
                 self._wake.set()
 
@@ -285,6 +312,11 @@ class Collector(DirtyStreams, SpoolFeeder):
             self._pack_sem = asyncio.Semaphore(self._workers)
         return self._pack_sem
 
+    def _pack_work(self, key: Key) -> None:
+        tail = self._tails.get(key)
+        if tail is not None:
+            self.feeder.pack_sealed(tail)
+
     def _tail_work(self, key: Key, once: Pass | None) -> bool:
         """Returns whether sealed segments wait for packing."""
         index, stream_key = key
@@ -298,7 +330,7 @@ class Collector(DirtyStreams, SpoolFeeder):
         if key not in self._packing:
             tail.release()
         complete = tail.refresh(info)
-        self._update_spool_state()
+        self.feeder.update_spool_state()
         finish = self._finish_reason(source, info, once)
         tail.advance(
             may_seal=not self.spool_full,
@@ -308,9 +340,9 @@ class Collector(DirtyStreams, SpoolFeeder):
         )
         pending = bool(self.journal.segments(tail.stream_id, "sealed"))
         if not complete or self.spool_full or not tail.at_end:
-            self._signatures.pop(key, None)  # unfinished business: the next rescan retries
+            self.dirty.forget(key)  # unfinished business: the next rescan retries
         if (
-            info.state == "removed"
+            self._gone_long_enough(key, source, info)
             and tail.at_end
             and not pending
             and key not in self._packing
@@ -319,9 +351,22 @@ class Collector(DirtyStreams, SpoolFeeder):
             tail.close()
             self.journal.remove_stream(tail.stream_id)
             del self._tails[key]
+            self._removed_since.pop(key, None)
             log.info("stream removed and fully archived", stream=stream_key)
         self.metrics.watched_files.set(sum(len(t.files) for t in list(self._tails.values())))
         return pending
+
+    def _gone_long_enough(self, key: Key, source: BaseSource, info: StreamInfo) -> bool:
+        """Removed, and for longer than the source's grace (a file moved away and back
+        within it keeps its identity: it continues where it stopped)."""
+        if info.state != "removed":
+            self._removed_since.pop(key, None)
+            return False
+        since = self._removed_since.setdefault(key, time.monotonic())
+        if time.monotonic() - since >= source.removal_grace_seconds:
+            return True
+        self.dirty.forget(key)  # look again on the next rescan although nothing changed
+        return False
 
     def _new_tail(self, index: int, source: BaseSource, info: StreamInfo) -> StreamTail | None:
         journaled = {k for _, k in self.journal.active_streams(source.name)}
@@ -336,7 +381,9 @@ class Collector(DirtyStreams, SpoolFeeder):
             root=source.root,
             source_name=source.name,
             clock=self.clock,
+            describe=source.describe,
             on_bad=self._bad,
+            on_lost=self._lost,
             on_read=self.metrics.source_bytes_read.labels(source=source.name).inc,
             on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
             opener=self._opener,
@@ -350,9 +397,9 @@ class Collector(DirtyStreams, SpoolFeeder):
             )
         except FilesMissingError as exc:
             self._reopen_attempts[key] = attempts
-            self._signatures.pop(key, None)
+            self.dirty.forget(key)
             log.warning("cannot find journaled files yet; will retry", error=str(exc))
-            self._rescan_wanted = True
+            self.dirty.rescan_wanted = True
             return None
         self._reopen_attempts.pop(key, None)
         self._tails[key] = tail

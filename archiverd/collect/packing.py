@@ -15,12 +15,12 @@ import time
 
 import structlog
 
-from archiverd.collect.dirty import Key
 from archiverd.collect.files import RangeReader, as_binary
 from archiverd.collect.tail import StreamTail
 from archiverd.config import Settings
 from archiverd.errors import SourceError
 from archiverd.journal.db import Journal, SegmentRow
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.spool.store import Spool, pack_segment
@@ -29,23 +29,33 @@ log = structlog.get_logger("archiverd.collect.packing")
 
 
 class SpoolFeeder:
-    """Pack sealed segments and track whether the spool is full; the attributes below are
-    set by the `Collector`'s constructor. Packing runs on worker threads, one per stream."""
+    """Packs sealed segments and tracks whether the spool is full; owned by the
+    `Collector`. Packing runs on worker threads, one per stream."""
 
-    settings: Settings
-    journal: Journal
-    keyring: Keyring
-    metrics: Metrics
-    spool: Spool
-    spool_full: bool
-    packed_total: int
-    _tails: dict[Key, StreamTail]
-    _disk_full: bool
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        keyring: Keyring,
+        metrics: Metrics,
+        spool: Spool,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.keyring = keyring
+        self.metrics = metrics
+        self.spool = spool
+        self.spool_full = False
+        self.packed_total = 0
+        self._disk_full = False
 
-    def _bad(self, reason: str) -> None:
-        self.metrics.bad_input.labels(reason=reason).inc()
+    @property
+    def disk_full(self) -> bool:
+        """The last spool write failed for lack of disk space (not for the spool limit)."""
+        return self._disk_full
 
-    def _update_spool_state(self) -> None:
+    def update_spool_state(self) -> None:
+        """Re-read the spool's usage: metrics, and `spool_full` (logged when it changes)."""
         used, objects = self.journal.spool_usage()
         self.metrics.spool_bytes.set(used)
         self.metrics.spool_objects.set(objects)
@@ -63,19 +73,39 @@ class SpoolFeeder:
         self.spool_full = full
         self.metrics.spool_full.set(1 if full else 0)
 
-    def _pack_work(self, key: Key) -> None:
-        tail = self._tails.get(key)
-        if tail is None:
-            return
+    def pack_sealed(self, tail: StreamTail) -> None:
+        """Pack every sealed segment of `tail`'s stream, oldest first; stops at a spool
+        write failure (retried on a later pass)."""
         while True:
             sealed = self.journal.segments(tail.stream_id, "sealed")
             if not sealed:
                 break
             for segment in sealed:
                 if not self._pack(tail, segment):
-                    self._update_spool_state()
+                    self.update_spool_state()
                     return
-            self._update_spool_state()
+            self.update_spool_state()
+
+    def _lost(self, tail: StreamTail, segment: SegmentRow, error: str) -> None:
+        """The segment's source bytes are gone: mark it lost and have the stream's next
+        segment record the gap."""
+        assert segment.end_offset is not None
+        assert segment.description is not None
+        n = segment.end_offset - segment.start_offset
+        self.journal.add_lost(
+            tail.stream_id,
+            {
+                "bytes": n,
+                "after_ts": segment.description.get("first_ts"),
+                "before_ts": segment.description.get("last_ts"),
+                "reason": "source_gone_before_pack",
+            },
+        )
+        self.journal.mark_lost(segment.id, error)
+        self.metrics.bad_input.labels(reason="vanished").inc()
+        self.metrics.source_gaps.labels(reason="source_gone_before_pack").inc()
+        self.metrics.source_lost_bytes.inc(n)
+        log.error("segment lost: its source bytes are gone", segment=segment.id, error=error)
 
     def _pack(self, tail: StreamTail, segment: SegmentRow) -> bool:
         """Pack one sealed segment into the spool and commit it as packed."""
@@ -92,15 +122,18 @@ class SpoolFeeder:
                 level=self.settings.encryption.compression_level,
             )
         except SourceError as exc:
-            self.journal.mark_lost(segment.id, str(exc))
-            self._bad("vanished")
-            log.error("segment lost: its source bytes are gone", segment=segment.id, error=str(exc))
+            self._lost(tail, segment, str(exc))
             return True
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._disk_full = True
-            self._update_spool_state()
-            log.error("cannot write to the spool; will retry", segment=segment.id, error=str(exc))
+            self.update_spool_state()
+            log.error(
+                "cannot write to the spool; will retry",
+                segment=segment.id,
+                error=str(exc),
+                repeat_key=error_kind(exc),
+            )
             return False
         self._disk_full = False
         self.packed_total += 1

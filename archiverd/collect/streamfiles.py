@@ -4,17 +4,18 @@ created, and placing each at its offset in the stream.
 Every file a stream is made of is journaled (identity, base offset, length once finished)
 before it is read, so a restart finds each again by identity under any name; a journaled file
 that stays missing raises `FilesMissingError` unless loss is allowed. Files wholly before every
-unpacked byte are dropped from the journal and closed (`release`). Not thread-safe, like
-`StreamTail`, which builds on `StreamFiles`.
+unpacked byte are dropped from the journal and closed (`release`). `read` reads the stream at
+a position across its files. Not thread-safe, like the `StreamTail` that owns a `StreamFiles`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -28,12 +29,11 @@ from archiverd.collect.files import (
 )
 from archiverd.config import RotationSettings
 from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
-from archiverd.journal.db import Journal, SegmentRow
+from archiverd.formats.records import BadInput, Format, make_scanner
+from archiverd.journal.db import FileRow, Journal
 from archiverd.sources.base import Candidate, StreamInfo
 
 log = structlog.get_logger("archiverd.collect.streamfiles")
-
-BadInput = Callable[[str], None]
 
 
 @dataclass
@@ -43,6 +43,11 @@ class StreamFile:
     identity: Identity
     base: int | None
     length: int | None = None
+    recent: bytes = b""
+    """The last bytes read from it (up to `RECENT_BYTES`): a copy must hold them too."""
+
+
+RECENT_BYTES = 4096
 
 
 @dataclass
@@ -56,23 +61,126 @@ class TailContext:
     source_name: str
     clock: Callable[[], datetime]
     on_bad: BadInput
+    describe: Callable[[str], StreamInfo]
+    """The source's current view of a stream (listing again checks a snapshot)."""
     on_read: Callable[[int], None] = field(default=lambda n: None)
     on_sealed: Callable[[str], None] = field(default=lambda reason: None)
     opener: Opener = os.open
+    on_lost: Callable[[str, int | None], None] = field(default=lambda reason, n: None)
+    """Count a gap (reason, bytes if known); the entry itself goes to the journal."""
 
 
 class StreamFiles:
-    """The file bookkeeping half of `StreamTail`: the attributes below are set by its
-    constructor; `_cur` indexes the file being read."""
+    """The files one stream is made of, oldest first; `cur` indexes the file being read.
 
-    ctx: TailContext
-    stream_id: int
-    info: StreamInfo
-    files: list[StreamFile]
-    open_segment: SegmentRow
-    _cur: int
-    _out_of_sight: int
-    _allow_loss: bool
+    Iterating yields the `StreamFile` entries; `len()` counts the held files.
+    """
+
+    def __init__(self, ctx: TailContext, stream_id: int, info: StreamInfo) -> None:
+        self.ctx = ctx
+        self.stream_id = stream_id
+        self.info = info
+        self.files: list[StreamFile] = []
+        self.cur = 0
+        self.truncated = False
+        """Set when `read` found the live file truncated in place; the reader clears it."""
+        self._out_of_sight = 0
+
+    def __iter__(self) -> Iterator[StreamFile]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    # reading -------------------------------------------------------------------------
+
+    def read(self, position: int, n: int) -> bytes:
+        """Up to `n` stream bytes at stream offset `position` (empty at the end of the
+        data), moving on to the next file when the current one is exhausted."""
+        while self.cur < len(self.files):
+            f = self.files[self.cur]
+            assert f.base is not None
+            offset = position - f.base
+            live = not f.file.gz and self.cur == len(self.files) - 1
+            if live and f.file.size() < offset:
+                self._truncate(f, offset)
+                continue
+            data = f.file.read_at(offset, n)
+            if data:
+                f.recent = (f.recent + data[-RECENT_BYTES:])[-RECENT_BYTES:]
+                if f.identity.fp_len < FP_BYTES:
+                    self.grow_fingerprint(f)
+                return data
+            if self.cur + 1 >= len(self.files):
+                return b""
+            nxt = self.files[self.cur + 1]
+            f.length = offset
+            nxt.base = f.base + offset
+            self.ctx.journal.finish_file(f.row_id, offset, nxt.row_id)
+            self.cur += 1
+        return b""
+
+    def _truncate(self, f: StreamFile, offset: int) -> None:
+        """The live file is shorter than what was read from it: truncated in place. With
+        copytruncate a copy of it sits next to it; reading goes on from the copy (to its
+        end, which may hold bytes not yet read), then into the truncated file. Without a
+        copy the bytes read and not yet packed are gone (recorded as lost at packing)."""
+        assert f.base is not None
+        copy = self._find_copy(f, offset)
+        fd, path = os.dup(f.file.fd), f.file.path
+        if copy is not None:
+            log.info(
+                "log file truncated after being copied (copytruncate): reading the copy",
+                path=f.file.path,
+                copy=copy.path,
+                read=offset,
+            )
+            f.file.close()
+            f.file = copy
+            self.ctx.journal.replace_file(f.row_id, path=copy.path, dev=copy.dev, ino=copy.ino)
+            self._add(OpenFile(fd, path=path, gz=False), None)
+            return
+        self.ctx.on_bad("truncated")
+        log.warning(
+            "log file truncated in place; bytes not yet packed may be lost",
+            path=f.file.path,
+            read=offset,
+            size=f.file.size(),
+        )
+        f.length = offset
+        self.ctx.journal.finish_file(f.row_id, offset, None)
+        self._add(OpenFile(fd, path=path, gz=False), f.base + offset)
+        self.cur += 1
+        self.truncated = True
+
+    def _find_copy(self, f: StreamFile, offset: int) -> OpenFile | None:
+        """A regular file next to `f` holding what was read from it: the same first bytes
+        (fingerprint), at least `offset` bytes, and the last bytes read at the same place."""
+        directory = Path(f.file.path).parent
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            return None
+        for name in names:
+            try:
+                fd = safe_open(self.ctx.root, directory / name, self.ctx.opener)
+            except (OSError, SourceError):
+                continue  # not a regular file inside the root: not a copy we may read
+            opened = OpenFile(fd, path=str(directory / name), gz=False)
+            if self._holds(opened, f, offset):
+                return opened
+            opened.close()
+        return None
+
+    def _holds(self, opened: OpenFile, f: StreamFile, offset: int) -> bool:
+        if (opened.dev, opened.ino) == (f.file.dev, f.file.ino) or opened.size() < offset:
+            return False
+        if f.identity.fp_len == 0 or opened.identity(f.identity.fp_len).fp != f.identity.fp:
+            return False
+        tail = f.recent[-min(len(f.recent), offset) :] if f.recent else b""
+        return opened.read_at(offset - len(tail), len(tail)) == tail
+
+    # finding files -------------------------------------------------------------------
 
     def _open(self, candidate: Candidate) -> OpenFile | None:
         try:
@@ -107,11 +215,11 @@ class StreamFiles:
         except SourceError:
             return False
 
-    def _reopen(self) -> None:
-        """After a restart: find each journaled file again (by identity, any name)."""
-        start = self.open_segment.start_offset
+    def reopen(self, start: int, *, allow_loss: bool) -> None:
+        """After a restart: find each journaled file again (by identity, any name) and
+        place reading at stream offset `start` (the open segment's)."""
         rows = self.ctx.journal.files(self.stream_id)
-        lost: list[int] = []
+        lost: list[FileRow] = []
         for row in rows:
             known = Identity(row.dev, row.ino, row.fp, row.fp_len)
             found = None
@@ -127,10 +235,10 @@ class StreamFiles:
                 if opened is not None:
                     opened.close()
             if found is None:
-                lost.append(row.id)
+                lost.append(row)
                 continue
             self.files.append(StreamFile(row.id, found, known, row.base, row.length))
-        if lost and not self._allow_loss:
+        if lost and not allow_loss:
             for f in self.files:
                 f.file.close()
             raise FilesMissingError(
@@ -143,7 +251,12 @@ class StreamFiles:
                 stream=self.info.key,
                 files=len(lost),
             )
-            self.ctx.journal.drop_files(lost)
+            self._lost(
+                lost_entry(
+                    _unread(lost, start), after=None, before=None, reason="vanished_while_down"
+                )
+            )
+            self.ctx.journal.drop_files([row.id for row in lost])
             self._rebase(start)
         for index, f in enumerate(self.files):
             last = index == len(self.files) - 1
@@ -152,7 +265,7 @@ class StreamFiles:
                 and f.base <= start
                 and (f.length is None or start < f.base + f.length or last)
             ):
-                self._cur = index
+                self.cur = index
 
     def _rebase(self, start: int) -> None:
         """After a gap, the first file not wholly before `start` continues the stream there."""
@@ -186,82 +299,148 @@ class StreamFiles:
         )
         self.files.append(StreamFile(row_id, opened, identity, base))
 
-    def refresh(self, info: StreamInfo) -> bool:  # noqa: C901 - rewritten in #10 (collect)
-        """Take the source's current view: append files that appeared after the last known.
+    def refresh(self, info: StreamInfo, start: int) -> bool:
+        """Take the source's current view: append, in order, every file after the last one
+        held (the first file of a stream with none is placed at stream offset `start`).
 
-        Returns False when something must be looked at again later (a listing taken
-        mid-rotation, a file that cannot be opened yet).
+        The view is a consistent snapshot (listed, opened, listed again: same names, each
+        still the file opened), so a rotation between listing and opening cannot hide a file.
+        When none of the held files is listed any more although the source keeps its
+        rotations, the files between were deleted unread: that gap is recorded as lost.
+        Returns False when something must be looked at again later (the directory kept
+        changing, a file that cannot be opened yet).
         """
         self.info = info
-        if self.files:
-            live = self.files[-1]
-            newest = info.files[-1] if info.files else None
-            if newest is None:
-                return True
-            if not newest.gz and _same_inode(newest.path, live.file):
-                self._grow_fingerprint(live)
-                return True
-        opened_all = self._open_consistent(info)
-        if opened_all is None:
+        if self._live_unchanged(info):
+            return True
+        snapshot = self._open_consistent(info)
+        if snapshot is None:
             return False  # the directory kept changing under us: next pass
+        self.info, opened_all = snapshot
+        after = self._after_known(opened_all)
+        if self.files and after == 0:
+            if any(o is None for o in opened_all):
+                _close_all(opened_all, keep=[])
+                return False  # one we cannot open now may be ours: do not guess
+            after = self._past_older(opened_all)
+            if self.info.keeps_rotations and after < len(opened_all):
+                self._record_gap(opened_all[after])
+        new, complete = self._new_files(opened_all, after)
+        if new and not self.files and start == 0:
+            self._check_first_seen(opened_all)
+        _close_all(opened_all, keep=new)
+        for opened in new:
+            self._add(opened, start if not self.files else None)
+        return complete
+
+    def _live_unchanged(self, info: StreamInfo) -> bool:
+        """Whether the newest candidate is still the live file we hold (or there is none)."""
+        if not self.files:
+            return False
+        newest = info.files[-1] if info.files else None
+        if newest is None:
+            return True
+        if not newest.gz and _same_inode(newest.path, self.files[-1].file):
+            self.grow_fingerprint(self.files[-1])
+            return True
+        return False
+
+    def _after_known(self, opened_all: list[OpenFile | None]) -> int:
+        """Index just past the last candidate that is one of our files (0: none is)."""
         known = [f.identity for f in self.files]
         after = 0
         for index, opened in enumerate(opened_all):
             if opened is not None and any(self._matches(opened, k) for k in known):
                 after = index + 1
-        floor = None
-        if self.files and after == 0:
-            self._out_of_sight += 1
-            if self._out_of_sight < 2 and len(opened_all) > 1:
-                # Likely a listing taken mid-rotation of a .1/.2 chain: look again.
-                for opened in opened_all:
-                    if opened is not None:
-                        opened.close()
-                return False
-            # None of our files is visible any more (renamed away, or deleted by max-file
-            # while we lagged): go on with what was written after the last one we hold.
-            floor = os.fstat(self.files[-1].file.fd).st_mtime
-            if len(opened_all) > 1:
-                self.ctx.on_bad("vanished")
-                log.warning(
-                    "stream's files rotated out of sight; bytes between may be lost",
-                    stream=self.info.key,
-                )
-        self._out_of_sight = 0
-        complete = True
-        new: list[OpenFile] = []
+        return after
+
+    def _past_older(self, opened_all: list[OpenFile | None]) -> int:
+        """None of the held files is listed: the index past the candidates that are older
+        than what was read (files already read and released, seen while a directory is
+        being removed entry by entry). A file is older when it was last written before the
+        last held one was (mtime), or, for a compressed rotation (whose mtime is that of its
+        compression) or an mtime in the same clock tick, when its last record is older than
+        the last one read."""
+        last = self.files[-1]
+        floor = os.fstat(last.file.fd).st_mtime
+        last_read = edge_ts(last.file, self.info.format, last=True)
+        after = 0
         for index, opened in enumerate(opened_all):
+            assert opened is not None
+            mtime = os.fstat(opened.fd).st_mtime
+            older = mtime < floor
+            if not older and (opened.gz or mtime == floor) and last_read is not None:
+                end = edge_ts(opened, self.info.format, last=True)
+                older = end is not None and end < last_read
+            if older:
+                after = index + 1
+        return after
+
+    def _record_gap(self, first_new: OpenFile | None) -> None:
+        """Files between the last one held and `first_new` were deleted before they could
+        be opened (rotated out faster than read, or while archiverd was down)."""
+        last = self.files[-1]
+        entry = lost_entry(
+            None,
+            after=edge_ts(last.file, self.info.format, last=True),
+            before=edge_ts(first_new, self.info.format, last=False) if first_new else None,
+            reason="rotated_unread",
+        )
+        self._lost(entry)
+
+    def _check_first_seen(self, opened_all: list[OpenFile | None]) -> None:
+        """A new stream whose writer already keeps as many files as it may: older ones
+        were probably deleted before archiverd saw the stream (started while it was down,
+        or rotating faster than discovery)."""
+        limit = self.info.rotation_limit
+        first = opened_all[0] if opened_all else None
+        if limit is None or limit < 2 or len(opened_all) < limit or first is None:
+            return
+        entry = lost_entry(
+            None,
+            after=None,
+            before=edge_ts(first, self.info.format, last=False),
+            reason="rotated_before_seen",
+        )
+        self._lost(entry)
+
+    def _lost(self, entry: dict[str, Any]) -> None:
+        self.ctx.journal.add_lost(self.stream_id, entry)
+        self.ctx.on_lost(str(entry["reason"]), entry["bytes"])
+        log.error(
+            "source bytes lost: files were deleted before archiverd could read them",
+            stream=self.info.key,
+            **entry,
+        )
+
+    def _new_files(
+        self, opened_all: list[OpenFile | None], after: int
+    ) -> tuple[list[OpenFile], bool]:
+        """The candidates to append, in order, and whether every one could be looked at."""
+        new: list[OpenFile] = []
+        for opened in opened_all[after:]:
             if opened is None:
-                complete = False
-                break  # cannot open it yet: keep order, retry on the next pass
-            if index < after or (floor is not None and os.fstat(opened.fd).st_mtime < floor):
-                continue
+                return new, False  # cannot open it yet: keep order, retry on the next pass
             if opened.gz and not self._complete_gz(opened):
-                complete = False
-                break
+                return new, False
             if opened.size() == 0:
                 continue  # nothing to identify it by yet (nor to lose): add it once written
             new.append(opened)
-        for opened in opened_all:
-            if opened is not None and all(opened is not n for n in new):
-                opened.close()
-        for opened in new:
-            base = self.open_segment.start_offset if not self.files else None
-            self._add(opened, base)
-        return complete
+        return new, True
 
-    def _open_consistent(self, info: StreamInfo) -> list[OpenFile | None] | None:
-        """Open every candidate, checking afterwards that each name still holds the file
-        opened (a rotation renames a chain of files; a half-seen one misorders them)."""
-        for _ in range(5):
+    def _open_consistent(self, info: StreamInfo) -> tuple[StreamInfo, list[OpenFile | None]] | None:
+        """Open every candidate, then list again: the same names, each still holding the
+        file opened, make a snapshot (a rotation renames a chain of files; a listing taken
+        before it would misorder them or miss the oldest)."""
+        for _ in range(10):
             opened = [self._open(c) for c in info.files]
-            if all(
+            again = self.ctx.describe(info.key)
+            if [c.path for c in again.files] == [c.path for c in info.files] and all(
                 o is None or _same_inode(c.path, o) for c, o in zip(info.files, opened, strict=True)
             ):
-                return opened
-            for o in opened:
-                if o is not None:
-                    o.close()
+                return again, opened
+            _close_all(opened, keep=[])
+            info = again
         return None
 
     def _complete_gz(self, opened: OpenFile) -> bool:
@@ -271,7 +450,8 @@ class StreamFiles:
             return False
         return True
 
-    def _grow_fingerprint(self, f: StreamFile) -> None:
+    def grow_fingerprint(self, f: StreamFile) -> None:
+        """Lengthen a file's journaled fingerprint as the file grows, up to FP_BYTES."""
         if f.identity.fp_len >= FP_BYTES or f.file.gz:
             return
         grown = f.file.identity()
@@ -288,13 +468,12 @@ class StreamFiles:
                 out.append(Span(f.file, f.base, length))
         return out
 
-    def release(self) -> None:
-        """Close and forget files wholly before every unpacked byte (sealed or open)."""
-        pending = [s.start_offset for s in self.ctx.journal.segments(self.stream_id, "sealed")]
-        low = min([self.open_segment.start_offset, *pending])
+    def release(self, low: int) -> None:
+        """Close and forget files wholly before stream offset `low` (the first unpacked
+        byte, sealed or open)."""
         done = [
             f
-            for f in self.files[: self._cur]
+            for f in self.files[: self.cur]
             if f.base is not None and f.length is not None and f.base + f.length <= low
         ]
         if not done:
@@ -303,13 +482,63 @@ class StreamFiles:
         for f in done:
             f.file.close()
         self.files = self.files[len(done) :]
-        self._cur -= len(done)
+        self.cur -= len(done)
 
     def close(self) -> None:
         """Release every fd."""
         for f in self.files:
             f.file.close()
         self.files = []
+
+
+EDGE_BYTES = 64 * 1024
+"""How much of a file's head or tail is read to find its first or last record's time."""
+
+
+def lost_entry(
+    n: int | None, *, after: datetime | None, before: datetime | None, reason: str
+) -> dict[str, Any]:
+    """One ``"lost"`` entry of a segment description."""
+    return {
+        "bytes": n,
+        "after_ts": after.isoformat() if after else None,
+        "before_ts": before.isoformat() if before else None,
+        "reason": reason,
+    }
+
+
+def edge_ts(opened: OpenFile, fmt: Format, *, last: bool) -> datetime | None:
+    """The time of the file's first (or last) complete record, when it has one."""
+    try:
+        if last:
+            size = opened.size()
+            data = opened.read_at(max(size - EDGE_BYTES, 0), EDGE_BYTES)
+            end = data.rfind(b"\n")
+            data = data[data.rfind(b"\n", 0, end) + 1 : end + 1] if end >= 0 else b""
+        else:
+            data = opened.read_at(0, EDGE_BYTES)
+            data = data[: data.find(b"\n") + 1]
+    except (OSError, EOFError, SourceError):
+        return None
+    scanner = make_scanner(fmt, 0, max_line_bytes=EDGE_BYTES, on_bad=lambda reason: None)
+    scanner.feed(data)
+    return scanner.cut(everything=True).first_ts
+
+
+def _unread(rows: list[FileRow], start: int) -> int | None:
+    """Bytes of the vanished files at or after stream offset `start`, when all are known."""
+    total = 0
+    for row in rows:
+        if row.base is None or row.length is None:
+            return None
+        total += max(row.base + row.length - max(start, row.base), 0)
+    return total
+
+
+def _close_all(opened_all: list[OpenFile | None], keep: list[OpenFile]) -> None:
+    for opened in opened_all:
+        if opened is not None and all(opened is not k for k in keep):
+            opened.close()
 
 
 def _same_inode(path: Path, opened: OpenFile) -> bool:

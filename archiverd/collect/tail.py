@@ -1,5 +1,6 @@
 """One stream's tail and seal state: how far it is read, where the open segment starts, and
-when to seal. Which files the stream is made of is kept by `archiverd.collect.streamfiles`.
+when to seal. Which files the stream is made of is kept by the `StreamFiles` it owns
+(`archiverd.collect.streamfiles`).
 
 Offsets are positions in the stream (the concatenation of its files, oldest first), so the
 segments of a container are contiguous whatever rotations happened. Only the journal's open
@@ -10,16 +11,15 @@ stream at a time.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from archiverd.collect.files import FP_BYTES, OpenFile
-from archiverd.collect.streamfiles import StreamFile, StreamFiles, TailContext
+from archiverd.collect.files import Span
+from archiverd.collect.streamfiles import StreamFiles, TailContext
 from archiverd.errors import FilesMissingError
-from archiverd.formats.layout import format_ts
+from archiverd.formats.layout import format_ts, stream_id
 from archiverd.formats.records import Scanner, make_scanner
 from archiverd.journal.db import SegmentRow
 from archiverd.sources.base import StreamInfo
@@ -31,8 +31,8 @@ log = structlog.get_logger("archiverd.collect.tail")
 CHUNK = 1 << 20
 
 
-class StreamTail(StreamFiles):
-    """Tail and seal one stream; see the module docstring."""
+class StreamTail:
+    """Tail and seal one stream; see the module docstring. Owns the stream's `files`."""
 
     def __init__(
         self, ctx: TailContext, stream_id: int, info: StreamInfo, *, allow_loss: bool = False
@@ -40,16 +40,12 @@ class StreamTail(StreamFiles):
         self.ctx = ctx
         self.stream_id = stream_id
         self.info = info
-        self.files = []
-        self._cur = 0
-        self._truncated = False
-        self._out_of_sight = 0
         self.at_end = False
         self.last_growth = ctx.clock()
         self._first_read: datetime | None = None  # when the open segment's first byte was read
         self.open_segment = ctx.journal.open_segment(stream_id)
-        self._allow_loss = allow_loss
-        self._reopen()
+        self.files = StreamFiles(ctx, stream_id, info)
+        self.files.reopen(self.open_segment.start_offset, allow_loss=allow_loss)
         self.scanner = self._scanner(self.open_segment.start_offset)
 
     def _scanner(self, start: int) -> Scanner:
@@ -60,46 +56,27 @@ class StreamTail(StreamFiles):
             on_bad=self.ctx.on_bad,
         )
 
+    # files ---------------------------------------------------------------------------
+
+    def refresh(self, info: StreamInfo) -> bool:
+        """Take the source's current view of the stream (see `StreamFiles.refresh`)."""
+        self.info = info
+        return self.files.refresh(info, self.open_segment.start_offset)
+
+    def release(self) -> None:
+        """Close and forget files wholly before every unpacked byte (sealed or open)."""
+        pending = [s.start_offset for s in self.ctx.journal.segments(self.stream_id, "sealed")]
+        self.files.release(min([self.open_segment.start_offset, *pending]))
+
+    def spans(self) -> list[Span]:
+        """The files placed in the stream, for `RangeReader`."""
+        return self.files.spans()
+
+    def close(self) -> None:
+        """Release every fd."""
+        self.files.close()
+
     # reading -------------------------------------------------------------------------
-
-    def _read(self, n: int) -> bytes:
-        while self._cur < len(self.files):
-            f = self.files[self._cur]
-            assert f.base is not None
-            offset = self.scanner.position - f.base
-            live = not f.file.gz and self._cur == len(self.files) - 1
-            if live and f.file.size() < offset:
-                self._truncate(f, offset)
-                continue
-            data = f.file.read_at(offset, n)
-            if data:
-                if f.identity.fp_len < FP_BYTES:
-                    self._grow_fingerprint(f)
-                return data
-            if self._cur + 1 >= len(self.files):
-                return b""
-            nxt = self.files[self._cur + 1]
-            f.length = offset
-            nxt.base = f.base + offset
-            self.ctx.journal.finish_file(f.row_id, offset, nxt.row_id)
-            self._cur += 1
-        return b""
-
-    def _truncate(self, f: StreamFile, offset: int) -> None:
-        assert f.base is not None
-        self.ctx.on_bad("truncated")
-        log.warning(
-            "log file truncated in place; bytes not yet packed may be lost",
-            path=f.file.path,
-            read=offset,
-            size=f.file.size(),
-        )
-        f.length = offset
-        self.ctx.journal.finish_file(f.row_id, offset, None)
-        fd = os.dup(f.file.fd)
-        self._add(OpenFile(fd, path=f.file.path, gz=False), f.base + offset)
-        self._cur += 1
-        self._truncated = True
 
     def oldest_at(self) -> datetime | None:
         """When the oldest byte read but not yet sealed was written: its record's timestamp,
@@ -135,9 +112,9 @@ class StreamTail(StreamFiles):
                     break
                 sealed.append(self._seal(everything=False, reason="size"))
                 continue
-            data = self._read(CHUNK if room <= 0 else min(room, CHUNK))
-            if self._truncated:
-                self._truncated = False
+            data = self.files.read(self.scanner.position, CHUNK if room <= 0 else min(room, CHUNK))
+            if self.files.truncated:
+                self.files.truncated = False
                 if may_seal and self.scanner.position > start:
                     sealed.append(self._seal(everything=True, reason="truncated"))
             if not data:
@@ -149,8 +126,9 @@ class StreamTail(StreamFiles):
             self.ctx.on_read(len(data))
             self.scanner.feed(data)
         start = self.open_segment.start_offset
-        if may_seal and self.at_end and finish and self.scanner.position > start:
-            sealed.append(self._seal(everything=True, reason=finish))
+        finished = self._seal_finished(finish) if may_seal and self.at_end and finish else None
+        if finished is not None:
+            sealed.append(finished)
         elif may_seal and seal_open and self.scanner.boundary > start:
             sealed.append(self._seal(everything=False, reason="once"))
         elif may_seal and aged_before is not None and self.scanner.boundary > start:
@@ -159,10 +137,38 @@ class StreamTail(StreamFiles):
                 sealed.append(self._seal(everything=False, reason="age"))
         return sealed
 
-    def _seal(self, *, everything: bool, reason: str) -> SegmentRow:
+    def _seal_finished(self, reason: str) -> SegmentRow | None:
+        """At the end of a stream that finished: seal everything read, or, when nothing is
+        left and the stream ended for good, the empty end-of-stream segment (`_seal_end`)."""
+        if self.scanner.position > self.open_segment.start_offset:
+            return self._seal(everything=True, reason=reason)
+        return self._seal_end(reason) if self._ended(reason) else None
+
+    def _ended(self, reason: str) -> bool:
+        """The stream is over for good (not merely exited: a container can restart)."""
+        return reason == "finished" and self.info.state in ("finished", "removed")
+
+    def _seal_end(self, reason: str) -> SegmentRow | None:
+        """An empty segment carrying the end-of-stream flag, when the stream ended right
+        after a seal (e.g. sealed on exit, then removed), so its end is provable. Placed at
+        the previous segment's last record; none for a stream that never had a segment or
+        whose last segment already says it ended."""
+        previous = self.ctx.journal.predecessors(self.stream_id, self.open_segment.seq)
+        if not previous or previous[0].seq != self.open_segment.seq - 1:
+            return None
+        description = previous[0].description or {}
+        if description.get("end_of_stream") or "last_ts" not in description:
+            return None
+        return self._seal(
+            everything=True, reason=reason, empty_at=datetime.fromisoformat(description["last_ts"])
+        )
+
+    def _seal(
+        self, *, everything: bool, reason: str, empty_at: datetime | None = None
+    ) -> SegmentRow:
         oldest = self.oldest_at()
         cut = self.scanner.cut(everything=everything)
-        now = self.ctx.clock()
+        now = empty_at or self.ctx.clock()
         first = cut.first_ts or now
         last = cut.last_ts or now
         seg = self.open_segment
@@ -179,6 +185,8 @@ class StreamTail(StreamFiles):
             "image": self.info.image,
             "source": self.ctx.source_name,
             "labels": dict(self.info.labels),
+            "stream": stream_id(self.ctx.host, self.ctx.source_name, self.info.key),
+            "end_of_stream": self._ended(reason),
             "oldest_at": (oldest or first).isoformat(),  # for the archive lag, until uploaded
         }
         row = self.ctx.journal.seal(seg.id, cut.end, description, reason)

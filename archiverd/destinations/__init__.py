@@ -22,7 +22,13 @@ def open_destination(settings: Settings) -> S3Destination | FileDestination:
     if url.startswith("s3://"):
         from archiverd.destinations.s3 import S3Destination
 
-        return S3Destination(url, settings.destination)
+        return S3Destination(url, settings.destination, host=settings.host_name)
     from archiverd.destinations.filesystem import FileDestination
+    from archiverd.errors import ConfigError
 
+    if settings.destination.object_lock_mode:
+        raise ConfigError(
+            f"destination.object_lock_mode needs an s3:// destination with Object Lock, not "
+            f"{url}: set destination.url to such a bucket or unset object_lock_mode"
+        )
     return FileDestination(url)

@@ -43,15 +43,34 @@ _THROTTLED = {
     "RequestThrottled",
 }
 _TRUNCATED = {"BadDigest", "XAmzContentSHA256Mismatch", "IncompleteBody", "InvalidDigest"}
-_DENIED = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AllAccessDisabled",
-    "InvalidToken",
-    "ExpiredToken",
-    "403",
+_CREDENTIALS = {
+    "InvalidAccessKeyId": "the access key id is not known to the server",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id",
+    "InvalidToken": "the session token is malformed or does not belong to the access key",
+    "ExpiredToken": "the session token has expired",
+    "TokenRefreshRequired": "the session token has expired",
+    "InvalidClientTokenId": "the access key id or session token is not valid",
 }
+_DENIED = {"AccessDenied", "AllAccessDisabled", "403"}
+_NOT_IMPLEMENTED = {"NotImplemented", "501"}
+
+IAM_ACTIONS = {
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "GetBucketVersioning": "s3:GetBucketVersioning",
+    "DeleteObject": "s3:DeleteObject",
+}
+"""The IAM action S3 authorises each API operation archiverd calls with (a versioned GET or
+HEAD needs s3:GetObjectVersion too)."""
 
 
 def translate(exc: BaseException, *, where: str) -> ArchiverError:
@@ -129,25 +148,32 @@ def _client_error(exc: botocore.exceptions.ClientError, where: str) -> ArchiverE
     text = f"{where}: {code or status} {message}"
     if code == "PreconditionFailed" or status == 412:
         return ObjectExistsError(where)
-    if code in _THROTTLED or status in (429, 503):
-        return RetryableFailure(f"{text}: throttled, backing off", "throttled")
-    if status >= 500 or code in ("InternalError", "ServiceUnavailable"):
-        return RetryableFailure(f"{text}: server error, will retry", "server_error")
-    if code == "RequestTimeout" or status == 408:
-        return RetryableFailure(f"{text}: will retry", "timeout")
-    if code in _TRUNCATED:
-        return RetryableFailure(f"{text}: the body was damaged in transit, will retry", "truncated")
+    if code in _NOT_IMPLEMENTED or status == 501:
+        return PermanentFailure(
+            f"{text}: the server does not implement this request (a header such as SSE-KMS, "
+            "ACL or storage class it does not support?): unset that destination setting",
+            "other",
+        )
+    retryable = _retryable(code, status, text)
+    if retryable is not None:
+        return retryable
     if code.startswith("KMS.") or ("KMS" in message and status in (400, 403)):
         return PermanentFailure(
-            f"{text}: the SSE-KMS key cannot be used: check destination.sse_kms_key_id and "
-            "that the archiver's role may kms:GenerateDataKey/kms:Decrypt with it",
+            f"{text}: KMS access denied or the SSE-KMS key unusable: check "
+            "destination.sse_kms_key_id, and that the key policy and the archiver's identity "
+            "allow kms:GenerateDataKey and kms:Decrypt on it",
             "kms",
+        )
+    if code in _CREDENTIALS:
+        return PermanentFailure(
+            f"{text}: invalid or expired credentials ({_CREDENTIALS[code]}): fix "
+            "destination.access_key_id / secret_access_key / session_token (or their *_file), "
+            "or the AWS_* variables / profile / role they come from",
+            "access_denied",
         )
     if code in _DENIED or status == 403:
         return PermanentFailure(
-            f"{text}: access denied: grant the archiver's credentials s3:PutObject, "
-            "s3:GetObject*, s3:ListBucket*, s3:GetBucketVersioning and multipart permissions",
-            "access_denied",
+            f"{text}: {denied_hint(exc.operation_name, message)}", "access_denied"
         )
     if code == "NoSuchBucket":
         return PermanentFailure(
@@ -158,6 +184,41 @@ def _client_error(exc: botocore.exceptions.ClientError, where: str) -> ArchiverE
     if code in ("NoSuchUpload",):
         return RetryableFailure(f"{text}: the multipart upload vanished; will start over", "other")
     return PermanentFailure(text, "other")
+
+
+def _retryable(code: str, status: int, text: str) -> RetryableFailure | None:
+    if code in _THROTTLED or status in (429, 503):
+        return RetryableFailure(f"{text}: throttled, backing off", "throttled")
+    if status >= 500 or code in ("InternalError", "ServiceUnavailable"):
+        return RetryableFailure(f"{text}: server error, will retry", "server_error")
+    if code == "RequestTimeout" or status == 408:
+        return RetryableFailure(f"{text}: will retry", "timeout")
+    if code in _TRUNCATED:
+        return RetryableFailure(f"{text}: the body was damaged in transit, will retry", "truncated")
+    return None
+
+
+def denied_hint(operation: str, message: str) -> str:
+    """What an AccessDenied for `operation` means, from AWS's message where it says."""
+    action = IAM_ACTIONS.get(operation, f"s3:{operation}")
+    lowered = message.lower()
+    if "resource-based policy" in lowered or "bucket policy" in lowered:
+        return (
+            f"access denied by a bucket policy ({action}): it may require SSE-KMS (set "
+            "destination.sse_kms_key_id) or a canned ACL (set destination.acl, e.g. "
+            "bucket-owner-full-control); `archiverd check` names the condition when it may "
+            "read the policy"
+        )
+    if "identity-based policy" in lowered or "permissions boundary" in lowered:
+        return (
+            f"missing IAM permission: grant the archiver's identity {action} "
+            "(docs/DEPLOY.md lists the policy for each mode)"
+        )
+    return (
+        f"access denied: grant the archiver's identity {action} (docs/DEPLOY.md lists the "
+        "policy for each mode), or, if a bucket policy denies it, meet its conditions "
+        "(SSE-KMS: destination.sse_kms_key_id; ACL: destination.acl)"
+    )
 
 
 def is_precondition_failed(exc: BaseException) -> bool:

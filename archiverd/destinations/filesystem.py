@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import time
@@ -23,17 +24,24 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+import structlog
+
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.common import SHA256_METADATA, with_body_checksum
 from archiverd.errors import (
+    ArchiverError,
     ConfigError,
     IntegrityError,
     ObjectExistsError,
     PermanentFailure,
     RetryableFailure,
+    TamperedError,
 )
 from archiverd.fsutil import ensure_private_dir, publish
+from archiverd.logs import printable
 from archiverd.pack.container import read_header, write_header
+
+log = structlog.get_logger("archiverd.destinations.filesystem")
 
 SUFFIX = ".versions"
 MARKER = ".marker"
@@ -96,8 +104,11 @@ class FileDestination:
         path = folder / version_id
         if not path.is_file():
             return None
-        with path.open("rb") as src:
-            metadata, body_start = _read_meta(src)
+        try:
+            with path.open("rb") as src:
+                metadata, body_start = _read_meta(src)
+        except IntegrityError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
         return StoredObject(
             key=key,
             version_id=version_id,
@@ -241,20 +252,30 @@ class FileDestination:
         return found
 
     def _versions(self, key: str, folder: Path) -> list[ObjectVersion]:
-        names = _version_names(folder)
-        out = []
-        for name in names:
-            stamp = datetime.fromtimestamp(int(name.split("-", 1)[0]) / 1e9, tz=UTC)
+        found: list[tuple[str, int, bool]] = []
+        for name in _version_names(folder):
             marker = name.endswith(MARKER)
             size = 0
             if not marker:
-                with (folder / name).open("rb") as src:
-                    _meta, body_start = _read_meta(src)
-                size = (folder / name).stat().st_size - body_start
-            out.append(
-                ObjectVersion(key, name, size, stamp, name == names[-1], is_delete_marker=marker)
+                try:
+                    with (folder / name).open("rb") as src:
+                        _meta, body_start = _read_meta(src)
+                    size = (folder / name).stat().st_size - body_start
+                except (ArchiverError, OSError) as exc:
+                    _not_ours(folder / name, f"unreadable version header: {exc}")
+                    continue
+            found.append((name, size, marker))
+        return [
+            ObjectVersion(
+                key,
+                name,
+                size,
+                datetime.fromtimestamp(int(name.split("-", 1)[0]) / 1e9, tz=UTC),
+                index == len(found) - 1,
+                is_delete_marker=marker,
             )
-        return out
+            for index, (name, size, marker) in enumerate(found)
+        ]
 
     async def download(
         self, key: str, destination: Path, version_id: str | None = None
@@ -278,8 +299,11 @@ class FileDestination:
                     digest.update(chunk)
             actual = base64.b64encode(digest.digest()).decode()
             if stored.sha256_b64 and actual != stored.sha256_b64:
-                raise RetryableFailure(
-                    f"{self.url}: {key!r} hashes to {actual}, not {stored.sha256_b64}", "truncated"
+                # A local file does not change in transit: the stored version was altered.
+                raise TamperedError(
+                    f"{self._dir(key) / stored.version_id}: the body hashes to {actual}, not "
+                    f"the recorded {stored.sha256_b64}: the stored version was changed; "
+                    "nothing from it was released"
                 )
             publish(temp, destination)
         finally:
@@ -299,11 +323,24 @@ class FileDestination:
         return removed
 
 
+_VERSION_NAME = re.compile(r"^[0-9]{20}-[0-9a-f]+(\.marker)?$")
+
+
 def _version_names(folder: Path) -> list[str]:
+    """The version files of one key, oldest first; anything else there is reported, skipped."""
     try:
-        return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
     except FileNotFoundError:
         return []
+    for name in names:
+        if not _VERSION_NAME.match(name):
+            _not_ours(folder / name, "not a version file of this key")
+    return [n for n in names if _VERSION_NAME.match(n)]
+
+
+def _not_ours(path: Path, why: str) -> None:
+    """Report a file in the bucket directory that is not an archive object (then skip it)."""
+    log.warning("not an archive object; skipped", path=printable(str(path)), reason=why)
 
 
 def _read_meta(src: BinaryIO) -> tuple[dict[str, str], int]:

@@ -1,9 +1,9 @@
 """`s3://bucket/prefix/`: any S3 API (AWS, SeaweedFS, MinIO, R2, ...) through aiobotocore.
 
-Credentials: explicit ``destination.access_key_id``/``secret_access_key`` (or their
-``*_file``, also looked up in $CREDENTIALS_DIRECTORY) win when set; otherwise botocore's
-default chain (env, shared profile, web identity/IRSA, instance metadata), whose temporary
-credentials it refreshes before they expire.
+Credentials come from `archiverd.credentials` (explicit keys, else botocore's default chain),
+the same source KMS uses. Every write (PUT, CreateMultipartUpload) sends the headers of
+`write_arguments`; `check` sends them too, creating and aborting a multipart upload, so a
+denied write fails there rather than at the first upload.
 
 Uploads are conditional (``If-None-Match: *``; a server that refuses the header gets
 `UnconditionalOnly` once and never the header again, see `conditional_writes`) and
@@ -18,10 +18,14 @@ The client is created lazily on first use; `close()` (or ``async with``) release
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +34,8 @@ from urllib.parse import urlparse
 import aiobotocore.session
 from aiobotocore.config import AioConfig
 
-from archiverd.config import DestinationSettings, credentials_directory
+from archiverd.config import DestinationSettings
+from archiverd.credentials import resolve_credentials
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.destinations.common import body_checksum, with_body_checksum
 from archiverd.destinations.failures import is_not_found, rejects_conditional, translate
@@ -60,6 +65,7 @@ class S3Destination:
         settings: DestinationSettings,
         *,
         session: aiobotocore.session.AioSession | None = None,
+        host: str = "",
     ) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -69,7 +75,8 @@ class S3Destination:
         self.bucket = parsed.netloc
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self._settings = settings
-        self._credentials = _explicit_credentials(settings)
+        self._credentials = resolve_credentials(settings).client_arguments()
+        self._probe_prefix = f"{self.prefix}{host}/" if host else self.prefix
         self._session = session if session is not None else aiobotocore.session.get_session()
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
@@ -123,7 +130,14 @@ class S3Destination:
         return f"{verb} s3://{self.bucket}/{key}"
 
     async def check(self) -> str:
-        """Reachable and (when required) versioned; a one-line description."""
+        """Reachable, (when required) versioned, and writable with the headers a real
+        upload sends; a one-line description. Leaves no object behind.
+
+        The write probe creates a multipart upload under the prefix (with `write_arguments`:
+        SSE-KMS, ACL, storage class), lists it and its parts, HEADs and lists its key, then
+        aborts it: every S3 action the daemon's IAM policy grants is exercised once, so a
+        read-only identity, a denying bucket policy or a missing KMS right fails here.
+        """
         client = await self.client()
         with translated(translate, self._where("GetBucketVersioning")):
             answer: Mapping[str, object] = await client.get_bucket_versioning(Bucket=self.bucket)
@@ -135,8 +149,99 @@ class S3Destination:
                 "Status=Enabled` (or set destination.require_versioning = false)",
                 "versioning",
             )
+        lock = await self._check_object_lock(client)  # before the probe sends lock headers
+        await self._probe_write(client)
         endpoint = self._settings.endpoint_url or f"AWS {self._settings.region}"
-        return f"{self.url} reachable via {endpoint}, versioning {status}"
+        return f"{self.url} reachable via {endpoint}, versioning {status}, writable{lock}"
+
+    async def _check_object_lock(self, client: Any) -> str:
+        """With ``object_lock_mode`` set, the bucket must have Object Lock enabled."""
+        s = self._settings
+        if not s.object_lock_mode:
+            return ""
+        enabled = None
+        with translated(translate, self._where("GetObjectLockConfiguration")):
+            try:
+                answer = await client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+            except Exception as exc:
+                if _error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                    raise
+        if enabled != "Enabled":
+            raise PermanentFailure(
+                f"bucket {self.bucket!r} does not have Object Lock enabled, so the "
+                f"{s.object_lock_mode} retention of destination.object_lock_mode cannot be "
+                f"applied: enable it with `aws s3api put-object-lock-configuration --bucket "
+                f"{self.bucket} --object-lock-configuration ObjectLockEnabled=Enabled` (the "
+                "bucket must be versioned; or unset destination.object_lock_mode)",
+                "object-lock",
+            )
+        return f", Object Lock {s.object_lock_mode} {s.object_lock_days}d"
+
+    async def _probe_write(self, client: S3Client) -> None:
+        key = f"{self._probe_prefix}.archiverd-check-{uuid.uuid4().hex}"
+        try:
+            await self._probe_calls(client, key)
+        except RetryableFailure as exc:
+            permanent = self._sse_kms_failure(exc)
+            if permanent is None:
+                raise
+            raise permanent from exc
+        except PermanentFailure as exc:
+            if exc.reason != "access_denied":
+                raise
+            condition = await self._policy_condition(client)
+            if condition:
+                raise PermanentFailure(f"{exc}. {condition}", exc.reason) from exc
+            raise
+
+    def _sse_kms_failure(self, exc: RetryableFailure) -> PermanentFailure | None:
+        """A server error on an SSE-KMS write means the server cannot use the key (it answered
+        the calls before it): permanent, since retrying the same headers cannot fix it."""
+        if exc.reason != "server_error" or not self._settings.sse_kms_key_id:
+            return None
+        return PermanentFailure(
+            f"{exc}: the server fails writes with SSE-KMS key "
+            f"{self._settings.sse_kms_key_id!r}: configure KMS on the server (or the key), "
+            "or unset destination.sse_kms_key_id",
+            "kms",
+        )
+
+    async def _probe_calls(self, client: S3Client, key: str) -> None:
+        body = b"archiverd check\n"
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        with translated(translate, self._where("CreateMultipartUpload", key)):
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256",
+                **write_arguments(self._settings),
+            )  # fmt: skip
+        upload_id = str(created["UploadId"])
+        try:
+            with translated(translate, self._where("UploadPart", key)):
+                await client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body,
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=digest,
+                )  # fmt: skip
+            with translated(translate, self._where("ListMultipartUploads", key)):
+                await client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            with translated(translate, self._where("ListParts", key)):
+                await client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            with translated(translate, self._where("ListObjectsV2", key)):
+                await client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+            await self.head(key)
+        finally:
+            with translated(translate, self._where("AbortMultipartUpload", key)):
+                await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    async def _policy_condition(self, client: S3Client) -> str:
+        """The bucket policy's write condition this configuration fails, when the policy is
+        readable (``s3:GetBucketPolicy`` is optional: without it, '')."""
+        try:
+            answer = await client.get_bucket_policy(Bucket=self.bucket)
+            policy = json.loads(str(answer.get("Policy") or "{}"))
+        except Exception:  # a diagnosis only: unreadable means unknown
+            return ""
+        return unmet_condition(policy, write_arguments(self._settings))
 
     async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """The latest (or given) version of `key`, or None (also for a delete marker)."""
@@ -181,12 +286,8 @@ class S3Destination:
         size = (await asyncio.to_thread(path.stat)).st_size
         extra: dict[str, Any] = {
             "Metadata": with_body_checksum(metadata, sha256_b64),
-            "ContentType": "application/octet-stream",
+            **write_arguments(s),
         }
-        if s.sse_kms_key_id:
-            extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=s.sse_kms_key_id)
-        if s.storage_class:
-            extra["StorageClass"] = s.storage_class
         conditional = if_none_match and self._if_none_match
         client = await self.client()
         try:
@@ -206,6 +307,11 @@ class S3Destination:
         except UnconditionalOnly:
             self._if_none_match = False  # from now on a HEAD before each PUT
             raise
+        except RetryableFailure as exc:
+            permanent = self._sse_kms_failure(exc)
+            if permanent is None:
+                raise
+            raise permanent from exc
         echoed = str(answer.get("ChecksumSHA256") or "")
         single = size < s.multipart_threshold_bytes  # multipart compared its composite itself
         if single and echoed and echoed != sha256_b64:
@@ -319,6 +425,76 @@ class S3Destination:
         return await abort_uploads(await self.client(), self.bucket, prefix, frozenset(keep))
 
 
+def retain_until(days: int, now: datetime | None = None) -> datetime:
+    """The retain-until date of an object uploaded `now` and kept `days` days."""
+    return (now or datetime.now(UTC)) + timedelta(days=days)
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+_CONDITION_HEADERS = {
+    "s3:x-amz-server-side-encryption": ("ServerSideEncryption", "destination.sse_kms_key_id"),
+    "s3:x-amz-server-side-encryption-aws-kms-key-id": (
+        "SSEKMSKeyId",
+        "destination.sse_kms_key_id",
+    ),
+    "s3:x-amz-acl": ("ACL", "destination.acl"),
+    "s3:x-amz-storage-class": ("StorageClass", "destination.storage_class"),
+}
+
+
+def unmet_condition(policy: Mapping[str, Any], args: Mapping[str, Any]) -> str:
+    """The first Deny statement on s3:PutObject whose header condition `args` (the write
+    headers we send) trips, as a sentence naming the header, the value and the setting."""
+    statements = policy.get("Statement") or []
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action") or []
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") != "Deny" or not any(
+            a in ("s3:PutObject", "s3:*", "*") for a in actions
+        ):
+            continue
+        for operator, tests in (statement.get("Condition") or {}).items():
+            for name, wanted in tests.items():
+                header, setting = _CONDITION_HEADERS.get(name.lower(), ("", ""))
+                if not header:
+                    continue
+                values = [wanted] if isinstance(wanted, str) else list(wanted)
+                sent = args.get(header)
+                trips = (
+                    (operator == "StringNotEquals" and sent not in values)
+                    or (operator == "StringEquals" and sent in values)
+                    or (operator == "Null" and (sent is None) == ("true" in values))
+                )
+                if trips:
+                    sid = statement.get("Sid", "")
+                    return (
+                        f"The bucket policy statement {sid!r} denies s3:PutObject unless "
+                        f"{name} is {' or '.join(values) if operator != 'Null' else 'set'} "
+                        f"(we send {sent or 'none'}): set {setting}"
+                    )
+    return ""
+
+
+def write_arguments(settings: DestinationSettings) -> dict[str, Any]:
+    """The headers every write sends (PutObject and CreateMultipartUpload, and `check`'s
+    probe): content type, SSE-KMS, canned ACL, storage class."""
+    args: dict[str, Any] = {"ContentType": "application/octet-stream"}
+    if settings.sse_kms_key_id:
+        args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.sse_kms_key_id)
+    if settings.acl:
+        args["ACL"] = settings.acl
+    if settings.storage_class:
+        args["StorageClass"] = settings.storage_class
+    if settings.object_lock_mode:
+        args["ObjectLockMode"] = settings.object_lock_mode
+        args["ObjectLockRetainUntilDate"] = retain_until(settings.object_lock_days)
+    return args
+
+
 @contextmanager
 def _removed_on_error(path: Path) -> Iterator[None]:
     """Delete the partial download `path` when the block fails."""
@@ -366,42 +542,3 @@ def _body_problem(stored: StoredObject, received: int, digest: bytes) -> str:
     if stored.sha256_b64 and "-" not in stored.sha256_b64 and actual != stored.sha256_b64:
         return f"body hashes to {actual}, not {stored.sha256_b64} (corrupt in transit); retry"
     return ""
-
-
-def _explicit_credentials(settings: DestinationSettings) -> dict[str, str]:
-    key = _secret(settings.access_key_id, settings.access_key_id_file, "access_key_id")
-    secret = _secret(
-        settings.secret_access_key, settings.secret_access_key_file, "secret_access_key"
-    )
-    if (key is None) != (secret is None):
-        raise ConfigError(
-            "destination.access_key_id and destination.secret_access_key (or their *_file) "
-            "must be set together, or both left empty to use the AWS default chain"
-        )
-    if key is None or secret is None:
-        return {}
-    return {"aws_access_key_id": key, "aws_secret_access_key": secret}
-
-
-def _secret(value: Any, path: Path | None, name: str) -> str | None:
-    if value is not None:
-        text = str(value.get_secret_value()).strip()
-        return text or None
-    if path is None:
-        return None
-    candidates = [path]
-    creds = credentials_directory()
-    if creds is not None:
-        candidates.append(creds / path.name)
-    for candidate in candidates:
-        try:
-            return candidate.read_text().strip() or None
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ConfigError(
-                f"destination.{name}_file {str(candidate)!r} is unreadable ({exc.strerror})"
-            ) from None
-    raise ConfigError(
-        f"destination.{name}_file {str(path)!r} does not exist (nor in $CREDENTIALS_DIRECTORY)"
-    )

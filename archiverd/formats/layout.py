@@ -8,15 +8,22 @@ targets the same key (invariant 2).
 User metadata (S3 sends it as ``x-amz-meta-<name>``; S3 limits all of it to 2 KB) carries
 the segment description under ``archiverd-*`` names beside the encryption envelope's
 ``x-amz-*`` names. Labels are dropped, largest first, when they would not fit.
+
+Continuity (docs/FORMAT.md, "Continuity"): every segment names its stream, its seq, the
+plaintext SHA-256 of the previous archived segment of that stream (a chain), whether it is
+the last one of an ended stream, and the bytes the source lost before it. Objects without
+``archiverd-stream`` were written by an earlier release and are *unchained*.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 SUFFIX = ".log.gz.enc"
 METADATA_LIMIT_BYTES = 2048
@@ -45,6 +52,62 @@ class SegmentDescription:
     image: str = ""
     source: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    stream: str = ""
+    """Stream id (`stream_id`); "" for segments written before continuity metadata."""
+    prev_seq: int | None = None
+    """Seq of the previous archived segment of the stream; None for its first segment."""
+    prev_sha256: str = ""
+    """Plaintext SHA-256 (hex) of that previous segment."""
+    end_of_stream: bool = False
+    """The stream ended (container removed, pod gone, file finished): nothing follows."""
+    lost: tuple[Loss, ...] = ()
+    """Bytes the source lost between the previous archived segment and this one."""
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Bytes lost at the source (rotated away or vanished before they were read).
+
+    `bytes` None: unknown amount; the timestamps bound when (None: unknown).
+    """
+
+    bytes: int | None
+    after_ts: datetime | None
+    before_ts: datetime | None
+    reason: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Loss:
+        """From the collector's ``{"bytes", "after_ts", "before_ts", "reason"}`` (ISO 8601)."""
+        size = data.get("bytes")
+        return cls(
+            bytes=None if size is None else int(size),
+            after_ts=_iso_or_none(data.get("after_ts")),
+            before_ts=_iso_or_none(data.get("before_ts")),
+            reason=str(data.get("reason", "")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The collector's form (ISO 8601 timestamps)."""
+        return {
+            "bytes": self.bytes,
+            "after_ts": None if self.after_ts is None else self.after_ts.isoformat(),
+            "before_ts": None if self.before_ts is None else self.before_ts.isoformat(),
+            "reason": self.reason,
+        }
+
+
+def _iso_or_none(value: object) -> datetime | None:
+    if value is None or value == "":
+        return None
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def stream_id(host: str, source: str, key: str) -> str:
+    """A stream's id: stable for its life on one host, 32 hex digits, reveals no names."""
+    digest = hashlib.sha256(f"{host}\0{source}\0{key}".encode()).hexdigest()
+    return digest[:32]
 
 
 def format_ts(ts: datetime) -> str:
@@ -139,6 +202,8 @@ def segment_metadata(
             "archiverd-key-id": key_id,
         }
     )
+    if segment.stream:
+        meta.update(continuity_metadata(segment))
     labels = dict(segment.labels)
     while True:
         meta["archiverd-labels"] = json.dumps(labels, sort_keys=True, separators=(",", ":"))
@@ -146,6 +211,12 @@ def segment_metadata(
             break
         del labels[max(labels, key=lambda name: len(name) + len(labels[name]))]
         meta["archiverd-labels-truncated"] = "true"
+    if _size(meta) > METADATA_LIMIT_BYTES and len(segment.lost) > 1:
+        # Still too big without labels: the losses become one entry (same total bytes and
+        # time span); the chain fields themselves are small and always kept.
+        meta["archiverd-lost"] = json.dumps(
+            [_loss_entry(_fold(segment.lost, keep=1)[0])], separators=(",", ":")
+        )
     return meta
 
 
@@ -155,3 +226,81 @@ def _ascii(text: str) -> str:
 
 def _size(meta: Mapping[str, str]) -> int:
     return sum(len(k) + len(v) for k, v in meta.items())
+
+
+MAX_LOSSES = 8
+"""Losses kept one by one in metadata; more are summed into the last entry (2 KB limit)."""
+
+
+def continuity_metadata(segment: SegmentDescription) -> dict[str, str]:
+    """The ``archiverd-stream``/``-seq``/``-prev-*``/``-end``/``-lost`` fields (FORMAT.md)."""
+    meta = {
+        "archiverd-stream": segment.stream,
+        "archiverd-seq": str(segment.seq),
+        # "none", not "": some S3 servers (SeaweedFS) drop empty metadata values.
+        "archiverd-prev-seq": "none" if segment.prev_seq is None else str(segment.prev_seq),
+        "archiverd-prev-sha256": segment.prev_sha256 or "none",
+        "archiverd-end": "true" if segment.end_of_stream else "false",
+    }
+    if segment.lost:
+        meta["archiverd-lost"] = json.dumps(
+            [_loss_entry(loss) for loss in _fold(segment.lost)], separators=(",", ":")
+        )
+    return meta
+
+
+def losses_of(metadata: Mapping[str, str]) -> list[Loss]:
+    """The losses recorded in object metadata ([] when none or unreadable)."""
+    try:
+        entries = json.loads(metadata.get("archiverd-lost", "[]"))
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            out.append(
+                Loss(
+                    bytes=entry.get("b"),
+                    after_ts=_ts_or_none(entry.get("a")),
+                    before_ts=_ts_or_none(entry.get("z")),
+                    reason=str(entry.get("r", "")),
+                )
+            )
+    return out
+
+
+def _ts_or_none(value: object) -> datetime | None:
+    try:
+        return parse_ts(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _loss_entry(loss: Loss) -> dict[str, Any]:
+    return {
+        "b": loss.bytes,
+        "a": None if loss.after_ts is None else format_ts(loss.after_ts),
+        "z": None if loss.before_ts is None else format_ts(loss.before_ts),
+        "r": _ascii(loss.reason)[:80],
+    }
+
+
+def _fold(losses: tuple[Loss, ...], keep: int = MAX_LOSSES) -> list[Loss]:
+    """At most `keep` entries: the rest summed into one spanning their times."""
+    if len(losses) <= keep:
+        return list(losses)
+    head, rest = list(losses[: keep - 1]), losses[keep - 1 :]
+    sizes = [loss.bytes for loss in rest]
+    afters = [loss.after_ts for loss in rest if loss.after_ts is not None]
+    befores = [loss.before_ts for loss in rest if loss.before_ts is not None]
+    head.append(
+        Loss(
+            bytes=None if None in sizes else sum(s for s in sizes if s is not None),
+            after_ts=min(afters) if afters else None,
+            before_ts=max(befores) if befores else None,
+            reason=f"{len(rest)} losses",
+        )
+    )
+    return head

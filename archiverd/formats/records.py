@@ -3,30 +3,39 @@
 A `Scanner` is fed the bytes of one container's log stream in order and tracks `boundary`,
 the last stream offset where a segment may end:
 
-- ``docker`` (json-file): after a JSON record whose ``log`` ends in ``\\n``. Docker splits
-  lines longer than 16 KiB into partial records; a segment never ends inside one.
-- ``cri``: after an ``F`` (full) line, never after a ``P`` (partial) one.
+- ``docker`` (json-file) and ``cri``: after a record that closes an application line (see
+  `archiverd.formats.docker` and `archiverd.formats.cri`), never inside a run of partial
+  records. Both read lines with `read_line`, the reading restore uses too, so a segment
+  reads back with the lines, message ends and times it was sealed with.
 - ``plain``: after any ``\\n``.
 
-Bad input is kept, never dropped: a malformed line closes where its ``\\n`` is (counted as
-``malformed_json``); a logical line longer than ``max_line_bytes`` may be cut at a record
-boundary the writer already made (``long_line``); a run of ``max_line_bytes`` with no ``\\n``
-at all is cut there. Memory stays bounded by ``max_line_bytes`` plus one fed chunk.
+Bad input is kept, never dropped: a line that is no record closes where its ``\\n`` is
+(counted as ``malformed_json``/``malformed_cri``); a logical line longer than
+``max_line_bytes`` may be cut at a record boundary the writer already made (``long_line``);
+a run of ``max_line_bytes`` with no ``\\n`` at all is cut there. Those two cuts are the only
+ones inside an application line. Memory stays bounded by ``max_line_bytes`` plus one fed
+chunk, so the rest of a line cut for having no ``\\n`` is read as a line of its own: a
+segment holding both sides of such a cut may count it differently than restore, which
+reads the whole line (runtimes split lines at 16 KiB, so only garbage is that long).
+
+A segment's ``lines`` are the application lines restore reads from it (one more when it
+ends inside one); its first/last times are the first/last valid record times in it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
+
+from archiverd.formats import cri, docker
+from archiverd.formats.timestamps import TimeCache, from_ns
 
 Format = Literal["docker", "cri", "plain"]
 BadInput = Callable[[str], None]
-
-_STREAM = b'","stream":"'
-_TIME = b'"time":"'
+"""``(reason)``: count input skipped or worked around (the one bad-input callback type:
+scanners, stream files and sources report through it; whoever reports also logs why)."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +48,25 @@ class Cut:
     last_ts: datetime | None
 
 
-def parse_time(raw: bytes) -> datetime | None:
-    """RFC 3339 (nanoseconds allowed) to an aware UTC datetime; None when unparseable."""
-    try:
-        text = raw.decode("ascii")
-        if "." in text:  # fromisoformat takes at most 6 fraction digits on 3.11
-            head, _, rest = text.partition(".")
-            digits = len(rest) - len(rest.lstrip("0123456789"))
-            text = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
-        parsed = datetime.fromisoformat(text)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+_NO_RECORD = (True, None)
+
+
+def read_line(line: bytes, times: TimeCache) -> tuple[bool, int | None]:
+    """(closes an application line, time in ns) of one line of a log.
+
+    A json-file or CRI record is read as its format says; any other line (plain text,
+    malformed, binary) closes at its newline and has no time. Restore does not know a
+    segment's format, so neither does this: a line is whichever record it parses as.
+    """
+    record = docker.read(line, times) if line.startswith(b"{") else cri.read(line, times)
+    return _NO_RECORD if record is None else record
+
+
+def line_text(line: bytes, times: TimeCache) -> bytes:
+    """What the application wrote in one line (same reading as `read_line`): a record's
+    ``log`` or CRI message, or the line itself."""
+    text = docker.text(line) if line.startswith(b"{") else cri.text(line, times)
+    return line if text is None else text
 
 
 class _Stats:
@@ -60,10 +74,10 @@ class _Stats:
 
     def __init__(self) -> None:
         self.lines = 0
-        self.first: bytes | None = None
-        self.last: bytes | None = None
+        self.first: int | None = None  # ns since the epoch
+        self.last: int | None = None
 
-    def add(self, lines: int, first: bytes | None, last: bytes | None) -> None:
+    def add(self, lines: int, first: int | None, last: int | None) -> None:
         self.lines += lines
         if self.first is None:
             self.first = first
@@ -92,6 +106,8 @@ class Scanner:
         self._long_reported = False
         self._closed = _Stats()  # up to `boundary`
         self._open = _Stats()  # between `boundary` and the last complete line
+        self._inside = False  # `boundary` was forced inside an application line
+        self._times = TimeCache()
 
     def feed(self, data: bytes) -> None:
         """Consume the next bytes of the stream."""
@@ -114,44 +130,64 @@ class Scanner:
         self._lines(head, offset)
 
     def cut(self, *, everything: bool = False) -> Cut:
-        """End the segment at `boundary` (or, `everything`, at `position`, e.g. on exit)."""
-        if everything:
-            if self._carry:  # an unterminated last line still counts
-                self._open.add(1, None, None)
-                self._line_start = self.position
-            self._carry, self._carry_len = [], 0
-            self._commit(self.position)
+        """End the segment at `boundary` (or, `everything`, at `position`, e.g. on exit).
+
+        A segment ending inside an application line (`everything` with an unfinished one, or
+        a forced cut of an over-long one) counts that line's start as one line, as restore
+        reads it.
+        """
+        if everything and self.position > self.boundary:
+            self._cut_carry()
+        lines = self._closed.lines + (1 if self._inside else 0)
         cut = Cut(
             end=self.boundary,
-            lines=self._closed.lines,
-            first_ts=_ts(self._closed.first),
-            last_ts=_ts(self._closed.last),
+            lines=lines,
+            first_ts=_datetime(self._closed.first),
+            last_ts=_datetime(self._closed.last),
         )
         self._closed = _Stats()
+        self._inside = False
         return cut
 
     @property
     def first_ts(self) -> datetime | None:
         """Timestamp of the first record fed since the last cut (None: none, or no times)."""
         first = self._closed.first if self._closed.first is not None else self._open.first
-        return _ts(first)
+        return _datetime(first)
 
     def _commit(self, end: int) -> None:
+        """Move the boundary to `end`, the end of a line that closes an application line."""
         self.boundary = end
         self._closed.merge(self._open)
+        self._inside = False
+
+    def _force_cut(self, end: int) -> None:
+        """Move the boundary to `end`, inside an application line."""
+        self._line_start = end
+        self._commit(end)
+        self._inside = True
+
+    def _cut_carry(self) -> None:
+        """Cut at `position`, ending the segment with the incomplete last line if any."""
+        if self._carry:
+            ts = self._time_of(b"".join(self._carry))
+            self._open.add(0, ts, ts)
+            self._carry, self._carry_len = [], 0
+        self._force_cut(self.position)
 
     def _overlong(self) -> None:
         # A run with no newline at all: cut it here so memory stays bounded.
         self._bad("long_line")
         if any(b"\x00" in part for part in self._carry):
             self._bad("binary")
-        self._carry, self._carry_len = [], 0
-        self._open.add(0, None, None)
-        self._line_start = self.position
-        self._commit(self.position)
+        self._cut_carry()
 
     def _bad(self, reason: str) -> None:
         self._on_bad(reason)
+
+    def _time_of(self, line: bytes) -> int | None:
+        """The time of an incomplete last line, read as restore will read it."""
+        return None
 
     def _lines(self, data: bytes, offset: int) -> None:
         raise NotImplementedError
@@ -171,102 +207,114 @@ class PlainScanner(Scanner):
 class _RecordScanner(Scanner):
     """Formats with partial records: a boundary after a record that closes a line."""
 
+    read: Callable[[bytes, TimeCache], tuple[bool, int | None] | None]
+    """This format's reading of one record (None: the line is none)."""
+    malformed: str  # the bad_input reason of a line that is no record of this format
+
     def _lines(self, data: bytes, offset: int) -> None:
         if self._fast(data, offset):
             return
+        lines = data.split(b"\n")[:-1]
+        if offset + len(data) - self._line_start < self.max_line_bytes:
+            self._read(lines, offset)
+            return
         pos = offset
-        for line in data.split(b"\n")[:-1]:
-            end = pos + len(line) + 1
-            closed, ts = self._record(line)
-            if closed:
-                self._open.add(1, ts, ts)
-                self._line_start = end
-                self._long_reported = False
-                self._commit(end)
-            else:
-                self._open.add(0, ts, ts)
-                if end - self._line_start >= self.max_line_bytes:
-                    if not self._long_reported:
-                        self._bad("long_line")
-                        self._long_reported = True
-                    self._line_start = end
-                    self._commit(end)
-            pos = end
+        for line in lines:  # an over-long line may be cut after one of these records
+            self._read([line], pos)
+            pos += len(line) + 1
+            if pos - self._line_start >= self.max_line_bytes:
+                if not self._long_reported:
+                    self._bad("long_line")
+                    self._long_reported = True
+                self._force_cut(pos)
+
+    def _read(self, lines: list[bytes], offset: int) -> None:
+        """Read whole lines starting at stream offset `offset`; commit once, after the last
+        that closes an application line (the same state as committing after each)."""
+        times, own = self._times, self.read
+        pos, closing, commit = offset, 0, -1
+        first: int | None = None  # the first time since the last boundary, in these lines
+        last: int | None = None
+        open_first: int | None = None  # the first time after the last closing line
+        committed_first = committed_last = None
+        for line in lines:
+            pos += len(line) + 1
+            record = own(line, times)
+            if record is None:  # kept as is, read as restore reads it
+                self._bad("binary" if b"\x00" in line else self.malformed)
+                record = read_line(line, times)
+            closes, ts = record
+            if ts is not None:
+                if first is None:
+                    first = ts
+                if open_first is None:
+                    open_first = ts
+                last = ts
+            if closes:
+                closing, commit, open_first = closing + 1, pos, None
+                committed_first, committed_last = first, last
+        if commit >= 0:
+            self._open.add(closing, committed_first, committed_last)
+            self._line_start = commit
+            self._long_reported = False
+            self._commit(commit)
+        self._open.add(0, open_first, last if open_first is not None else None)
 
     def _fast(self, data: bytes, offset: int) -> bool:
+        """Read `data` (whole lines starting at `offset`) in bulk if it is clean; whether
+        it was."""
         return False
 
-    def _record(self, line: bytes) -> tuple[bool, bytes | None]:
-        raise NotImplementedError
+    def _take(self, end: int, closing: int, first: int | None, last: int | None) -> bool:
+        """Take a clean chunk ending at `end` with a line-closing record, read in bulk."""
+        if first is None or last is None:
+            return False  # the first/last valid times are further in: read line by line
+        self._open.add(closing, first, last)
+        self._line_start = end
+        self._long_reported = False
+        self._commit(end)
+        return True
 
-
-def escaped_newline_at_end(text: bytes) -> bool:
-    """Whether JSON string bytes end in an escaped newline (``\\n`` not ``\\\\n``)."""
-    if not text.endswith(b"\\n"):
-        return False
-    body = text[:-2]
-    return (len(body) - len(body.rstrip(b"\\"))) % 2 == 0
+    def _time_of(self, line: bytes) -> int | None:
+        return read_line(line, self._times)[1]
 
 
 class DockerScanner(_RecordScanner):
     """Docker json-file: ``{"log":"...","stream":"stdout",["attrs":{...},]"time":"..."}``."""
 
+    read = staticmethod(docker.read)
+    malformed = "malformed_json"
+
     def _fast(self, data: bytes, offset: int) -> bool:
         # Clean chunks (the norm) are counted with bytes.count instead of a Python loop.
-        n = data.count(b"\n")
-        if not (
-            data.count(b'{"log":"') == n
-            and data.count(_STREAM) == n
-            and data.count(b'"}\n') == n
-            and data.count(_TIME) == n
-        ):
+        closing = docker.count_closing(data)
+        if closing is None:
             return False
-        last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
-        closed_last, last_ts = self._record(data[last_start:-1])
-        first_end = data.find(b"\n")
-        _, first_ts = self._record(data[:first_end])
-        if not closed_last or last_ts is None or first_ts is None:
+        first = docker.read(data[: data.find(b"\n")], self._times)
+        last = docker.read(data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1], self._times)
+        if first is None or last is None or not last[0]:
             return False
-        # Escaped backslashes before "n" are rare; alternate sums count odd runs exactly
-        # for runs up to five long.
-        closed = 0
-        for run, sign in ((1, 1), (2, -1), (3, 1), (4, -1), (5, 1)):
-            closed += sign * data.count(b"\\" * run + b"n" + _STREAM)
-        self._open.add(closed, first_ts, last_ts)
-        self._line_start = offset + len(data)
-        self._long_reported = False
-        self._commit(self._line_start)
-        return True
-
-    def _record(self, line: bytes) -> tuple[bool, bytes | None]:
-        split = line.find(_STREAM)
-        tpos = line.rfind(_TIME)
-        if line.startswith(b'{"log":"') and line.endswith(b'"}') and split > 0 and tpos > split:
-            return escaped_newline_at_end(line[8:split]), line[tpos + len(_TIME) : -2]
-        try:  # an unusual but valid shape, e.g. other key order
-            record = json.loads(line)
-            text, ts = record["log"], record.get("time", "")
-            if not isinstance(text, str) or not isinstance(ts, str):
-                raise TypeError(type(text))
-        except (ValueError, KeyError, TypeError):
-            self._bad("binary" if b"\x00" in line else "malformed_json")
-            return True, None  # kept as is; its newline is the only boundary we know
-        return text.endswith("\n"), ts.encode("ascii", "replace")
+        return self._take(offset + len(data), closing, first[1], last[1])
 
 
 class CriScanner(_RecordScanner):
     """CRI: ``<RFC3339Nano> <stdout|stderr> <P|F> <message>``."""
 
-    def _record(self, line: bytes) -> tuple[bool, bytes | None]:
-        parts = line.split(b" ", 3)
-        if len(parts) >= 3 and parts[2][:1] in (b"P", b"F"):
-            return parts[2][:1] == b"F", parts[0]
-        self._bad("binary" if b"\x00" in line else "malformed_cri")
-        return True, None
+    read = staticmethod(cri.read)
+    malformed = "malformed_cri"
+
+    def _fast(self, data: bytes, offset: int) -> bool:
+        # Clean chunks (the norm) are read with one regular expression, not line by line.
+        found = cri.bulk(data)
+        if found is None or found[1][-1] != b"F":
+            return False
+        stamps, tags = found
+        first, last = self._times.parse(stamps[0]), self._times.parse(stamps[-1])
+        return self._take(offset + len(data), tags.count(b"F"), first, last)
 
 
-def _ts(raw: bytes | None) -> datetime | None:
-    return None if raw is None else parse_time(raw)
+def _datetime(ns: int | None) -> datetime | None:
+    return None if ns is None else from_ns(ns)
 
 
 def make_scanner(fmt: Format, start: int, *, max_line_bytes: int, on_bad: BadInput) -> Scanner:

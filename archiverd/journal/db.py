@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from archiverd.errors import StateError
-from archiverd.formats.layout import SegmentDescription
-from archiverd.fsutil import ensure_private_dir
+from archiverd.formats.layout import Loss, SegmentDescription
 from archiverd.journal.schema import migrate
+from archiverd.spool.space import DiskReserve
+from archiverd.spool.statedir import open_private_file, prepare_state_dir
 
 FILENAME = "journal.sqlite3"
 
@@ -110,25 +111,38 @@ def _now() -> str:
 class Journal:
     """The SQLite journal; see the module docstring."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, reserve: DiskReserve | None = None
+    ) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self.reserve = reserve
+        """Room kept for the journal on a full disk (`archiverd.spool.space`)."""
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating, mode 0600) ``state_dir/journal.sqlite3`` in WAL mode."""
         try:
-            ensure_private_dir(state_dir)
+            prepare_state_dir(state_dir)
+        except StateError as exc:
+            raise StateError(f"cannot open the journal in {state_dir}: {exc}") from None
+        try:
             path = state_dir / FILENAME
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
+            # Never through a planted symlink or hard link: the journal and its WAL files.
+            os.close(open_private_file(path, os.O_RDWR | os.O_CREAT))
+            for suffix in ("-wal", "-shm"):
+                companion = path.with_name(FILENAME + suffix)
+                if companion.exists() or companion.is_symlink():
+                    os.close(open_private_file(companion, os.O_RDWR))
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Checkpoint the WAL before it outgrows a small state file system (default 1000).
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_checkpoint_pages(state_dir)}")
             migrate(conn)
+            reserve = DiskReserve(state_dir)
         except StateError:
             raise
         except (OSError, sqlite3.Error) as exc:
@@ -136,7 +150,16 @@ class Journal:
                 f"cannot open the journal in {state_dir}: {exc}; check that state.dir is "
                 "writable by archiverd and not on a network filesystem"
             ) from exc
-        return cls(conn, path)
+        return cls(conn, path, reserve)
+
+    def integrity_problem(self) -> str | None:
+        """None when SQLite's ``quick_check`` passes, else its first complaint."""
+        try:
+            rows = self._query("PRAGMA quick_check(1)")
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        verdict = str(rows[0][0]) if rows else "no answer"
+        return None if verdict == "ok" else verdict
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""
@@ -146,6 +169,8 @@ class Journal:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self.reserve is not None:
+                self.reserve.before_write()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -190,6 +215,22 @@ class Journal:
         with self._tx() as conn:
             conn.execute("UPDATE streams SET removed = 1 WHERE id = ?", (stream_id,))
             conn.execute("DELETE FROM files WHERE stream_id = ?", (stream_id,))
+
+    def add_lost(self, stream_id: int, entry: Mapping[str, Any]) -> None:
+        """Remember a range of source bytes that vanished unread; the stream's next sealed
+        segment carries it in its description under ``"lost"`` (see `seal`)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO lost_ranges (stream_id, entry) VALUES (?, ?)",
+                (stream_id, json.dumps(dict(entry))),
+            )
+
+    def pending_lost(self, stream_id: int) -> list[dict[str, Any]]:
+        """The stream's lost ranges not yet recorded in a sealed segment, oldest first."""
+        rows = self._query(
+            "SELECT entry FROM lost_ranges WHERE stream_id = ? ORDER BY id", (stream_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
 
     # files ---------------------------------------------------------------------------
 
@@ -238,6 +279,15 @@ class Journal:
                     "WHERE id = ?",
                     (file_id, next_id),
                 )
+
+    def replace_file(self, file_id: int, *, path: str, dev: int, ino: int) -> None:
+        """The file's bytes are now held by another file of the same content (a copy made
+        by copytruncate): find that one after a restart."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE files SET path = ?, dev = ?, ino = ? WHERE id = ?",
+                (path, dev, ino, file_id),
+            )
 
     def set_file_base(self, file_id: int, base: int | None) -> None:
         """Place a file in the stream (after a gap, or clear a stale placement)."""
@@ -310,6 +360,21 @@ class Journal:
         )
         return [self._segment(r) for r in rows]
 
+    def predecessors(self, stream_id: int, seq: int) -> list[SegmentRow]:
+        """The segments before `seq` back to (and including) the last packed, uploading or
+        uploaded one, newest first: the chain link of `seq` and the lost segments in between."""
+        rows = self._query(
+            "SELECT MAX(seq) FROM segments WHERE stream_id = ? AND seq < ? "
+            "AND state IN ('packed', 'uploading', 'uploaded')",
+            (stream_id, seq),
+        )
+        floor = -1 if rows[0][0] is None else int(rows[0][0])
+        found = self._query(
+            self._SEG + " WHERE stream_id = ? AND seq < ? AND seq >= ? ORDER BY seq DESC",
+            (stream_id, seq, floor),
+        )
+        return [self._segment(r) for r in found]
+
     def segment(self, segment_id: int) -> SegmentRow | None:
         """One segment by id."""
         rows = self._query(self._SEG + " WHERE id = ?", (segment_id,))
@@ -318,7 +383,8 @@ class Journal:
     def seal(
         self, segment_id: int, end: int, description: Mapping[str, Any], reason: str
     ) -> SegmentRow:
-        """Seal the open segment at `end` and open the next one there, atomically."""
+        """Seal the open segment at `end` and open the next one there, atomically. Lost
+        ranges pending on the stream (`add_lost`) move into the description's ``"lost"``."""
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT stream_id, seq FROM segments WHERE id = ? AND state = 'open'",
@@ -326,6 +392,12 @@ class Journal:
             ).fetchone()
             if row is None:
                 raise StateError(f"segment {segment_id} is not open; cannot seal it")
+            lost = conn.execute(
+                "SELECT entry FROM lost_ranges WHERE stream_id = ? ORDER BY id", (row[0],)
+            ).fetchall()
+            if lost:
+                description = {**description, "lost": [json.loads(e[0]) for e in lost]}
+                conn.execute("DELETE FROM lost_ranges WHERE stream_id = ?", (row[0],))
             conn.execute(
                 "UPDATE segments SET state = 'sealed', end_offset = ?, reason = ?, "
                 "sealed_at = ?, description = ? WHERE id = ?",
@@ -381,6 +453,43 @@ class Journal:
                 "UPDATE segments SET state = 'lost', reason = ? WHERE id = ?",
                 (reason, segment_id),
             )
+
+    def adopt_packed(
+        self,
+        *,
+        spool_path: Path,
+        metadata: Mapping[str, str],
+        packed_bytes: int,
+        packed_sha256_b64: str,
+        description: Mapping[str, Any],
+        reason: str,
+    ) -> int:
+        """Record a spool body the journal did not know (its own removed stream, one packed
+        segment) so the uploader sends it; returns the new segment id."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO streams (source, key, removed) VALUES ('adopted', ?, 1)",
+                (f"{description.get('container_id', '')}/{packed_sha256_b64}",),
+            )
+            cur = conn.execute(
+                "INSERT INTO segments (stream_id, seq, state, start_offset, end_offset, reason, "
+                "sealed_at, description, spool_path, metadata, packed_bytes, packed_sha256_b64) "
+                "VALUES (?, ?, 'packed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cur.lastrowid,
+                    int(description.get("seq", 0)),
+                    int(description.get("start_offset", 0)),
+                    int(description.get("end_offset", 0)),
+                    reason,
+                    _now(),
+                    json.dumps(dict(description)),
+                    str(spool_path),
+                    json.dumps(dict(metadata)),
+                    packed_bytes,
+                    packed_sha256_b64,
+                ),
+            )
+            return int(cur.lastrowid or 0)
 
     def packed_segments(self, limit: int | None = None) -> list[PackedSegment]:
         """Segments in state 'packed' or 'uploading', oldest sealed first."""
@@ -461,6 +570,12 @@ class Journal:
         return out
 
 
+def _checkpoint_pages(state_dir: Path) -> int:
+    """WAL pages between checkpoints: 1/64 of the file system, 16 to SQLite's 1000."""
+    st = os.statvfs(state_dir)
+    return max(16, min(1000, st.f_blocks * st.f_frsize // 64 // 4096))
+
+
 def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:
     """Rebuild a `SegmentDescription` stored by the collector."""
     return SegmentDescription(
@@ -477,4 +592,9 @@ def description_from_json(data: Mapping[str, Any]) -> SegmentDescription:
         image=data.get("image", ""),
         source=data.get("source", ""),
         labels=dict(data.get("labels", {})),
+        stream=data.get("stream", ""),
+        prev_seq=None if data.get("prev_seq") is None else int(data["prev_seq"]),
+        prev_sha256=data.get("prev_sha256", ""),
+        end_of_stream=bool(data.get("end_of_stream", False)),
+        lost=tuple(Loss.from_json(entry) for entry in data.get("lost") or ()),
     )

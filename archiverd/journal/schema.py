@@ -54,8 +54,17 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_state ON segments (state, sealed_at);
 """,
-    # 2: a segment whose PUT has started is 'uploading' (a restart checks the bucket before
-    # sending it again), so a journal with such rows must not be read by release 1; files
+    # 2: source bytes known lost, kept per stream until the next seal records them.
+    """
+CREATE TABLE IF NOT EXISTS lost_ranges (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL REFERENCES streams(id),
+    entry TEXT NOT NULL
+)
+""",
+    # 3: a segment whose PUT has started is 'uploading' (a restart checks the bucket before
+    # sending it again), so a journal with such rows must not be read by an older release;
+    # files
     # whose bytes are all packed wait in `released_files` until those bytes are uploaded
     # (`archiverd.sources.retire` may then delete them from a directory source).
     """

@@ -15,6 +15,7 @@ from archiverd.pack.stream import (
     tune_allocator,
     unpack_stream,
     unpack_to_file,
+    verify_stream,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "tune_allocator",
     "unpack_stream",
     "unpack_to_file",
+    "verify_stream",
 ]

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import BinaryIO
 
 import structlog
 
-from archiverd.errors import KeyMaterialError, SourceError
+from archiverd.errors import KeyMaterialError, OutputError, SourceError
 from archiverd.fsutil import fsync_dir, publish
 from archiverd.pack import container
 from archiverd.pack.keyring import KEY_BYTES, Keyring, aes_key_id
@@ -103,6 +104,9 @@ def unpack_file(source: str, target: str, keyring: Keyring) -> UnpackResult:
         metadata = container.read_header(src)
         if target == STDIO:
             result = unpack_stream(src, metadata, sys.stdout.buffer, keyring, hash_plaintext=False)
+        elif _is_special(target):
+            with _open_special(target) as out:
+                result = unpack_stream(src, metadata, out, keyring, hash_plaintext=False)
         else:
             result = unpack_to_file(
                 src, metadata, Path(target).absolute(), keyring, hash_plaintext=False
@@ -124,7 +128,35 @@ def _open_in(source: str) -> Iterator[BinaryIO]:
         yield handle
 
 
+def _is_special(target: str) -> bool:
+    """Whether `target` exists and is not a regular file (``/dev/null``, a FIFO, a tty):
+    such a target is written in place, never replaced by a rename."""
+    try:
+        return not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target!r}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def _open_special(target: str) -> Iterator[BinaryIO]:
+    if stat.S_ISDIR(os.stat(target).st_mode):
+        raise OutputError(f"{target!r} is a directory; give a file name or '-' for stdout")
+    try:
+        handle = open(target, "wb")  # noqa: SIM115 - closed below, after the yield
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target!r}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
 def _write_published(target: Path, metadata: dict[str, str], body: BinaryIO) -> None:
+    if _is_special(str(target)):
+        with _open_special(str(target)) as out:
+            container.write_header(out, metadata)
+            shutil.copyfileobj(body, out, CHUNK_BYTES)
+        return
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".pack")
     temp = Path(name)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiverd.config import EncryptionSettings, credentials_directory
+from archiverd.credentials import AwsCredentials
 from archiverd.errors import KeyMaterialError, TamperedError, WrongKeyError
 from archiverd.pack.wrapping import (
     KEY_BYTES,
@@ -159,21 +161,56 @@ def read_key_file(path: Path) -> bytes:
     return key
 
 
-def _read_secret(path: Path) -> bytes:
+MAX_KEY_FILE_BYTES = 16 * 1024
+"""Key files are small (a raw key is 45 bytes, a 4096-bit PEM key about 3.3 KiB)."""
+
+
+def read_small_file(path: Path, what: str) -> tuple[bytes, int]:
+    """Read a key file: a regular file of at most `MAX_KEY_FILE_BYTES`; (bytes, mode).
+
+    Opened non-blocking and checked before reading, so a FIFO, a device such as /dev/zero or
+    a directory fails at once with `KeyMaterialError` instead of hanging or filling memory.
+    """
     try:
-        stat = path.stat()
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise KeyMaterialError(
-            f"key file {str(path)!r} does not exist: create it with `archiverd keygen --out "
+            f"{what} {str(path)!r} does not exist: create it with `archiverd keygen --out "
             f"{path}` or point encryption.key_file / --key-file at the right file"
         ) from None
     except OSError as exc:
         raise KeyMaterialError(
-            f"cannot read key file {str(path)!r} ({exc.strerror}): give the archiverd user "
+            f"cannot read {what} {str(path)!r} ({exc.strerror}): give the archiverd user "
             "read access (mode 0600, owned by it) or use systemd LoadCredential="
         ) from None
-    mode = stat.st_mode & 0o777
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyMaterialError(
+                f"{what} {str(path)!r} is not a regular file (a FIFO, device or directory): "
+                "point it at the file `archiverd keygen` wrote"
+            )
+        chunks, size = [], 0
+        while size <= MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read {what} {str(path)!r} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if size > MAX_KEY_FILE_BYTES:
+        raise KeyMaterialError(
+            f"{what} {str(path)!r} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB, so it is "
+            "not a key: point it at the file `archiverd keygen` wrote"
+        )
+    return b"".join(chunks), stat.S_IMODE(st.st_mode)
+
+
+def _read_secret(path: Path) -> bytes:
+    data, mode = read_small_file(path, "key file")
     if mode & 0o077:
         log.warning(
             "key file readable by others",
@@ -203,12 +240,9 @@ def _load_key_or_private(path: Path) -> Unwrapper:
 
 def load_public_key(path: Path) -> RsaPublicKey:
     """An RSA public key (PEM) for write-only hosts."""
+    data, _mode = read_small_file(path, "encryption.public_key_file")
     try:
-        public = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise KeyMaterialError(
-            f"cannot read encryption.public_key_file {str(path)!r} ({exc.strerror})"
-        ) from None
+        public = serialization.load_pem_public_key(data)
     except ValueError:
         raise KeyMaterialError(
             f"encryption.public_key_file {str(path)!r} is not a PEM public key: make one with "
@@ -243,10 +277,10 @@ def load_key_files(paths: Sequence[Path]) -> Keyring:
 
 def _is_public_pem(path: Path) -> bool:
     try:
-        with path.open("rb") as handle:
-            return handle.read(64).lstrip().startswith(b"-----BEGIN PUBLIC KEY")
-    except OSError:
-        return False
+        data, _mode = read_small_file(path, "key file")
+    except KeyMaterialError:
+        return False  # loading it as a private key reports the problem
+    return data.lstrip().startswith(b"-----BEGIN PUBLIC KEY")
 
 
 def load_keyring(
@@ -254,11 +288,13 @@ def load_keyring(
     *,
     extra_key_files: Sequence[Path] = (),
     kms_client_factory: KmsClientFactory | None = None,
+    credentials: AwsCredentials | None = None,
 ) -> Keyring:
     """The keyring the settings describe.
 
     aes-gcm: the raw key from encryption.key_file (or $CREDENTIALS_DIRECTORY/<its name>).
-    kms: KMS key encryption.kms_key_id via `kms_client_factory` (default: botocore).
+    kms: KMS key encryption.kms_key_id via `kms_client_factory` (default: botocore, signed
+    with `credentials`, the destination's: see `archiverd.credentials`).
     rsa-oaep: public key only (write-only); add private keys through decrypt/extra files.
     Old keys from encryption.decrypt_key_files + `extra_key_files` are decrypt-only.
     """
@@ -269,7 +305,7 @@ def load_keyring(
         active = raw
         unwrappers.append(raw)
     elif encryption.wrap == "kms":
-        factory = kms_client_factory or _default_kms_factory(encryption)
+        factory = kms_client_factory or _default_kms_factory(encryption, credentials)
         kms = KmsKey(encryption.kms_key_id, factory)
         active = kms
         unwrappers.append(kms)
@@ -281,25 +317,30 @@ def load_keyring(
     return Keyring(active, unwrappers)
 
 
-def _default_kms_factory(encryption: EncryptionSettings) -> KmsClientFactory:
+def _default_kms_factory(
+    encryption: EncryptionSettings, credentials: AwsCredentials | None
+) -> KmsClientFactory:
     region = encryption.kms_region or None
     endpoint = encryption.kms_endpoint_url or None
+    explicit = credentials.client_arguments() if credentials is not None else {}
 
     def factory() -> Any:
         import botocore.session
 
         session = botocore.session.get_session()
-        return session.create_client("kms", region_name=region, endpoint_url=endpoint)
+        return session.create_client("kms", region_name=region, endpoint_url=endpoint, **explicit)
 
     return factory
 
 
-def check_master_key(encryption: EncryptionSettings) -> str:
+def check_master_key(
+    encryption: EncryptionSettings, credentials: AwsCredentials | None = None
+) -> str:
     """For `archiverd check`: the active key loads and can seal; a raw key file is 0600.
 
     KMS is exercised with one real Encrypt call (proves kms:Encrypt, the write-only minimum).
     """
-    keyring = load_keyring(encryption)
+    keyring = load_keyring(encryption, credentials=credentials)
     keyring.wrap(os.urandom(KEY_BYTES))
     if encryption.wrap == "aes-gcm":
         path = resolve_key_file(encryption.key_file)

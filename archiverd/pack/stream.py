@@ -21,13 +21,14 @@ import ctypes
 import ctypes.util
 import hashlib
 import hmac
+import io
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -183,6 +184,23 @@ def unpack_stream(
         shutil.copyfileobj(temp, out, CHUNK_BYTES)
     out.flush()
     return result
+
+
+def verify_stream(src: BinaryIO, envelope: Mapping[str, str], keyring: Keyring) -> UnpackResult:
+    """Authenticate, decrypt and gunzip `src`, keeping nothing: the plaintext is hashed and
+    dropped (for `archiverd verify`, which must not write plaintext anywhere). Raises the
+    same errors as `unpack_stream`."""
+    return _unpack(src, envelope, cast(BinaryIO, _Discard()), keyring, True)
+
+
+class _Discard(io.RawIOBase):
+    """A sink that forgets what it is given."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
 
 
 def _unpack(

@@ -203,12 +203,39 @@ class KmsKey:
         return bytes(response["Plaintext"])
 
 
+_KMS_CREDENTIALS = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "InvalidClientTokenId",
+    "NoCredentialsError",
+    "PartialCredentialsError",
+}
+
+
 def _encrypt_failure(exc: Exception, *, where: str) -> ArchiverError:
-    """Any failure of KMS Encrypt (botocore raises many unrelated types): no usable key."""
-    return KeyMaterialError(
-        f"KMS Encrypt with key {where!r} failed ({_kms_reason(exc)}): check "
-        "encryption.kms_key_id, the region/endpoint and that this host may kms:Encrypt"
-    )
+    """A failure of KMS Encrypt (botocore raises many unrelated types), with its fix."""
+    reason = _kms_reason(exc)
+    if reason in _KMS_CREDENTIALS:
+        fix = (
+            "invalid, expired or missing credentials: KMS is signed with the destination's "
+            "(destination.access_key_id / secret_access_key / session_token or their *_file, "
+            "else the AWS default chain): fix those"
+        )
+    elif reason in ("AccessDeniedException", "AccessDenied", "403"):
+        fix = (
+            "KMS access denied: allow kms:Encrypt on this key in the archiver's IAM policy "
+            "and in the key policy"
+        )
+    elif reason in ("NotFoundException", "DisabledException", "KMSInvalidStateException"):
+        fix = (
+            "the key does not exist here or is disabled: check encryption.kms_key_id, its "
+            "region, and that this host may kms:Encrypt with it"
+        )
+    else:
+        fix = "check encryption.kms_key_id, the region/endpoint and that this host may kms:Encrypt"
+    return KeyMaterialError(f"KMS Encrypt with key {where!r} failed ({reason}): {fix}")
 
 
 def _decrypt_failure(exc: Exception, *, where: str) -> ArchiverError:

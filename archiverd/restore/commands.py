@@ -18,14 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from archiverd.config import Settings
-from archiverd.destinations.base import Destination
-from archiverd.errors import ArchiverError, ConfigError, NoMatchError, RestoreFailedError
+from archiverd.errors import (
+    ArchiverError,
+    ConfigError,
+    NoMatchError,
+    RestoreFailedError,
+    StreamGapError,
+)
+from archiverd.formats.timestamps import to_ns
+from archiverd.restore.archives import Archives
+from archiverd.restore.continuity import StreamReport, check_streams
 from archiverd.restore.listing import (
     Segment,
     Selection,
     fill_metadata,
     find_version,
-    select,
 )
 from archiverd.restore.output import Progress, write_json_lines, write_table
 from archiverd.restore.query import Query
@@ -54,6 +61,11 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"downloads at once (default {DEFAULT_PARALLEL})",
+    )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="restore streams with holes too, with a warning per hole (default: refuse them)",
     )
 
 
@@ -85,12 +97,10 @@ def run_ls(args: argparse.Namespace, settings: Settings, out: TextIO | None = No
     now = datetime.now(UTC)
     query = query_from_args(args, now)
 
-    async def go(destination: Destination) -> Selection:
-        return await select(
-            destination, query, now, versions=args.versions, with_metadata=args.long
-        )
+    async def go(archives: Archives) -> Selection:
+        return await archives.select(query, now, versions=args.versions, with_metadata=args.long)
 
-    selection = asyncio.run(_with_destination(settings, go))
+    selection = asyncio.run(_with_archives(settings, args, go))
     if args.json:
         write_json_lines(selection.segments, stream)
     else:
@@ -119,16 +129,31 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
     )
     keyring = load_restore_keyring(settings, args.key_file or ())
 
-    async def go(destination: Destination) -> int:
-        selection = await select(destination, query, now, versions=args.version_id is not None)
+    async def go(destination: Archives) -> int:
+        selection = await destination.select(
+            query,
+            now,
+            versions=args.version_id is not None,
+            recover_deleted=True,
+        )
         segments = selection.segments
         if args.version_id is not None:
             segments = [find_version(selection, args.version_id)]
         if not segments:
             raise NoMatchError(_nothing(selection))
-        if not to_stdout:
-            # Output names carry the container name; resume compares the plaintext SHA-256.
-            segments = await fill_metadata(destination, segments, options.parallel * 2)
+        # Continuity is judged from metadata before any download; output names carry the
+        # container name; resume compares the plaintext SHA-256.
+        segments = await fill_metadata(destination, segments, options.parallel * 2)
+        refused: list[StreamReport] = []
+        if args.version_id is None:
+            segments, refused = _continuity(
+                segments,
+                bounded_start=query.since is not None,
+                bounded_end=query.until is not None,
+                allow_gaps=args.allow_gaps,
+            )
+            if refused and (to_stdout or not segments):
+                raise _refused(refused, nothing_written=True)
         progress = Progress(
             len(segments),
             sum(s.size for s in segments),
@@ -153,12 +178,56 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
             progress.finish()
         if summary.failures:
             raise _failed(summary.failures, len(segments), args.out)
+        if refused:
+            raise _refused(refused, nothing_written=False)
         if options.grep is not None and summary.messages == 0:
             print("no line matched --grep", file=sys.stderr)
             return 1
         return 0
 
-    return asyncio.run(_with_destination(settings, go))
+    return asyncio.run(_with_archives(settings, args, go))
+
+
+def _continuity(
+    segments: list[Segment], *, bounded_start: bool, bounded_end: bool, allow_gaps: bool
+) -> tuple[list[Segment], list[StreamReport]]:
+    """Say on stderr what the continuity check found; return the segments to restore and
+    the streams refused (those with a hole or broken link, unless `allow_gaps`)."""
+    for segment in segments:
+        if segment.recovered:
+            print(
+                f"warning: {segment.key} was deleted (its latest version is a delete marker): "
+                f"restoring its newest live version {segment.version_id}",
+                file=sys.stderr,
+            )
+    refused: list[StreamReport] = []
+    for report in check_streams(segments, bounded_start=bounded_start, bounded_end=bounded_end):
+        for finding in report.findings:
+            if finding.kind in ("gap", "broken"):
+                if allow_gaps:
+                    print(f"warning: {finding.message}; continuing (--allow-gaps)", file=sys.stderr)
+            elif finding.kind != "unchained":
+                print(f"warning: {finding.message}", file=sys.stderr)
+        if report.problem and not allow_gaps:
+            refused.append(report)
+    if not refused:
+        return segments, []
+    skip = {(r.host, r.container_id) for r in refused}
+    kept = [s for s in segments if (s.parsed.host, s.parsed.container_id) not in skip]
+    return kept, refused
+
+
+def _refused(reports: Sequence[StreamReport], *, nothing_written: bool) -> StreamGapError:
+    """One error naming every hole of every refused stream."""
+    lines = [
+        f"{len(reports)} stream(s) have holes; "
+        + ("nothing was written" if nothing_written else "they were not restored, the rest was")
+        + ": rerun with --allow-gaps to restore around the holes, and see "
+        "`archiverd ls --versions` for deleted segments"
+    ]
+    for report in reports:
+        lines += [f"  {f.message}" for f in report.findings if f.kind in ("gap", "broken")]
+    return StreamGapError("\n".join(lines))
 
 
 def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyring:
@@ -167,23 +236,23 @@ def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyri
 
     if key_files:
         return load_key_files(key_files)
-    return load_keyring(settings.encryption)
+    from archiverd.credentials import resolve_credentials
+
+    return load_keyring(settings.encryption, credentials=resolve_credentials(settings.destination))
 
 
-async def _with_destination(settings: Settings, work: Callable[[Destination], Awaitable[_T]]) -> _T:
-    from archiverd.destinations import open_destination
-
-    destination = open_destination(settings)
+async def _with_archives(
+    settings: Settings, args: argparse.Namespace, work: Callable[[Archives], Awaitable[_T]]
+) -> _T:
+    archives = Archives.open(settings, args)
     try:
-        return await work(destination)
+        return await work(archives)
     finally:
-        await destination.close()
+        await archives.close()
 
 
 def _ns(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return None if moment is None else to_ns(moment)
 
 
 def _parallel(value: int) -> int:

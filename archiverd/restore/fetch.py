@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import stamina
 
-from archiverd.destinations.base import Destination, StoredObject
+from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ArchiverError,
     EnvelopeMismatchError,
@@ -34,8 +34,9 @@ from archiverd.errors import (
     RetryableDestinationError,
 )
 from archiverd.formats.layout import format_ts
+from archiverd.formats.timestamps import to_ns
 from archiverd.pack import Keyring, unpack_stream, unpack_to_file
-from archiverd.restore.listing import Segment, bounded_gather
+from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
 from archiverd.restore.records import (
     keyed,
@@ -48,6 +49,7 @@ from archiverd.restore.records import (
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
+_NAME_MAX = 255  # bytes in one path component (ext4, xfs, tmpfs); names here are ASCII
 DOWNLOAD_ATTEMPTS = 3
 """Tries per object; the waits between them are 0.5 s then 2 s (stamina; none in its test
 mode)."""
@@ -91,14 +93,30 @@ Advance = Callable[[int], None]
 
 
 def output_name(segment: Segment, metadata: Mapping[str, str] | None) -> str:
-    """``<name>_<id12>_<first-ts>_<seq>.log``: who and when, unique per segment."""
-    name = _UNSAFE.sub("_", container_name(metadata or {})).strip("._")
-    who = f"{name}_{segment.parsed.container_id[:12]}" if name else segment.parsed.container_id
-    return f"{who}_{format_ts(segment.parsed.first_ts)}_{segment.parsed.seq:08d}.log"
+    """``<name>_<id12>_<first-ts>_<seq>.log``: who and when, unique per segment.
+
+    Only ``[A-Za-z0-9_.-]`` reaches the file system (a bucket writer controls the name and
+    the id: no control character, no path). A container id changed by that, or a name too
+    long for one path component (255 bytes: a CRI pod's namespace, pod and container names
+    can exceed it), is shortened deterministically and made unique with a hash of the
+    original, so a rerun finds the same file.
+    """
+    raw_name = container_name(metadata or {})
+    raw_id = segment.parsed.container_id
+    name = _UNSAFE.sub("_", raw_name).strip("._")
+    cid = _UNSAFE.sub("_", raw_id).strip("._") or "container"
+    digest = hashlib.sha256(f"{raw_name}\0{raw_id}".encode()).hexdigest()[:16]
+    if cid != raw_id:
+        cid = f"{cid[:40]}-{digest[:8]}"
+    who = f"{name}_{cid[:12]}" if name else cid
+    tail = f"_{format_ts(segment.parsed.first_ts)}_{segment.parsed.seq:08d}.log"
+    if len(who) + len(tail) > _NAME_MAX:
+        who = f"{who[: _NAME_MAX - len(tail) - len(digest) - 1]}-{digest}"
+    return who + tail
 
 
 async def fetch_segment(
-    destination: Destination,
+    destination: ObjectReader,
     segment: Segment,
     keyring: Keyring,
     dst: Path,
@@ -113,7 +131,7 @@ async def fetch_segment(
     """
     body = work / f".{uuid.uuid4().hex}.body"
     try:
-        stored = await _download(destination, segment, body, attempts)
+        stored = await download_segment(destination, segment, body, attempts)
         metadata = dict(stored.metadata)
         check_identity(segment, metadata)
         unpack = _unpack if durable else _unpack_scratch
@@ -131,8 +149,8 @@ async def fetch_segment(
         body.unlink(missing_ok=True)
 
 
-async def _download(
-    destination: Destination, segment: Segment, body: Path, attempts: int
+async def download_segment(
+    destination: ObjectReader, segment: Segment, body: Path, attempts: int
 ) -> StoredObject:
     """Download, retrying transient failures (network, a short or corrupt transfer)."""
     retrying = stamina.retry_context(
@@ -183,7 +201,7 @@ def _unpack_scratch(body: Path, metadata: Mapping[str, str], dst: Path, keyring:
 
 
 async def restore_to_dir(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out_dir: Path,
@@ -245,7 +263,7 @@ async def restore_to_dir(
 
 
 async def restore_to_stream(
-    destination: Destination,
+    destination: ObjectReader,
     segments: Sequence[Segment],
     keyring: Keyring,
     out: BinaryIO,
@@ -326,7 +344,7 @@ def _streams(
     streams = []
     for members in groups.values():
         members.sort(key=lambda item: (item[1].parsed.seq, item[1].parsed.first_ts))
-        start = int(members[0][1].parsed.first_ts.timestamp() * 1_000_000) * 1000
+        start = to_ns(members[0][1].parsed.first_ts)
         streams.append((start, [paths[index] for index, _ in members]))
     streams.sort(key=lambda item: item[0])
     return streams

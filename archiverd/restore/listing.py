@@ -12,14 +12,29 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
-from archiverd.destinations.base import Destination, ObjectVersion
+from archiverd.destinations.base import Destination, ObjectVersion, StoredObject
 from archiverd.errors import NoMatchError
 from archiverd.formats.layout import ParsedKey, parse_key
 from archiverd.restore.query import Query, container_name, labels_of, plan_days, plan_prefixes
 
 _T = TypeVar("_T")
+
+
+class ObjectReader(Protocol):
+    """What restoring needs of a bucket once segments are selected."""
+
+    async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """The latest (or given) version of `key`, or None."""
+        ...
+
+    async def download(
+        self, key: str, destination: Path, version_id: str | None = None
+    ) -> StoredObject:
+        """Write the object's body to `destination`; return its metadata."""
+        ...
 
 
 @runtime_checkable
@@ -43,6 +58,10 @@ class Segment:
     is_latest: bool = True
     is_delete_marker: bool = False
     metadata: Mapping[str, str] | None = None
+    recovered: bool = False
+    """The newest live version of a key whose latest version is a delete marker."""
+    origin: int = 0
+    """Which bucket it was listed in (0: the destination or ``--url``; then the archives)."""
 
     @property
     def order(self) -> tuple[datetime, str, str, int, int]:
@@ -59,7 +78,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Selection:
-    """What `select` found; `deleted` counts matching keys whose latest is a delete marker."""
+    """What `select` found; `deleted` counts matching keys whose latest is a delete marker
+    (and that still have a live older version, which ``recover_deleted`` selects)."""
 
     segments: list[Segment]
     deleted: int = 0
@@ -85,14 +105,18 @@ async def select(
     *,
     versions: bool = False,
     with_metadata: bool = False,
+    recover_deleted: bool = False,
     concurrency: int = 8,
 ) -> Selection:
     """The segments matching `query`, in time order.
 
-    ``versions``: every version and delete marker, else the latest live version of each key.
+    ``versions``: every version and delete marker (the newest live version under a latest
+    delete marker flagged `recovered`), else the latest live version of each key, plus with
+    ``recover_deleted`` the newest live version of each deleted key (flagged `recovered`).
     ``with_metadata``: HEAD each kept version (for `ls --long` and naming `get` outputs).
     """
-    entries = await _list(destination, query, now, versions=versions, concurrency=concurrency)
+    every = await _list(destination, query, now, concurrency)
+    entries = mark_recoverable(every) if versions else latest_or_recovered(every)
     if query.container and query.container_may_be_id:
         by_id = [s for s in entries if s.parsed.container_id.startswith(query.container)]
         if by_id:
@@ -103,19 +127,47 @@ async def select(
         name_filter = bool(query.container)
     if name_filter or query.needs_metadata:
         entries = await _filter_by_metadata(destination, query, entries, name_filter, concurrency)
+    deleted = len({s.key for s in entries if s.recovered})
+    if not versions and not recover_deleted:
+        entries = [s for s in entries if not s.recovered]
     if with_metadata:
         entries = await fill_metadata(destination, entries, concurrency)
     entries.sort(key=lambda s: s.order)
-    deleted = 0
-    if not versions and not entries:
-        deleted = await _count_deleted(destination, query, now, name_filter, concurrency)
     return Selection(entries, deleted)
 
 
+def latest_or_recovered(every: Sequence[Segment]) -> list[Segment]:
+    """Per key: the latest version if live, else its newest live version flagged `recovered`
+    (nothing for a key with no live version left)."""
+    out: list[Segment] = []
+    for versions in _by_key(every).values():
+        latest = next((v for v in versions if v.is_latest), versions[0])
+        if not latest.is_delete_marker:
+            out.append(latest)
+            continue
+        live = [v for v in versions if not v.is_delete_marker]
+        if live:
+            out.append(replace(max(live, key=lambda v: v.last_modified), recovered=True))
+    return out
+
+
+def mark_recoverable(every: Sequence[Segment]) -> list[Segment]:
+    """Every version, the one `latest_or_recovered` would pick for a deleted key flagged."""
+    picked = {(s.key, s.version_id) for s in latest_or_recovered(every) if s.recovered}
+    return [replace(s, recovered=(s.key, s.version_id) in picked) for s in every]
+
+
+def _by_key(every: Sequence[Segment]) -> dict[str, list[Segment]]:
+    groups: dict[str, list[Segment]] = {}
+    for segment in every:
+        groups.setdefault(segment.key, []).append(segment)
+    return groups
+
+
 async def _list(
-    destination: Destination, query: Query, now: datetime, *, versions: bool, concurrency: int
+    destination: Destination, query: Query, now: datetime, concurrency: int = 8
 ) -> list[Segment]:
-    """Every segment of the planned partitions matching the key filters, partitions listed
+    """Every version and delete marker under the partitions `query` needs, partitions listed
     `concurrency` at a time (a fleet-wide query has a few per host), in partition order."""
     hosts = [query.host] if query.host else await discover_hosts(destination)
     days = plan_days(query.since, query.until, now, query.lookback)
@@ -126,9 +178,8 @@ async def _list(
     )
 
     async def partition(prefix: str) -> list[Segment]:
-        listing = destination.list_versions(prefix) if versions else destination.list_latest(prefix)
         found = []
-        async for item in listing:
+        async for item in destination.list_versions(prefix):
             segment = _segment(destination.prefix, item)
             if segment is not None and query.key_matches(segment.parsed):
                 found.append(segment)
@@ -209,7 +260,7 @@ async def _filter_by_metadata(
 
 
 async def fill_metadata(
-    destination: Destination, entries: Sequence[Segment], concurrency: int = 8
+    destination: ObjectReader, entries: Sequence[Segment], concurrency: int = 8
 ) -> list[Segment]:
     """The same entries, each live version with its metadata (one HEAD where missing)."""
 
@@ -220,24 +271,6 @@ async def fill_metadata(
         return replace(segment, metadata={} if stored is None else dict(stored.metadata))
 
     return await bounded_gather([fill(s) for s in entries], concurrency)
-
-
-async def _count_deleted(
-    destination: Destination, query: Query, now: datetime, name_filter: bool, concurrency: int
-) -> int:
-    """How many keys would have matched but whose latest version is a delete marker."""
-    every = await _list(destination, query, now, versions=True, concurrency=concurrency)
-    if query.container and not name_filter:
-        every = [s for s in every if s.parsed.container_id.startswith(query.container)]
-    marked = {s.key for s in every if s.is_latest and s.is_delete_marker}
-    if not marked:
-        return 0
-    candidates = [s for s in every if s.key in marked]
-    if name_filter or query.needs_metadata:
-        candidates = await _filter_by_metadata(
-            destination, query, candidates, name_filter, concurrency
-        )
-    return len({s.key for s in candidates})
 
 
 async def bounded_gather(calls: Sequence[Awaitable[_T]], concurrency: int) -> list[_T]:

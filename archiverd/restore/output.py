@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from archiverd.logs import printable
 from archiverd.restore.listing import Segment
 from archiverd.restore.query import container_name, labels_of
 
@@ -26,6 +27,7 @@ def segment_record(segment: Segment) -> dict[str, Any]:
         "version_id": segment.version_id,
         "is_latest": segment.is_latest,
         "is_delete_marker": segment.is_delete_marker,
+        "recovered": segment.recovered,
         "last_modified": _iso(segment.last_modified),
     }
     meta = segment.metadata
@@ -70,8 +72,11 @@ def write_table(segments: Sequence[Segment], out: TextIO, *, versions: bool) -> 
         if versions:
             state = "deleted" if s.is_delete_marker else ""
             state = ",".join(x for x in (state, "latest" if s.is_latest else "") if x)
+            if s.recovered:
+                state = "old,restored-by-get"  # the newest live version under a delete marker
             row += [s.version_id or "-", state or "old"]
         rows.append(row)
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,7 +1,8 @@
 """Parse the times users type for ``--since`` / ``--until`` / ``--lookback``.
 
-Accepted: RFC 3339 (``2026-11-23T08:00:00Z``, ``2026-11-23 08:00:00+01:00``; no offset means
-UTC), a bare date (``2026-11-23``, midnight UTC), or a duration before now (``90s``, ``30m``,
+Accepted: RFC 3339 as `archiverd.formats.timestamps` reads it (``2026-11-23T08:00:00Z``,
+``2026-11-23 08:00:00+01:00``; no offset means UTC, seconds may be left out), a bare date
+(``2026-11-23``, midnight UTC), or a duration before now (``90s``, ``30m``,
 ``2h``, ``7d``, ``1w``, combinations such as ``1h30m``). All results are aware UTC datetimes.
 """
 
@@ -11,6 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from archiverd.errors import ConfigError
+from archiverd.formats.timestamps import parse_datetime
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(?:\d+[smhdw])+$")
@@ -33,16 +35,10 @@ def parse_time(text: str, now: datetime, *, option: str = "--since") -> datetime
     stripped = text.strip()
     if _DURATION.match(stripped.lower()):
         return (now - parse_duration(stripped)).astimezone(UTC)
-    candidate = stripped.replace("z", "Z")
-    if candidate.endswith("Z"):
-        candidate = candidate[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(candidate)
-    except ValueError:
+    parsed = parse_datetime(stripped, lenient=True)
+    if parsed is None:
         raise ConfigError(
             f"{option} {text!r} is not a time: use RFC 3339 (2026-11-23T08:00:00Z), "
             "a date (2026-11-23) or a duration before now (30m, 2h, 7d)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        )
+    return parsed

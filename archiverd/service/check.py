@@ -7,14 +7,15 @@ the command exits 0 only when all pass, else with the exit code of the first fai
 from __future__ import annotations
 
 import os
+import socket
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, StateError
+from archiverd.errors import ArchiverError, ConfigError, StateError
+from archiverd.spool.statedir import StateLock, prepare_state_dir
 
 Check = Callable[[Settings], str]
 
@@ -36,37 +37,64 @@ def check_config(settings: Settings) -> str:
 
 
 def check_state_dir(settings: Settings) -> str:
-    """The state directory exists (or can be made) with mode 0700 and is writable."""
-    path = settings.state.dir
+    """The state dir passes `run`'s rules (`archiverd.spool.statedir`) and no daemon holds it."""
+    detail = prepare_state_dir(settings.state.dir)
+    StateLock(settings.state.dir).release()
+    return detail
+
+
+def check_journal(settings: Settings) -> str:
+    """The journal opens exactly as `run` opens it (schema migrated) and passes quick_check."""
+    from archiverd.journal.db import Journal
+
+    journal = Journal.open(settings.state.dir)
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".check-"):
-            pass
-    except OSError as exc:
+        problem = journal.integrity_problem()
+    finally:
+        journal.close()
+    if problem is not None:
         raise StateError(
-            f"state.dir {str(path)!r} is not writable ({exc.strerror}): "
-            "create it for the archiverd user or set state.dir"
-        ) from None
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise StateError(
-            f"state.dir {str(path)!r} has mode {mode:o}: run `chmod 700 {path}` "
-            "(it holds the journal and encrypted spool)"
+            f"the journal {journal.path} is damaged ({problem}): move the state dir aside and "
+            "start afresh (the spool files are kept and uploaded), or restore it from a backup"
         )
-    return f"{path} writable, mode 700"
+    return f"{journal.path} opens, integrity ok"
+
+
+def check_http(settings: Settings) -> str:
+    """``http.listen`` can be bound now (nothing else holds the port)."""
+    if not settings.http.listen:
+        return "disabled (http.listen is empty)"
+    from archiverd.service.http import parse_listen
+
+    host, port = parse_listen(settings.http.listen)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"http.listen = {settings.http.listen!r} cannot be bound "
+            f"({exc.strerror or exc}): pick a free port or set http.listen = '' to disable HTTP"
+        ) from None
+    return f"{settings.http.listen} can be bound"
 
 
 def check_master_key(settings: Settings) -> str:
     """The master key loads and seals (raw key file mode 0600; KMS Encrypt allowed)."""
+    from archiverd.credentials import resolve_credentials
     from archiverd.pack.keyring import check_master_key as check_key
 
-    return check_key(settings.encryption)
+    return check_key(settings.encryption, resolve_credentials(settings.destination))
 
 
 def default_checks() -> list[tuple[str, Check]]:
     """The checks `archiverd check` runs, in order."""
     checks: list[tuple[str, Check]] = [("config", check_config), ("state dir", check_state_dir)]
+    checks.append(("journal", check_journal))
     checks.append(("master key", check_master_key))
+    checks.append(("http", check_http))
     checks.append(("destination", check_destination))
     return checks
 

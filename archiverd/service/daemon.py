@@ -40,7 +40,7 @@ from archiverd.errors import ArchiverError, RetryableDestinationError
 from archiverd.logs import configure_logging
 from archiverd.metrics import Metrics
 from archiverd.service.drain import bounded, count_pending, once_pass
-from archiverd.service.health import Health, check_state_dir
+from archiverd.service.health import Health
 from archiverd.service.http import HttpServer
 from archiverd.service.reload import merge_reloadable
 from archiverd.service.signals import Requests
@@ -144,7 +144,7 @@ class Daemon:
         )
         if self.handle_signals:
             self._stack.enter_context(self._requests.installed())
-        parts = await build_components(s, self.metrics, self._given, self._stack, check_state_dir)
+        parts = await build_components(s, self.metrics, self._given, self._stack)
         self._parts = parts
         self.health = health = Health(
             parts, lambda: self.settings, self.metrics, self.notifier, self._monotonic

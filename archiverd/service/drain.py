@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from archiverd.errors import ArchiverError, DestinationError
+from archiverd.errors import ArchiverError, DestinationError, StateError
 from archiverd.service.wiring import Built
 
 log = structlog.get_logger("archiverd.service.drain")
@@ -24,17 +24,24 @@ async def once_pass(parts: Built, seal_open: bool) -> int:
     sealed = await parts.collector.seal_all(include_open=seal_open)
     summary = await parts.uploader.upload_pending()
     pending = await count_pending(parts)
-    ok = summary.failed == 0 and pending == 0
+    lost = getattr(summary, "lost", 0)
+    ok = summary.failed == 0 and pending == 0 and lost == 0
     log.info(
         "run --once complete" if ok else "run --once incomplete",
         sealed=sealed,
         uploaded=summary.uploaded,
         skipped_existing=summary.skipped_existing,
         failed=summary.failed,
+        lost=lost,
         bytes=summary.bytes,
         pending=pending,
     )
-    return os.EX_OK if ok else DestinationError.exit_code
+    if summary.failed or pending:
+        return DestinationError.exit_code
+    if lost:
+        # Everything else went out; the state dir lost data behind archiverd's back.
+        return StateError.exit_code
+    return os.EX_OK
 
 
 async def bounded(work: Any, deadline: float, what: str) -> Any:

@@ -18,11 +18,11 @@ from datetime import UTC
 import structlog
 
 from archiverd.config import Settings
-from archiverd.errors import DestinationError, StateError
-from archiverd.fsutil import ensure_private_dir
+from archiverd.errors import DestinationError
 from archiverd.metrics import Metrics
 from archiverd.service.systemd import Notifier
 from archiverd.service.wiring import Built
+from archiverd.spool.space import low_on_space
 from archiverd.upload.lag import archive_lag, lag_limit, oldest_unarchived
 
 log = structlog.get_logger("archiverd.service.health")
@@ -76,10 +76,17 @@ class Health:
             )
         spool = None
         if parts.collector.spool_full:
-            spool = (
-                f"spool is at its limit (state.spool_max_bytes = "
-                f"{settings.state.spool_max_bytes}); sealing waits for uploads"
-            )
+            disk = await asyncio.to_thread(_disk_problem, settings)
+            if disk is not None or parts.collector.disk_full:
+                spool = (
+                    f"disk full: {disk or 'the spool could not be written (no space)'}; "
+                    "sealing waits while uploads drain the spool"
+                )
+            else:
+                spool = (
+                    f"spool is at its limit (state.spool_max_bytes = "
+                    f"{settings.state.spool_max_bytes}); sealing waits for uploads"
+                )
         lag = None
         limit = lag_limit(settings)
         if limit is not None:
@@ -143,20 +150,6 @@ class Health:
             self.destination_problem = None
 
 
-def check_state_dir(settings: Settings) -> None:
-    """Create the state dir (0700) or raise `StateError` naming the fix."""
-    try:
-        ensure_private_dir(settings.state.dir)
-    except OSError as exc:
-        raise StateError(
-            f"state.dir {str(settings.state.dir)!r} cannot be created ({exc.strerror}): "
-            "create it for the archiverd user or set state.dir"
-        ) from None
-    problem = probe_writable(settings)
-    if problem is not None:
-        raise StateError(problem + ": give the archiverd user write access or set state.dir")
-
-
 def probe_writable(settings: Settings) -> str | None:
     """None when a file can be created in the state dir, else why not."""
     path = settings.state.dir
@@ -166,3 +159,12 @@ def probe_writable(settings: Settings) -> str | None:
     except OSError as exc:
         return f"state.dir {str(path)!r} is not writable ({exc.strerror})"
     return None
+
+
+def _disk_problem(settings: Settings) -> str | None:
+    """Why the spool's file system has no room for another body (None: it has)."""
+    spool = settings.state.dir / "spool"
+    try:
+        return low_on_space(spool if spool.is_dir() else settings.state.dir)
+    except OSError as exc:
+        return f"cannot examine {spool} ({exc.strerror})"

@@ -9,10 +9,16 @@
 
 Nothing here changes state; every other method gets 405. Bound to ``http.listen``
 (loopback by default); ``host:0`` picks a free port, reported by `HttpServer.port`.
+
+The endpoints must never starve the daemon of file descriptors: at most
+`MAX_CONNECTIONS` are served at once (more are answered 503 and closed at once), a
+connection idle for `IDLE_TIMEOUT_SECONDS` (before or between requests) is closed, and
+aiohttp's one-traceback-per-malformed-request lines are rate-limited (`archiverd.logs`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -42,14 +48,80 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+MAX_CONNECTIONS = 32
+IDLE_TIMEOUT_SECONDS = 10.0
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _Gate:
+    """Counts the connections being served."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
+class _Counted(asyncio.Protocol):
+    """Forwards to aiohttp's handler; counts the connection from accept to close."""
+
+    def __init__(self, inner: asyncio.Protocol, gate: _Gate) -> None:
+        self._inner = inner
+        self._gate = gate
+        gate.open += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate.open -= 1
+        self._inner.connection_lost(exc)
+
+
+class _Busy(asyncio.Protocol):
+    """Over the cap: answer 503 and close, holding the descriptor for no time."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
+
 class HttpServer:
     """aiohttp server for the three endpoints; `start` then `aclose`."""
 
-    def __init__(self, listen: str, health: Probes, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        listen: str,
+        health: Probes,
+        registry: CollectorRegistry,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    ) -> None:
         self.host, self._port = parse_listen(listen)
         self._health = health
         self._registry = registry
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._gate = _Gate()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (at most `max_connections`)."""
+        return self._gate.open
 
     @property
     def port(self) -> int:
@@ -66,11 +138,27 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and serve; raises `ConfigError` when the address cannot be bound."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.idle_timeout,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        handler = runner.server
+        assert handler is not None
+        gate, cap = self._gate, self.max_connections
+
+        def protocol() -> asyncio.Protocol:
+            if gate.open >= cap:
+                return _Busy()
+            return _Counted(handler(), gate)
+
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._server = await loop.create_server(
+                protocol, self.host or None, self._port, reuse_address=True
+            )
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
@@ -78,16 +166,19 @@ class HttpServer:
                 "pick a free port or set http.listen = '' to disable HTTP"
             ) from None
         self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple):
-                self._port = int(address[1])
-                break
+        self._port = int(self._server.sockets[0].getsockname()[1])
 
     async def aclose(self) -> None:
         """Stop serving; idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         runner, self._runner = self._runner, None
         if runner is not None:
+            await runner.shutdown()
             await runner.cleanup()
+        if server is not None:
+            await server.wait_closed()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         problem = self._health.liveness()

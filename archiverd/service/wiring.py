@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -19,12 +20,14 @@ from typing import Any, Protocol
 from archiverd.clock import Clock, SystemClock
 from archiverd.collect.collector import Collector as CollectorImpl
 from archiverd.config import ScheduleSettings, Settings
+from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
 from archiverd.destinations.base import Destination
 from archiverd.journal.db import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
 from archiverd.sources.retire import RetireAfterUpload, Retirer
+from archiverd.spool.statedir import StateLock, prepare_state_dir
 from archiverd.upload.schedule import PassRunner, Schedule, UploadSchedule
 from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
 from archiverd.upload.uploader import Uploader as UploaderImpl
@@ -35,6 +38,8 @@ class Collector(Protocol):
 
     spool_full: bool
 
+    @property
+    def disk_full(self) -> bool: ...
     async def run(self, stop: asyncio.Event) -> None: ...
     async def seal_all(self, *, include_open: bool) -> int: ...
     async def seal_due(self) -> int: ...
@@ -112,13 +117,20 @@ async def build_components(
     metrics: Metrics,
     given: Components,
     stack: AsyncExitStack,
-    check_state_dir: Callable[[Settings], None],
 ) -> Built:
-    """Fill in every part `given` lacks, in dependency order; register closes on `stack`."""
+    """Fill in every part `given` lacks, in dependency order; register closes on `stack`.
+
+    The state dir must pass `prepare_state_dir` and its lock is taken (held until `stack`
+    closes) before the journal is opened."""
     parts = replace(given)
     if parts.keyring is None:
-        parts.keyring = load_keyring(settings.encryption)
-    await asyncio.to_thread(check_state_dir, settings)
+        credentials = resolve_credentials(settings.destination)
+        parts.keyring = load_keyring(settings.encryption, credentials=credentials)
+        # The master key must seal now (KMS: kms:Encrypt allowed), not at the first segment.
+        await asyncio.to_thread(parts.keyring.wrap, os.urandom(32))
+    await asyncio.to_thread(prepare_state_dir, settings.state.dir)
+    lock = await asyncio.to_thread(StateLock, settings.state.dir)
+    stack.callback(lock.release)
     if parts.journal is None:
         parts.journal = JournalFile.open(settings.state.dir)
     journal = parts.journal

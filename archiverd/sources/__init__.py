@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from archiverd.config import SourceSettings
-from archiverd.sources.base import BadInput, BaseSource, Candidate, Source, StreamInfo
+from archiverd.formats.records import BadInput
+from archiverd.sources.base import BaseSource, Candidate, Source, StreamInfo
 from archiverd.sources.cri import CriSource
 from archiverd.sources.demo import DemoSource
 from archiverd.sources.directory import DirectorySource

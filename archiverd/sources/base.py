@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -18,16 +18,14 @@ import structlog
 
 from archiverd.collect.files import inside
 from archiverd.config import SourceSettings
-from archiverd.formats.records import Format
+from archiverd.errors import ListingError
+from archiverd.formats.records import BadInput, Format
 
 log = structlog.get_logger("archiverd.sources")
 
 State = Literal["running", "exited", "finished", "removed"]
 """``exited``: seal what is there, more may come (a restart); ``finished``: no more will come
 (rotated away for good); ``removed``: the stream's files are gone from the directory tree."""
-
-BadInput = Callable[[str, str], None]
-"""``(reason, path)``: report input skipped or worked around."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,12 @@ class StreamInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     idle_finishes: bool = False
     """With ``run --once``, a stream idle past ``idle_seconds`` counts as finished."""
+    rotation_limit: int | None = None
+    """How many files the writer keeps at most (docker's max-file), when known: a stream
+    first seen with that many files may have lost older ones before anyone looked."""
+    keeps_rotations: bool = False
+    """Rotated files stay listed (docker, CRI) until the writer deletes them, so when none of
+    the files a reader holds is listed any more, files between may have been deleted unread."""
 
 
 class Source(Protocol):
@@ -91,12 +95,16 @@ class BaseSource:
     """Shared plumbing: the root, symlink policy, bad-input reporting."""
 
     kind = "base"
+    removal_grace_seconds = 0.0
+    """How long a stream must stay gone before it is forgotten (its files closed, its
+    journal rows dropped). Sources whose streams may come back (a file moved away and back)
+    set it; a stream that returns within it continues where it stopped."""
 
     def __init__(self, settings: SourceSettings, on_bad: BadInput | None = None) -> None:
         self.settings = settings
         self.root = settings.path
         self.name = f"{settings.kind}:{settings.path}"
-        self._on_bad: BadInput = on_bad or (lambda reason, path: None)
+        self._on_bad: BadInput = on_bad or (lambda reason: None)
         self._reported: set[str] = set()
 
     async def background(self, stop: asyncio.Event) -> None:
@@ -134,7 +142,7 @@ class BaseSource:
             return
         self._reported.add(marker)
         log.warning("source input skipped", reason=reason, path=str(path), source=self.name)
-        self._on_bad(reason, str(path))
+        self._on_bad(reason)
 
     def allowed(self, path: Path) -> bool:
         """Whether `path` stays inside the root once symlinks are resolved (else reported)."""
@@ -144,10 +152,12 @@ class BaseSource:
         return False
 
     def entries(self, directory: Path, *, stable: bool = False) -> list[os.DirEntry[str]]:
-        """The directory's entries, or none if it vanished or cannot be listed.
+        """The directory's entries, or none if it does not exist.
 
         `stable`: list until two listings agree, so a rotation renaming a chain of files
-        (``.1`` -> ``.2`` ...) is not seen half done.
+        (``.1`` -> ``.2`` ...) is not seen half done. Raises `ListingError` (after reporting
+        it) when the directory exists but cannot be listed now (EMFILE, EACCES, ...): that
+        says nothing about its streams, which must not be taken as removed.
         """
         try:
             with os.scandir(directory) as it:
@@ -164,9 +174,20 @@ class BaseSource:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            self.bad(
-                "permission_denied" if isinstance(exc, PermissionError) else "vanished", directory
-            )
+            self.unlistable(directory, exc)
+            raise ListingError(f"cannot list {directory} now: {exc}; will retry") from exc
+
+    def unlistable(self, path: Path, exc: OSError) -> None:
+        """Report a transient failure to look at `path` (not deduplicated: it may recur)."""
+        reason = "permission_denied" if isinstance(exc, PermissionError) else "unlistable"
+        log.warning("cannot look at a source path now; will retry", path=str(path), error=str(exc))
+        self._on_bad(reason)
+
+    def listed(self, directory: Path) -> list[os.DirEntry[str]]:
+        """`entries`, empty when the directory cannot be listed now (discovery retries)."""
+        try:
+            return self.entries(directory)
+        except ListingError:
             return []
 
 

@@ -1,7 +1,8 @@
 """Kubernetes (CRI) logs: ``<root>/<ns>_<pod>_<uid>/<container>/<n>.log``.
 
 kubelet rotates ``<n>.log`` to ``<n>.log.<timestamp>`` and may gzip older rotations to
-``<n>.log.<timestamp>.gz``. A stream is one container restart ``n``; it is finished when
+``<n>.log.<timestamp>.gz`` (written as ``<n>.log.<timestamp>.tmp`` first, which is never
+read, then renamed). A stream is one container restart ``n``; it is finished when
 ``<n+1>.log`` appears, removed when its files are gone, and (``run --once``) idle-finished
 after ``idle_seconds`` without writes.
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from archiverd.errors import ListingError
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo
 
+_TMP = ".tmp"
 _LOG = re.compile(r"^(?P<n>\d+)\.log(?:\.(?P<ts>[^/]+?))?(?P<gz>\.gz)?$")
 
 
@@ -24,23 +27,27 @@ class CriSource(BaseSource):
     def discover(self) -> list[StreamInfo]:
         """Every container restart with log files."""
         found = []
-        for pod in self.entries(self.root):
+        for pod in self.listed(self.root):
             if not pod.is_dir(follow_symlinks=False):
                 continue
-            for container in self.entries(Path(pod.path)):
+            for container in self.listed(Path(pod.path)):
                 if not container.is_dir(follow_symlinks=False):
                     continue
-                numbers = {n for n, _, _ in self._logs(Path(container.path))}
-                for n in sorted(numbers):
-                    found.append(self.describe(f"{pod.name}/{container.name}/{n}"))
+                try:
+                    numbers = {n for n, _, _ in self._logs(Path(container.path))}
+                    found += [
+                        self.describe(f"{pod.name}/{container.name}/{n}") for n in sorted(numbers)
+                    ]
+                except ListingError:
+                    continue  # reported; the next rescan looks again
         return found
 
     def _logs(self, directory: Path) -> list[tuple[int, str, Candidate]]:
         out = []
         for entry in self.entries(directory, stable=True):
             match = _LOG.match(entry.name)
-            if match is None or not self.allowed(Path(entry.path)):
-                continue
+            if match is None or entry.name.endswith(_TMP) or not self.allowed(Path(entry.path)):
+                continue  # `.tmp`: kubelet's gzip of a rotation, before its rename to .gz
             gz = bool(match["gz"]) and match["ts"] is not None
             ts = match["ts"] or ("" if not match["gz"] else None)
             if ts is None:
@@ -87,6 +94,7 @@ class CriSource(BaseSource):
                 "io.kubernetes.container.restart": str(n),
             },
             idle_finishes=True,
+            keeps_rotations=True,
         )
 
     def key_for_path(self, path: str) -> str | None:

@@ -7,11 +7,14 @@ renamed away is read to its end through the held fd and then finished.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
+import stat
 from pathlib import Path
 
+from archiverd.errors import ListingError
 from archiverd.sources.base import BaseSource, Candidate, StreamInfo
 
 
@@ -19,6 +22,11 @@ class DirectorySource(BaseSource):
     """Files under `path` matching `glob`."""
 
     kind = "directory"
+
+    @property
+    def removal_grace_seconds(self) -> float:  # type: ignore[override]
+        """A file moved away may come back (an editor, a careless mv): two rescans."""
+        return 2 * self.settings.rescan_seconds
 
     def discover(self) -> list[StreamInfo]:
         """Every regular file matching the glob, inside the root."""
@@ -28,7 +36,10 @@ class DirectorySource(BaseSource):
                 continue
             if not path.is_file() or not self.allowed(path):
                 continue
-            found.append(self.describe(str(path.relative_to(self.root))))
+            try:
+                found.append(self.describe(str(path.relative_to(self.root))))
+            except ListingError:
+                continue  # reported; the next rescan looks again
         return found
 
     def keys(self) -> list[str]:
@@ -42,7 +53,7 @@ class DirectorySource(BaseSource):
     def describe(self, key: str) -> StreamInfo:
         """The file at `key` (its path relative to the root) now."""
         path = self.root / key
-        exists = os.path.lexists(path) and self.allowed(path) and path.is_file()
+        exists = self._exists(path) and self.allowed(path)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in key)[:80]
         return StreamInfo(
@@ -54,6 +65,19 @@ class DirectorySource(BaseSource):
             name=key,
             idle_finishes=True,
         )
+
+    def _exists(self, path: Path) -> bool:
+        """Whether `path` is a regular file (following symlinks); `ListingError` when that
+        cannot be told now (EMFILE, EACCES on a parent for a moment)."""
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return False
+            self.unlistable(path, exc)
+            raise ListingError(f"cannot look at {path} now: {exc}; will retry") from exc
 
     def key_for_path(self, path: str) -> str | None:
         """The relative path, when it matches the glob."""

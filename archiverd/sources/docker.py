@@ -9,13 +9,46 @@ when ``State.Running`` is false and it is not restarting; the files stay the tru
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
+from archiverd.errors import SourceError
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
 
 CONFIG = "config.v2.json"
+HOSTCONFIG = "hostconfig.json"
+MAX_CONFIG_BYTES = 8 << 20
+"""dockerd's config.v2.json is a few KB; anything larger is not one (read at most this)."""
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at `path` (no symlink followed at its last component),
+    at most `limit`; `SourceError` for a FIFO, device, directory or larger file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError("a symlink; not followed") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError("not a regular file")
+        if st.st_size > limit:
+            raise SourceError(f"{st.st_size} bytes, more than {limit}")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise SourceError(f"more than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class DockerSource(BaseSource):
@@ -26,7 +59,7 @@ class DockerSource(BaseSource):
     def discover(self) -> list[StreamInfo]:
         """Every container directory with a json-file log."""
         found = []
-        for entry in self.entries(self.root):
+        for entry in self.listed(self.root):
             if entry.is_dir(follow_symlinks=False):
                 info = self.describe(entry.name)
                 if info.files:
@@ -37,7 +70,7 @@ class DockerSource(BaseSource):
 
     def keys(self) -> list[str]:
         """Container directories (without reading them)."""
-        return [e.name for e in self.entries(self.root) if e.is_dir(follow_symlinks=False)]
+        return [e.name for e in self.listed(self.root) if e.is_dir(follow_symlinks=False)]
 
     def watched_paths(self, key: str) -> list[Path]:
         """Renames/creations change the directory; appends change the live log."""
@@ -66,8 +99,8 @@ class DockerSource(BaseSource):
         if not names:
             return StreamInfo(key, key, "docker", "removed", ())
         config = self._config(directory / CONFIG)
-        state_doc: dict[str, Any] = config.get("State") or {}
-        cfg: dict[str, Any] = config.get("Config") or {}
+        state_doc = self._part(config, "State", directory)
+        cfg = self._part(config, "Config", directory)
         # A created-but-never-started container is not running either: not an exit yet.
         never_ran = str(state_doc.get("FinishedAt", "")).startswith("0001-")
         exited = (
@@ -77,29 +110,65 @@ class DockerSource(BaseSource):
             and not never_ran
         )
         state: State = "exited" if exited else "running"
-        labels = cfg.get("Labels") or {}
+        labels = self._part(cfg, "Labels", directory)
+        cname, image = config.get("Name"), cfg.get("Image")
         return StreamInfo(
             key=key,
             container_id=key,
             format="docker",
             state=state,
             files=files,
-            name=str(config.get("Name", "")).lstrip("/"),
-            image=str(cfg.get("Image", "")),
+            name=cname.lstrip("/") if isinstance(cname, str) else "",
+            image=image if isinstance(image, str) else "",
             labels={str(k): str(v) for k, v in labels.items()},
+            keeps_rotations=True,
+            rotation_limit=self._max_file(directory / HOSTCONFIG),
         )
 
+    def _max_file(self, path: Path) -> int | None:
+        """json-file's ``max-file`` from ``hostconfig.json`` (None when unknown)."""
+        try:
+            doc = json.loads(read_bounded(path, MAX_CONFIG_BYTES))
+            value = doc["LogConfig"]["Config"].get("max-file", "1")
+            return int(value)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _part(self, doc: dict[str, Any], field: str, directory: Path) -> dict[str, Any]:
+        """`doc[field]` when it is an object; anything else is reported and ignored."""
+        value = doc.get(field)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad("malformed_config", f"{directory / CONFIG}: {field} is not an object")
+            return {}
+        return value
+
     def _config(self, path: Path) -> dict[str, Any]:
+        """The parsed ``config.v2.json``, or {} (reported) when it is not a JSON object in a
+        regular file of at most `MAX_CONFIG_BYTES`. Opened non-blocking and checked with
+        fstat, so a FIFO or device in its place never blocks a thread."""
         if not self.allowed(path):
             return {}
         try:
-            data = json.loads(path.read_bytes())
+            raw = read_bounded(path, MAX_CONFIG_BYTES)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except SourceError as exc:
             self.bad("malformed_config", f"{path}: {exc}")
             return {}
-        return data if isinstance(data, dict) else {}
+        except OSError as exc:
+            self.unlistable(path, exc)  # EMFILE, EACCES: a later pass reads it
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            self.bad("malformed_config", f"{path}: {exc}")
+            return {}
+        if not isinstance(data, dict):
+            self.bad("malformed_config", f"{path}: not a JSON object")
+            return {}
+        return data
 
     def key_for_path(self, path: str) -> str | None:
         """Events anywhere in ``<root>/<id>/`` concern container ``<id>``."""

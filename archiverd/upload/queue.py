@@ -48,6 +48,10 @@ class UploadQueue(Protocol):
         """Commit state 'uploaded' with key and VersionId; only then is the spool file deleted."""
         ...
 
+    def mark_lost(self, segment_id: int, reason: str) -> None:
+        """Commit state 'lost' (its spool file is gone); the row stays as evidence."""
+        ...
+
     def oldest_pending_sealed_at(self) -> datetime | None:
         """When the oldest segment not yet uploaded was sealed."""
         ...

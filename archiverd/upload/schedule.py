@@ -20,6 +20,7 @@ import structlog
 
 from archiverd.clock import Clock
 from archiverd.config import ScheduleSettings
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import UploadSummary
 
@@ -161,10 +162,15 @@ class UploadLoop:
             summary = await self.uploader.upload_pending()
         except Exception as exc:  # a journal or programming error must not end the loop
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("upload pass crashed; retrying at the next scheduled time")
+            log.exception(
+                "upload pass crashed; retrying at the next scheduled time",
+                repeat_key=error_kind(exc),
+            )
             return
         if summary.failed:
-            self.last_error = f"{summary.failed} segment(s) failed to upload"
+            # The first segment's error: /readyz shows which destination error is current.
+            first = f": {summary.errors[0]}" if summary.errors else ""
+            self.last_error = f"{summary.failed} segment(s) failed to upload{first}"
         else:
             self.last_error = None
             self.last_success = self.clock.now()

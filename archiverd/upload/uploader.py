@@ -10,17 +10,20 @@ the server does not support conditional writes. If an object is there and is thi
 is recorded and not sent again; a PUT answered "already exists" (its earlier response was
 lost) goes to the same check. So a re-upload after a crash never makes a second version.
 Then the journal commits 'uploaded' with the VersionId, and only after that the spool file is
-deleted. Retryable failures are retried through `stamina` (exponential backoff with jitter,
-``destination.max_attempts`` / ``backoff_*_seconds``; tests switch the waits off with
-`stamina.set_testing`); after the last attempt, or on a failure that concerns the whole
-destination (access denied, no bucket, KMS), the pass stops: the data stays in the spool for
-the next pass.
+deleted. A segment whose spool file is gone (or is no longer a regular file) is journaled as
+lost, counted in ``archiverd_spool_files_lost_total`` and logged; the pass goes on.
+Retryable failures are retried through `stamina` (exponential backoff with jitter,
+``destination.max_attempts`` / ``retry_timeout_seconds`` / ``backoff_*_seconds``; tests
+switch the waits off with `stamina.set_testing`); permanent ones never are. After the last
+attempt, or on a failure that concerns the whole destination (access denied, no bucket, KMS),
+the pass stops: the data stays in the spool for the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +44,9 @@ from archiverd.errors import (
     UnconditionalOnly,
 )
 from archiverd.formats.layout import object_key
+from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
+from archiverd.spool.store import remove_spooled, spool_file_problem
 from archiverd.upload.queue import PendingSegment, UploadQueue
 
 log = structlog.get_logger("archiverd.upload")
@@ -73,6 +78,8 @@ class UploadSummary:
     skipped_existing: int = 0
     failed: int = 0
     bytes: int = 0
+    lost: int = 0
+    """Segments given up because their spool file was gone (journaled as lost)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -152,25 +159,47 @@ class Uploader:
         if not segment.resuming:
             await asyncio.to_thread(self.journal.mark_uploading, segment.segment_id)
         attempt = 0
+        problem = await asyncio.to_thread(spool_file_problem, segment.spool_path)
+        if problem is not None:
+            await self._lost(segment, key, problem, summary)
+            return False
         try:
             async for attempt_cm in self._retrying():
                 with attempt_cm:
                     attempt = attempt_cm.num
                     stored, existed = await self._counted_attempt(key, segment, attempt)
-        except RetryableDestinationError as exc:  # the last attempt failed too
-            self._failed(segment, key, exc, attempt, summary)
-            return True
         except (ArchiverError, OSError) as exc:
+            # The spool file may have vanished while the attempts ran: then only it is lost.
+            problem = await asyncio.to_thread(spool_file_problem, segment.spool_path)
+            if problem is not None:
+                await self._lost(segment, key, problem, summary)
+                return False
             self._failed(segment, key, exc, attempt, summary)
+            if isinstance(exc, RetryableDestinationError):  # the last attempt failed too
+                return True
             return reason_of(exc) in _STOP_PASS
-        await asyncio.to_thread(
-            self.journal.mark_uploaded,
-            segment.segment_id,
-            key=key,
-            version_id=stored.version_id,
-            sha256_b64=stored.sha256_b64,
-        )
-        await asyncio.to_thread(segment.spool_path.unlink, missing_ok=True)
+        try:
+            await asyncio.to_thread(
+                self.journal.mark_uploaded,
+                segment.segment_id,
+                key=key,
+                version_id=stored.version_id,
+                sha256_b64=stored.sha256_b64,
+            )
+        except sqlite3.Error as exc:
+            # Stored but not recorded: the spool file stays, and the next pass finds the
+            # object by its HEAD and records it. Every other segment would fail alike.
+            summary.failed += 1
+            summary.errors.append(f"journal: {exc}")
+            log.error(
+                "upload stored but not recorded; the spool file stays, the next pass records it",
+                key=key,
+                segment_id=segment.segment_id,
+                error=str(exc),
+                repeat_key=error_kind(exc),
+            )
+            return True
+        await asyncio.to_thread(remove_spooled, segment.spool_path)
         if existed:
             summary.skipped_existing += 1
         else:
@@ -195,7 +224,8 @@ class Uploader:
         return False
 
     def _retrying(self) -> AsyncIterator[stamina.Attempt]:
-        """Attempts at one segment: retryable failures only, waits doubling with jitter.
+        """Attempts at one segment: retryable failures only, waits doubling with jitter,
+        at most ``max_attempts`` and ``retry_timeout_seconds`` (permanent ones: one attempt).
 
         stamina adds up to ``wait_jitter`` to each exponential step: half the initial wait as
         the base and half as jitter puts attempt n's wait in [cap/2, cap], cap = initial*2^(n-1).
@@ -204,7 +234,7 @@ class Uploader:
         return stamina.retry_context(
             on=RetryableDestinationError,
             attempts=self.retry.max_attempts,
-            timeout=None,  # bounded by attempts x backoff_max_seconds
+            timeout=self.retry.retry_timeout_seconds,
             wait_initial=half,
             wait_jitter=half,
             wait_max=self.retry.backoff_max_seconds,
@@ -282,6 +312,23 @@ class Uploader:
             reason=reason_of(exc),
             attempts=attempts,
             error=str(exc),
+        )
+
+    async def _lost(
+        self, segment: PendingSegment, key: str, problem: str, summary: UploadSummary
+    ) -> None:
+        """The body is gone: journal the segment as lost (a hole `verify` will show) and let
+        the pass go on with the others."""
+        reason = f"{problem} ({segment.spool_path})"
+        await asyncio.to_thread(self.journal.mark_lost, segment.segment_id, reason)
+        self.metrics.spool_files_lost.inc()
+        summary.lost += 1
+        summary.errors.append(f"segment {segment.segment_id} ({key}) lost: {reason}")
+        log.error(
+            "segment lost: its spool file is gone; uploading the others",
+            key=key,
+            segment_id=segment.segment_id,
+            error=reason,
         )
 
     def _update_pending_age(self) -> None:

@@ -90,3 +90,76 @@ def test_archiver_errors_pass_through() -> None:
     original = TamperedError("flipped")
     assert translate(original, where="x") is original
     assert reason_of(original) == "integrity"
+
+
+def _denied(operation: str, code: str, message: str) -> str:
+    error = botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        operation,
+    )
+    failure = translate(error, where=f"{operation} s3://b/k")
+    assert isinstance(failure, PermanentDestinationError)
+    return str(failure)
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "message", "words"),
+    [
+        ("PutObject", "InvalidAccessKeyId", "", ["invalid or expired", "access key id"]),
+        ("PutObject", "SignatureDoesNotMatch", "", ["invalid or expired", "secret access key"]),
+        ("HeadObject", "ExpiredToken", "", ["invalid or expired", "session token has expired"]),
+        ("CreateMultipartUpload", "AccessDenied",
+         "User: arn:aws:iam::1:user/a is not authorized to perform: s3:PutObject on resource: "
+         '"arn:aws:s3:::b/k" because no identity-based policy allows the s3:PutObject action',
+         ["missing IAM permission", "s3:PutObject"]),
+        ("ListParts", "AccessDenied",
+         "User: arn:aws:iam::1:user/a is not authorized to perform: s3:ListMultipartUploadParts "
+         "because no identity-based policy allows the s3:ListMultipartUploadParts action",
+         ["missing IAM permission", "s3:ListMultipartUploadParts"]),
+        ("PutObject", "AccessDenied",
+         "User: arn:aws:iam::1:user/a is not authorized to perform: s3:PutObject on resource: "
+         '"arn:aws:s3:::b/k" with an explicit deny in a resource-based policy',
+         ["bucket policy", "destination.sse_kms_key_id", "destination.acl"]),
+        ("AbortMultipartUpload", "AccessDenied", "Access Denied",
+         ["grant the archiver's identity s3:AbortMultipartUpload"]),
+    ],
+)  # fmt: skip
+def test_denials_say_which_credential_action_or_policy(
+    operation: str, code: str, message: str, words: list[str]
+) -> None:
+    """Bad credentials, a missing IAM action and a bucket policy each get their own fix."""
+    text = _denied(operation, code, message)
+    for word in words:
+        assert word in text
+
+
+def test_not_implemented_is_permanent() -> None:
+    """A 501 (a header the server does not support) is not retried."""
+    failure = translate(_client_error("NotImplemented", 501), where="PUT s3://b/k")
+    assert isinstance(failure, PermanentDestinationError)
+    assert "does not implement" in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("condition", "args", "words"),
+    [
+        ({"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}, {},
+         "destination.sse_kms_key_id"),
+        ({"Null": {"s3:x-amz-server-side-encryption": "true"}}, {}, "destination.sse_kms_key_id"),
+        ({"StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}},
+         {"ACL": "private"}, "destination.acl"),
+        ({"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+         {"ServerSideEncryption": "aws:kms"}, ""),
+    ],
+)  # fmt: skip
+def test_unmet_bucket_policy_condition_is_named(
+    condition: dict[str, object], args: dict[str, str], words: str
+) -> None:
+    """A Deny statement's header condition our write headers trip names the setting to fix."""
+    from archiverd.destinations.s3 import unmet_condition
+
+    policy = {"Statement": [{"Sid": "S", "Effect": "Deny", "Action": "s3:PutObject",
+                             "Resource": "*", "Condition": condition}]}  # fmt: skip
+    found = unmet_condition(policy, args)
+    assert found.endswith(words)
+    assert bool(found) == bool(words)

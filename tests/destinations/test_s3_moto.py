@@ -130,3 +130,26 @@ async def test_web_identity_credentials_from_the_default_chain(
     assert credentials is not None
     assert credentials.method == "assume-role-with-web-identity"
     assert [v["Key"] for v in versions_of(moto_server, bucket)] == ["arch/k"]
+
+
+async def test_canned_acl_on_single_and_multipart_puts(
+    moto_server: S3Server, tmp_path: Path
+) -> None:
+    """destination.acl goes on every PUT and multipart create (and on check's probe)."""
+    bucket = moto_server.make_bucket()
+    destination = s3_destination(
+        moto_server, bucket, acl="authenticated-read", multipart_threshold_bytes=5 * MIB
+    )
+    small, small_sha = _body(tmp_path, 1024)
+    large, large_sha = _body(tmp_path, 6 * MIB)
+    try:
+        assert "writable" in await destination.check()
+        await destination.put_file("arch/small", small, {}, small_sha)
+        await destination.put_file("arch/large", large, {}, large_sha)
+    finally:
+        await destination.close()
+    client = moto_server.boto3_client()
+    for key in ("arch/small", "arch/large"):
+        grants = client.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+        uris = {g["Grantee"].get("URI", "") for g in grants if g["Permission"] == "READ"}
+        assert "http://acs.amazonaws.com/groups/global/AuthenticatedUsers" in uris, key

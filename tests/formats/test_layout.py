@@ -102,3 +102,30 @@ def test_parse_ts_whole_seconds_and_bad_dates() -> None:
     for bad in ("20261323T084700Z", "2026-11-23T08:47:00Z", "20261123X084700Z"):
         with pytest.raises(ValueError, match=r"month|not a timestamp"):
             parse_ts(bad)
+
+
+def test_continuity_fields_fit_with_many_losses_and_big_labels() -> None:
+    """Labels go first, then losses fold into one summed entry: the chain always fits 2 KB."""
+    from archiverd.formats.layout import Loss, losses_of
+
+    first = datetime(2026, 11, 23, 8, 47, tzinfo=UTC)
+    losses = tuple(
+        Loss(100 + n, first + timedelta(seconds=n), first + timedelta(seconds=n + 1), "r" * 80)
+        for n in range(40)
+    )
+    labels = {f"label-{n}": "v" * 100 for n in range(30)}
+    meta = segment_metadata(
+        segment(first, labels=labels, lost=losses, stream="s" * 32, prev_seq=6,
+                prev_sha256="cd" * 32, end_of_stream=True),
+        {"x-amz-3": "w" * 700, "x-amz-m": "m" * 60},  # an RSA-4096 wrapped key
+        "k1",
+    )  # fmt: skip
+    assert sum(len(k) + len(v) for k, v in meta.items()) <= METADATA_LIMIT_BYTES
+    assert meta["archiverd-labels"] == "{}"
+    assert (meta["archiverd-stream"], meta["archiverd-seq"], meta["archiverd-end"]) == (
+        "s" * 32, "7", "true",
+    )  # fmt: skip
+    assert (meta["archiverd-prev-seq"], meta["archiverd-prev-sha256"]) == ("6", "cd" * 32)
+    kept = losses_of(meta)
+    assert sum(x.bytes or 0 for x in kept) == sum(x.bytes or 0 for x in losses)
+    assert (kept[0].after_ts, kept[-1].before_ts) == (losses[0].after_ts, losses[-1].before_ts)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiverd.formats.records import CriScanner, DockerScanner, PlainScanner, Scanner, parse_time
+from archiverd.formats.records import CriScanner, DockerScanner, PlainScanner, Scanner
+from archiverd.formats.timestamps import parse_datetime as parse_time
 from tests.sources.helpers import cri_line, docker_record
 
 
@@ -186,3 +187,69 @@ def test_plain_cut_everything_covers_all_bytes(lines: list[bytes], sizes: list[i
     cut = scanner.cut(everything=True)
     assert cut.end == 7 + len(data)
     assert cut.lines == data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def test_cri_line_with_a_bad_time_is_no_partial_record() -> None:
+    """A P-looking CRI line whose time does not parse closes at its newline (restore reads it
+    as one line), counted as malformed_cri; the sealer used to hold the boundary back."""
+    bad: list[str] = []
+    odd = b"2026-13-45T08:00:00Z stdout P not a record\n"
+    data = cri_line("a") + odd
+    scanner = CriScanner(0, max_line_bytes=1 << 20, on_bad=bad.append)
+    scanner.feed(data)
+    assert scanner.boundary == len(data)
+    assert bad == ["malformed_cri"]
+    assert scanner.cut().lines == 2
+
+
+def test_deeply_nested_json_line_is_malformed_not_a_crash() -> None:
+    """A line of 100 000 nested brackets is counted as malformed_json and kept."""
+    bad: list[str] = []
+    data = docker_record("ok\n") + b'{"log":' + b"[" * 100_000 + b"\n" + docker_record("ok\n")
+    scanner = DockerScanner(0, max_line_bytes=1 << 20, on_bad=bad.append)
+    scanner.feed(data)
+    cut = scanner.cut()
+    assert bad == ["malformed_json"]
+    assert (cut.end, cut.lines) == (len(data), 3)
+
+
+def test_docker_fast_path_counts_six_backslashes_before_n_as_no_newline() -> None:
+    """A log ending in three escaped backslashes and an 'n' is partial, in a clean chunk too."""
+    data = docker_record("x" + "\\" * 3 + "n", n=1) + docker_record("end\n", n=2)
+    scanner = DockerScanner(0, max_line_bytes=1 << 20, on_bad=lambda r: None)
+    scanner.feed(data)
+    cut = scanner.cut()
+    assert (cut.end, cut.lines) == (len(data), 1)
+
+
+def test_cut_everything_counts_a_trailing_partial_record_as_a_line() -> None:
+    """Sealing everything after a partial record counts it: restore reads it as a line."""
+    data = docker_record("a\n", n=1) + docker_record("unfinished", n=2)
+    scanner = DockerScanner(0, max_line_bytes=1 << 20, on_bad=lambda r: None)
+    scanner.feed(data)
+    cut = scanner.cut(everything=True)
+    assert (cut.end, cut.lines) == (len(data), 2)
+    assert cut.last_ts is not None
+    assert cut.last_ts.microsecond == 2
+
+
+def test_forced_cut_inside_a_long_line_counts_its_start_as_a_line() -> None:
+    """A segment cut inside an over-long line counts that piece, as restore reads it."""
+    records = [docker_record("y" * 600, n=i) for i in range(3)]
+    scanner = DockerScanner(0, max_line_bytes=1024, on_bad=lambda r: None)
+    for record in records:
+        scanner.feed(record)
+    cut = scanner.cut()
+    assert cut.end == len(records[0]) + len(records[1])
+    assert cut.lines == 1
+
+
+def test_first_time_is_the_first_valid_time() -> None:
+    """A first record with an unparseable time does not hide the next record's time."""
+    odd = b'{"log":"a\\n","stream":"stdout","time":"yesterday"}\n'
+    scanner = DockerScanner(0, max_line_bytes=1 << 20, on_bad=lambda r: None)
+    scanner.feed(odd + docker_record("b\n", n=5))
+    cut = scanner.cut()
+    assert cut.lines == 2
+    assert cut.first_ts is not None
+    assert cut.first_ts.microsecond == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,38 @@ def test_pack_refuses_terminal_stdout(tmp_path: Path, key: Path) -> None:
         os.close(leader)
     assert done.returncode == 66
     assert b"to a terminal" in done.stderr
+
+
+def test_pack_and_unpack_write_into_a_fifo_without_replacing_it(tmp_path: Path, key: Path) -> None:
+    """A target that is not a regular file (a FIFO, /dev/null) is written in place: the
+    rename that publishes a regular file must never replace it (it once turned /dev/null
+    into a regular file)."""
+    data = bulk_log(200_000)
+    plain = tmp_path / "app.log"
+    plain.write_bytes(data)
+    packed = tmp_path / "app.log.gz.enc"
+    assert archiverd("pack", "--key-file", str(key), str(plain), str(packed)).returncode == 0
+    for args in (
+        ("unpack", "--key-file", str(key), str(packed)),
+        ("pack", "--key-file", str(key), str(plain)),
+    ):
+        fifo = tmp_path / f"{args[0]}.fifo"
+        os.mkfifo(fifo)
+        received: list[bytes] = []
+        reader = threading.Thread(target=_read_into, args=(fifo, received))
+        reader.start()
+        done = archiverd(*args, str(fifo))
+        reader.join(timeout=10)
+        if reader.is_alive():  # nobody wrote into the FIFO: release the reader, then fail
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join()
+        assert done.returncode == 0, done.stderr
+        assert fifo.is_fifo()
+        if args[0] == "unpack":
+            assert received == [data]
+        else:
+            assert received[0].startswith(MAGIC)
+
+
+def _read_into(path: Path, sink: list[bytes]) -> None:
+    sink.append(path.read_bytes())

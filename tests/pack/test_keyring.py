@@ -236,3 +236,57 @@ def test_read_only_keyring_cannot_seal(tmp_path: Path) -> None:
     assert reader.key_id == ""
     with pytest.raises(KeyMaterialError, match="no active key to seal with"):
         pack_bytes(b"x", reader)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "is not a regular file"),
+        ("dev_zero", "is not a regular file"),
+        ("directory", "is not a regular file"),
+        ("huge", "larger than 16 KiB"),
+        ("unreadable", "Permission denied"),
+    ],
+)
+def test_hostile_key_file_is_refused_at_once(tmp_path: Path, kind: str, message: str) -> None:
+    """A FIFO, /dev/zero, a directory, a huge or an unreadable key file: `run` and `unpack`
+    exit 77 within seconds (no hang, no MemoryError, no traceback), naming the file; no state
+    is created."""
+    import subprocess
+    import sys
+
+    from tests.service.test_daemon_process import archiverd_env
+
+    if kind == "fifo":
+        key = tmp_path / "archive.key"
+        os.mkfifo(key, 0o600)
+    elif kind == "dev_zero":
+        key = Path("/dev/zero")
+    elif kind == "directory":
+        key = tmp_path / "keydir"
+        key.mkdir(mode=0o700)
+    elif kind == "huge":
+        key = tmp_path / "huge.key"
+        key.write_bytes(b"A" * (1 << 20))
+        key.chmod(0o600)
+    else:
+        key = Path("/proc/sys/vm/drop_caches")  # write-only, even for root
+    (tmp_path / "run").mkdir()
+    env = archiverd_env(tmp_path / "run")
+    env["ARCHIVERD_ENCRYPTION__KEY_FILE"] = str(key)
+    for args in (["run", "--once"], ["unpack", "--key-file", str(key), "-", "-"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "archiverd", *args],
+            env=env,
+            input=b"",
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        err = result.stderr.decode()
+        assert result.returncode == 77, err
+        assert message in err
+        assert str(key) in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "run" / "state").exists()

@@ -92,6 +92,11 @@ class Corpus:
         """Segments whose latest version is not a delete marker."""
         return [s for s in self.segments if not s.deleted]
 
+    def restored(self) -> list[Seg]:
+        """What `get` restores: every segment, a deleted one from its newest live version
+        (here always the plaintext it was archived with)."""
+        return [s for s in self.segments if any(not v.is_delete_marker for v in s.versions)]
+
 
 def ts_text(moment: datetime) -> str:
     """Docker's RFC 3339 with nanoseconds."""

@@ -196,11 +196,11 @@ def test_whole_object_copied_under_another_key_fails(
     assert_fails_cleanly(capsysbinary, small, tmp_path, 65, "describes another segment")
 
 
-def test_deleted_segment_is_reported_not_silently_skipped(
+def test_deleted_segment_is_restored_from_its_older_version_and_said(
     capsysbinary: pytest.CaptureFixture[bytes], small: Small, tmp_path: Path
 ) -> None:
-    """A delete marker: get of only that segment exits 1 and points at --versions/--version-id."""
-    desc, key, _ = small.segs[1]
+    """A delete marker: get restores the newest live version, says so on stderr, exits 0."""
+    desc, key, plain = small.segs[1]
     marker = small.s3.delete_object(Bucket=small.bucket, Key=key)["VersionId"]
     window = [
         "--since",
@@ -208,9 +208,11 @@ def test_deleted_segment_is_reported_not_silently_skipped(
         "--until",
         f"{desc.first_ts + timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}",
     ]
-    assert_fails_cleanly(
-        capsysbinary, small, tmp_path, 1, "1 matching segment(s) were deleted", *window
-    )
+    out = tmp_path / "restored"
+    result = get(capsysbinary, small, *window, "--out", str(out))
+    assert result.code == 0, result.err
+    assert [p.read_bytes() for p in out.iterdir()] == [plain]
+    assert f"warning: {key} was deleted (its latest version is a delete marker)" in result.err
     assert_fails_cleanly(
         capsysbinary, small, tmp_path, 1, "is a delete marker", "--version-id", marker
     )

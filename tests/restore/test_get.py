@@ -35,8 +35,9 @@ def owner(text: str) -> str:
 
 
 def written(archive: Archive, container: Container) -> bytes:
-    """What `get` must return for one container: its live segments, in seq order."""
-    segs = [s for s in archive.corpus.live() if s.container == container]
+    """What `get` must return for one container: every segment (deleted ones from their
+    newest live version), in seq order."""
+    segs = [s for s in archive.corpus.restored() if s.container == container]
     return b"".join(s.plaintext for s in sorted(segs, key=lambda s: s.description.seq))
 
 
@@ -90,7 +91,7 @@ def test_grep_returns_exactly_the_matching_lines(
     out = get(archive, capsysbinary, "--host", "h1", "--grep", pattern, "--out", "-")
     want = [
         raw
-        for s in archive.corpus.live()
+        for s in archive.corpus.restored()
         if s.container.host == "h1"
         for text, raw in messages(s.plaintext)
         if re.search(pattern, text.rstrip("\n"))
@@ -137,7 +138,7 @@ def test_out_dir_writes_one_verified_file_per_segment_and_resumes(
     missing or damaged files."""
     c = next(c for c in {s.container for s in archive.corpus.segments} if c.name == "web-2")
     segs = sorted(
-        (s for s in archive.corpus.live() if s.container == c), key=lambda s: s.description.seq
+        (s for s in archive.corpus.restored() if s.container == c), key=lambda s: s.description.seq
     )
     out = tmp_path / "restored"
     get(archive, capsysbinary, "--container", "web-2", "--out", str(out))
@@ -198,7 +199,7 @@ def test_file_destination_restores_too(
 
     bucket = tmp_path / "bucket"
     destination = FileDestination(bucket.as_uri())
-    segs = archive.corpus.live()[:5]
+    segs = archive.corpus.restored()[:5]
     for s in segs:
         body, metadata = corpus.pack(
             s.plaintext,
@@ -234,7 +235,7 @@ def test_stdout_keeps_only_records_inside_the_window(
     --out DIR keeps the overlapping segments whole."""
     c = next(c for c in {s.container for s in archive.corpus.segments} if c.name == "db-1")
     segs = sorted(
-        (s for s in archive.corpus.live() if s.container == c), key=lambda s: s.description.seq
+        (s for s in archive.corpus.restored() if s.container == c), key=lambda s: s.description.seq
     )
     since = (
         segs[5].description.first_ts
@@ -268,7 +269,11 @@ def test_a_reader_that_goes_away_is_not_an_error(archive: Archive) -> None:
     import subprocess
     import sys
 
-    c = archive.corpus.segments[0].container
+    c = next(
+        s.container
+        for s in archive.corpus.segments
+        if not any(x.deleted for x in archive.corpus.segments if x.container == s.container)
+    )
     command = (
         f"{sys.executable} -m archiverd get --config {archive.config} "
         f"--container {c.id} --out - | head -c 100; exit ${{PIPESTATUS[0]}}"
@@ -289,11 +294,11 @@ def test_grep_into_a_directory_keeps_only_segments_with_matches(
     out = tmp_path / "grep"
     get(archive, capsysbinary, "--container", c.id, "--grep", pattern, "--out", str(out))
     want = {}
-    for s in archive.corpus.live():
+    for s in archive.corpus.restored():
         if s.container == c:
             hits = [raw for text, raw in messages(s.plaintext) if re.search(pattern, text)]
             if hits:
                 want[s.description.seq] = b"".join(hits)
     got = {int(p.name.rsplit("_", 1)[1][:8]): p.read_bytes() for p in out.iterdir()}
     assert got == want
-    assert 0 < len(want) < len([s for s in archive.corpus.live() if s.container == c])
+    assert 0 < len(want) < len([s for s in archive.corpus.restored() if s.container == c])

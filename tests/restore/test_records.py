@@ -12,11 +12,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from archiverd.formats.timestamps import parse_ns as parse_ts_ns
 from archiverd.restore.records import (
     Message,
     iter_messages,
     merge,
-    parse_ts_ns,
     stream_messages,
     write_messages,
 )
@@ -169,3 +169,18 @@ def test_dockerd_layout_fast_path_agrees_with_full_json_parsing(logs: list[str])
     slow = [(m.raw.count(b"\n"), m.ts_ns, m.text) for m in iter_messages(spaced)]
     assert fast == slow
     assert b"".join(text for _, _, text in fast) == "".join(logs).encode()
+
+
+def test_deeply_nested_json_line_is_read_as_a_plain_line() -> None:
+    """A line of 100 000 nested brackets is one message with no time, not a crash."""
+    nested = b'{"log":' + b"[" * 100_000 + b"\n"
+    messages = list(iter_messages([nested, docker("next\n", "2026-11-23T08:00:01Z")]))
+    assert [(m.raw, m.ts_ns, m.text) for m in messages[:1]] == [(nested, None, nested)]
+    assert len(messages) == 2
+
+
+def test_message_time_is_its_first_valid_record_time() -> None:
+    """A message whose first piece has a bad time takes the time of the next piece."""
+    parts = [docker("a", "not-a-time"), docker("b\n", "2026-11-23T08:00:02Z")]
+    [message] = iter_messages(parts)
+    assert message.ts_ns == parse_ts_ns(b"2026-11-23T08:00:02Z")

@@ -123,6 +123,7 @@ class FakeCollector:
         self.clock = clock
         self.events = events
         self.spool_full = False
+        self.disk_full = False
         self.open_segments = 0
         self.sealable = 0
         self.seal_calls: list[bool] = []

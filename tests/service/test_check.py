@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -21,21 +22,28 @@ def settings_for(tmp_path: Path, state: Path) -> Settings:
 def test_state_dir_is_created_private(tmp_path: Path) -> None:
     """A missing state dir is created with mode 0700."""
     state = tmp_path / "new" / "state"
-    assert check_state_dir(settings_for(tmp_path, state)) == f"{state} writable, mode 700"
+    detail = check_state_dir(settings_for(tmp_path, state))
+    assert detail == f"{state} writable, mode 700, owned by uid {os.geteuid()}"
     assert state.stat().st_mode & 0o777 == 0o700
 
 
-def test_open_state_dir_fails_with_the_fix(tmp_path: Path) -> None:
-    """A group/world-readable state dir fails and says which chmod fixes it."""
+def test_readable_state_dir_is_tightened_writable_one_refused(tmp_path: Path) -> None:
+    """Same rule as `run`: a 0755 dir of ours is tightened to 0700; a 0775 one is refused
+    with the fix, and left as it was."""
     state = tmp_path / "state"
-    state.mkdir(mode=0o755)
+    state.mkdir()
     state.chmod(0o755)
+    check_state_dir(settings_for(tmp_path, state))
+    assert state.stat().st_mode & 0o777 == 0o700
+    state.chmod(0o775)
     with pytest.raises(StateError) as caught:
         check_state_dir(settings_for(tmp_path, state))
     assert str(caught.value) == (
-        f"state.dir {str(state)!r} has mode 755: run `chmod 700 {state}` "
-        "(it holds the journal and encrypted spool)"
+        f"state.dir {str(state)!r} has mode 775: it is writable by group or others, who could "
+        "plant symlinks in it; archiverd refuses it rather than fix it: inspect its contents, "
+        f"then run `chmod 700 {state}`"
     )
+    assert state.stat().st_mode & 0o777 == 0o775
 
 
 def test_every_check_runs_and_first_failure_sets_exit_code(tmp_path: Path) -> None:

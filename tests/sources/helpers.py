@@ -149,6 +149,17 @@ def archived(
     return out
 
 
+def lost_entries(journal: Journal) -> list[dict[str, Any]]:
+    """Every "lost" entry in the descriptions of the packed segments, in seal order."""
+    out: list[dict[str, Any]] = []
+    for packed in journal.packed_segments():
+        row = journal.segment(packed.segment_id)
+        assert row is not None
+        assert row.description is not None
+        out += row.description.get("lost", [])
+    return out
+
+
 def collector(cfg: Settings, journal: Journal, **kwargs: Any) -> Collector:
     """A Collector with the test key and fresh metrics, no inotify unless asked."""
     kwargs.setdefault("watch", False)

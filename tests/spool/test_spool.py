@@ -41,8 +41,9 @@ def test_failed_write_leaves_nothing(state_dir: Path) -> None:
     assert list(spool.dir.iterdir()) == []
 
 
-def test_recover_removes_temps_uploaded_and_unrecorded(state_dir: Path) -> None:
-    """Recovery keeps bodies of 'packed' segments only."""
+def test_recover_removes_temps_uploaded_and_quarantines_unrecorded(state_dir: Path) -> None:
+    """Recovery removes temp files and uploaded bodies only; a body the journal does not
+    account for (and without metadata to record it) is quarantined, never deleted."""
     journal = Journal.open(state_dir)
     spool = Spool(state_dir, 1 << 20)
     sid = journal.stream_id("s", "k")
@@ -73,6 +74,8 @@ def test_recover_removes_temps_uploaded_and_unrecorded(state_dir: Path) -> None:
     journal.mark_uploaded(seg_uploaded.id, key="k", version_id="v", sha256_b64="x")
     (spool.dir / ".9.tmp").write_bytes(b"partial")
     (spool.dir / "999.seg").write_bytes(b"orphan")
-    assert spool.recover(journal) == 4
-    assert sorted(p.name for p in spool.dir.iterdir()) == [f"{seg_packed.id}.seg"]
+    assert spool.recover(journal) == 2  # the temp file and the uploaded body
+    assert sorted(p.name for p in spool.dir.iterdir()) == [f"{seg_packed.id}.seg", "quarantine"]
+    kept = sorted(p.name.split("-", 1)[1] for p in (spool.dir / "quarantine").iterdir())
+    assert kept == [f"{seg_sealed.id}.seg", "999.seg"]  # never deleted: quarantined
     journal.close()

@@ -65,14 +65,16 @@ class MemoryQueue:
     segments: list[Segment] = field(default_factory=list)
     uploaded: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     spool_existed_at_mark: dict[int, bool] = field(default_factory=dict)
+    lost: dict[int, str] = field(default_factory=dict)
     uploading: set[int] = field(default_factory=set)
     """Segments journaled 'uploading' (a PUT was started)."""
 
     def packed_segments(self, limit: int | None = None) -> list[Segment]:
+        done = self.uploaded.keys() | self.lost.keys()
         pending = [
             replace(s, resuming=s.resuming or s.segment_id in self.uploading)
             for s in self.segments
-            if s.segment_id not in self.uploaded
+            if s.segment_id not in done
         ]
         pending.sort(key=lambda s: (s.sealed_at, s.segment_id))
         return pending[:limit] if limit is not None else pending
@@ -84,6 +86,9 @@ class MemoryQueue:
         segment = next(s for s in self.segments if s.segment_id == segment_id)
         self.spool_existed_at_mark[segment_id] = segment.spool_path.exists()
         self.uploaded[segment_id] = (key, version_id, sha256_b64)
+
+    def mark_lost(self, segment_id: int, reason: str) -> None:
+        self.lost[segment_id] = reason
 
     def oldest_pending_sealed_at(self) -> datetime | None:
         pending = self.packed_segments()

@@ -14,6 +14,7 @@ from archiverd.upload.uploader import UploadSummary
 from tests.fakeclock import FakeClock
 
 T0 = datetime(2026, 11, 23, 10, 7, 12, tzinfo=UTC)
+DENIED = "PUT s3://b/k: AccessDenied Access Denied: missing IAM permission: grant s3:PutObject"
 
 
 def _at(upload_at: str, splay_seconds: int) -> ScheduleSettings:
@@ -75,7 +76,9 @@ class _FakeUploader:
 
     async def upload_pending(self) -> UploadSummary:
         self.pass_times.append(self.clock.now())
-        return UploadSummary(failed=1) if self.fail else UploadSummary(uploaded=1)
+        if self.fail:
+            return UploadSummary(failed=1, errors=[DENIED])
+        return UploadSummary(uploaded=1)
 
     def oldest_pending_sealed_at(self) -> datetime | None:
         return self.pending_since
@@ -167,7 +170,7 @@ async def test_failures_make_old_pending_data_overdue(
     assert not loop.overdue(clock.now())  # draining fine: old backlog is not "overdue"
     uploader.fail = True
     await loop.run_pass()
-    assert loop.last_error == "1 segment(s) failed to upload"
+    assert loop.last_error == f"1 segment(s) failed to upload: {DENIED}"  # which error
     assert loop.overdue(clock.now())
     uploader.pending_since = T0 - timedelta(minutes=10)
     assert not loop.overdue(clock.now())

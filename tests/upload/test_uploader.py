@@ -304,3 +304,30 @@ async def test_oldest_pending_age_metric(tmp_path: Path, clock: FakeClock) -> No
     assert age == (clock.now() - segment.sealed_at).total_seconds()
     await uploader.upload_pending()
     assert _sample(uploader.metrics, "archiverd_oldest_pending_segment_age_seconds") == 0
+
+
+async def test_retries_are_bounded_in_time_as_well_as_count(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """With attempts to spare, retrying one segment stops at retry_timeout_seconds."""
+    dest = FlakyDestination(FileDestination((tmp_path / "bucket").as_uri()))
+    dest.faults = [("put", RetryableFailure("503", "throttled"))] * 500
+    segments = [make_segment(tmp_path / "spool", 1)]
+    queue = MemoryQueue(segments)
+    limits = DestinationSettings(
+        max_attempts=500, retry_timeout_seconds=0.05,
+        backoff_initial_seconds=0.01, backoff_max_seconds=0.01,
+    )  # fmt: skip
+    uploader = Uploader(
+        dest,  # type: ignore[arg-type]
+        queue,
+        Metrics(CollectorRegistry()),
+        settings=Settings(destination=limits),
+        clock=clock,
+    )
+    with stamina.set_testing(False):  # real (tiny) waits: the time bound is what is tested
+        summary = await uploader.upload_pending()
+    assert (summary.uploaded, summary.failed) == (0, 1)
+    assert 1 < dest.puts < 500
+    assert queue.uploaded == {}
+    assert segments[0].spool_path.exists()

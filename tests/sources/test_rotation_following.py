@@ -1,0 +1,242 @@
+"""Rotation following: a rotation racing the listing never hides a file, and files deleted
+before they could be read are recorded as lost in the next segment, never silently."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import structlog
+
+from archiverd.config import SourceSettings
+from archiverd.journal.db import Journal
+from tests.sources.helpers import (
+    ContainerDir,
+    archived,
+    collector,
+    cri_line,
+    docker_record,
+    lost_entries,
+    settings,
+)
+
+CID = "feed" + "0" * 60
+LOST_KEYS = {"bytes", "after_ts", "before_ts", "reason"}
+
+
+def _lines(start: int, count: int) -> bytes:
+    return b"".join(
+        docker_record(f"line {i} " + "x" * 40 + "\n", n=i) for i in range(start, start + count)
+    )
+
+
+def _cri(start: int, count: int) -> bytes:
+    return b"".join(cri_line(f"msg {i}", n=i) for i in range(start, start + count))
+
+
+def _opener_that(action: Callable[[], None], marker: str = "") -> Callable[[str, int], int]:
+    """os.open, but the first open of a path containing `marker` runs `action` first (a
+    rotation racing our listing)."""
+    done: list[bool] = []
+
+    def opener(path: str, flags: int) -> int:
+        if not done and marker in os.path.basename(path):
+            done.append(True)
+            action()
+        return os.open(path, flags)
+
+    return opener
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "compress"])
+async def test_docker_rotation_between_listing_and_open_loses_no_file(
+    tmp_path: Path, state_dir: Path, compress: bool
+) -> None:
+    """dockerd rotates twice after the stream is listed and before its files are opened:
+    the oldest files are still read, in order, exactly once."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    expect = b""
+    for n in range(3):  # .2, .1 and the live file
+        expect += _lines(n * 50, 50)
+        container.write(_lines(n * 50, 50))
+        if n < 2:
+            container.rotate(20, compress=compress)
+
+    def rotate_twice() -> None:
+        nonlocal expect
+        for n in range(3, 5):
+            container.rotate(20, compress=compress)
+            container.write(_lines(n * 50, 50))
+            expect += _lines(n * 50, 50)
+
+    journal = Journal.open(state_dir)
+    coll = collector(
+        settings(state_dir, SourceSettings(kind="docker", path=root)),
+        journal,
+        opener=_opener_that(rotate_twice),
+    )
+    container.config(running=False)
+    await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == expect
+    await coll.aclose()
+    journal.close()
+
+
+async def test_cri_rotation_between_listing_and_open_loses_no_file(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """kubelet rotates twice after the stream is listed and before its files are opened:
+    every rotated file is read, in order, exactly once."""
+    root = tmp_path / "pods"
+    cdir = root / "default_web_uid1" / "app"
+    cdir.mkdir(parents=True)
+    live = cdir / "0.log"
+    live.write_bytes(_cri(0, 30))
+    os.replace(live, cdir / "0.log.20261123-080000")
+    live.write_bytes(_cri(30, 30))
+
+    def rotate_twice() -> None:
+        for n, stamp in ((2, "080100"), (3, "080200")):
+            os.replace(live, cdir / f"0.log.20261123-{stamp}")
+            live.write_bytes(_cri(n * 30, 30))
+
+    journal = Journal.open(state_dir)
+    coll = collector(
+        settings(state_dir, SourceSettings(kind="cri", path=root)),
+        journal,
+        opener=_opener_that(rotate_twice, marker="0.log"),
+    )
+    (cdir / "1.log").write_bytes(b"")  # a restart: stream 0 is finished
+    await coll.seal_all(include_open=False)
+    arc = archived(journal, tmp_path)["uid1-app-0"]
+    arc.assert_contiguous()
+    assert arc.data == _cri(0, 120)
+    await coll.aclose()
+    journal.close()
+
+
+async def test_files_deleted_unread_are_recorded_as_lost(tmp_path: Path, state_dir: Path) -> None:
+    """max-file deletes files between two looks: the next sealed segment's description says
+    so under "lost" (time range around the gap), a metric counts it, a log line tells it."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    container.write(_lines(0, 50))
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    await coll.seal_all(include_open=False)  # holds and reads the live file (lines 0-49)
+    for n in range(1, 5):  # files 50-99 and 100-149 are deleted before anyone looks
+        container.rotate(2)
+        container.write(_lines(n * 50, 50))
+    container.config(running=False)
+    with structlog.testing.capture_logs() as logs:
+        await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == _lines(0, 50) + _lines(150, 100)
+    lost = lost_entries(journal)
+    assert [set(e) for e in lost] == [LOST_KEYS]
+    assert lost[0]["reason"] == "rotated_unread"
+    assert lost[0]["bytes"] is None
+    assert lost[0]["after_ts"] == "2026-11-23T08:00:00.000049+00:00"
+    assert lost[0]["before_ts"] == "2026-11-23T08:00:00.000150+00:00"
+    gaps = coll.metrics.registry.get_sample_value(
+        "archiverd_source_gaps_total", {"reason": "rotated_unread"}
+    )
+    assert gaps == 1
+    assert any("source bytes lost" in e["event"] for e in logs)
+    await coll.aclose()
+    journal.close()
+    shutil.rmtree(root)
+
+
+async def test_stream_first_seen_with_every_file_kept_reports_possible_loss(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """A container first seen with as many files as its max-file keeps (hostconfig.json):
+    older files may have been deleted before archiverd looked, and that is recorded; one
+    with fewer files is not."""
+    root = tmp_path / "containers"
+    full = ContainerDir(root, CID)
+    young = ContainerDir(root, "beef" + "0" * 60)
+    for container, rotations in ((full, 5), (young, 1)):
+        (container.dir / "hostconfig.json").write_text(
+            json.dumps({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}})
+        )
+        for n in range(rotations + 1):
+            container.write(_lines(n * 10, 10))
+            if n < rotations:
+                container.rotate(3)
+        container.config(running=False)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    await coll.seal_all(include_open=False)
+    arcs = archived(journal, tmp_path)
+    assert arcs[CID].data == _lines(30, 30)
+    assert arcs[young.cid].data == _lines(0, 20)
+    lost = lost_entries(journal)
+    assert lost == [
+        {
+            "bytes": None,
+            "after_ts": None,
+            "before_ts": "2026-11-23T08:00:00.000030+00:00",
+            "reason": "rotated_before_seen",
+        }
+    ]
+    await coll.aclose()
+    journal.close()
+
+
+async def test_cri_compression_in_progress_is_not_read(tmp_path: Path, state_dir: Path) -> None:
+    """kubelet gzips a rotation into `<n>.log.<ts>.tmp` before renaming it to `.gz`: the
+    partial `.tmp` is not a log file; the rotation is read once, from its plain form."""
+    root = tmp_path / "pods"
+    cdir = root / "default_web_uid1" / "app"
+    cdir.mkdir(parents=True)
+    rotated = cdir / "0.log.20261123-080000"
+    rotated.write_bytes(_cri(0, 30))
+    (cdir / "0.log.20261123-080000.tmp").write_bytes(gzip.compress(_cri(0, 30))[:40])
+    (cdir / "0.log").write_bytes(_cri(30, 30))
+    (cdir / "1.log").write_bytes(b"")
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="cri", path=root)), journal)
+    await coll.seal_all(include_open=False)
+    arc = archived(journal, tmp_path)["uid1-app-0"]
+    arc.assert_contiguous()
+    assert arc.data == _cri(0, 60)
+    await coll.aclose()
+    journal.close()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "compress"])
+async def test_directory_removed_entry_by_entry_is_not_read_again(
+    tmp_path: Path, state_dir: Path, compress: bool
+) -> None:
+    """`docker rm` deletes a container's files one by one: a listing that still shows older
+    files but none of the held ones re-reads nothing and reports no loss."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    for n in range(4):
+        container.write(_lines(n * 20, 20))
+        if n < 3:
+            container.rotate(20, compress=compress)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    container.config(running=False)
+    await coll.seal_all(include_open=False)  # everything read, sealed and packed
+    container.log.unlink()  # the held live file goes first
+    next(container.dir.glob("*.1*")).unlink()
+    await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == _lines(0, 80)
+    assert lost_entries(journal) == []
+    await coll.aclose()
+    journal.close()
