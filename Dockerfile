@@ -4,7 +4,14 @@
 # Run and mount guide: docs/DEPLOY.md.
 
 # --- build: the archiverd wheel and its dependencies' wheels, installed into a venv ---------
+# Trimmed for size: no pip/setuptools in the venv, and of botocore's service models only the
+# ones archiverd calls (S3, KMS) or the credential chain needs (STS for IRSA, SSO).
 FROM python:3.11.14-slim-bookworm AS build
+# Where pip finds packages, when not PyPI: a mirror (PIP_INDEX_URL) or, offline, a wheelhouse
+# served over HTTP (PIP_NO_INDEX=1, PIP_FIND_LINKS=http://127.0.0.1:8000/): docs/DEPLOY.md.
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -15,7 +22,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
     && python -m venv /opt/archiverd \
     && /opt/archiverd/bin/pip install --no-cache-dir --no-index --find-links /wheels \
         /wheels/archiverd-*.whl \
-    && /opt/archiverd/bin/archiverd --version
+    && /opt/archiverd/bin/archiverd --version \
+    && /opt/archiverd/bin/pip uninstall --yes --quiet pip setuptools \
+    && find /opt/archiverd/lib/python3.*/site-packages/botocore/data -mindepth 1 -maxdepth 1 \
+        -type d ! -name s3 ! -name kms ! -name sts ! -name sso ! -name sso-oidc \
+        -exec rm -rf {} +
 
 # --- runtime: the venv only; no compilers, no pip cache, no sources ---------------------------
 FROM python:3.11.14-slim-bookworm

@@ -4,7 +4,8 @@ The event loop only dispatches. Filesystem events arrive from watchdog's inotify
 ``loop.call_soon_threadsafe`` and mark streams dirty; a periodic rescan (``rescan_seconds``)
 catches anything missed. Each dirty stream is processed on a worker thread (at most
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
-pack every sealed segment into the spool and commit it as packed.
+pack every sealed segment into the spool and commit it as packed (packing jobs of different
+streams run on every core, see `pack_workers`).
 
 The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
 `archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
@@ -58,6 +59,17 @@ class Pass(NamedTuple):
     """cri/directory files idle for ``idle_seconds`` count as finished (``run --once``)."""
     aged_before: datetime | None = None
     """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
+
+
+MAX_PACK_WORKERS = 8
+"""Packing jobs at once are bounded by this (each holds a few MiB: a read chunk, ISA-L's and
+the spool file's buffers) as well as by the cores."""
+
+
+def pack_workers(workers: int) -> int:
+    """How many segments are packed at once: one per core (ISA-L, AES-GCM and SHA-256
+    release the GIL on the 1 MiB chunks), at least `workers`, at most `MAX_PACK_WORKERS`."""
+    return max(workers, min(os.cpu_count() or 1, MAX_PACK_WORKERS))
 
 
 class Collector:
@@ -309,7 +321,7 @@ class Collector:
 
     def _pack_semaphore(self) -> asyncio.Semaphore:
         if self._pack_sem is None:
-            self._pack_sem = asyncio.Semaphore(self._workers)
+            self._pack_sem = asyncio.Semaphore(pack_workers(self._workers))
         return self._pack_sem
 
     def _pack_work(self, key: Key) -> None:
@@ -369,10 +381,11 @@ class Collector:
         return False
 
     def _new_tail(self, index: int, source: BaseSource, info: StreamInfo) -> StreamTail | None:
-        journaled = {k for _, k in self.journal.active_streams(source.name)}
-        if info.key not in journaled and (info.state == "removed" or not info.files):
+        # one lookup, not a listing of every stream: 10,000 new tails made this quadratic
+        journaled = self.journal.stream_active(source.name, info.key)
+        if not journaled and (info.state == "removed" or not info.files):
             return None
-        if info.key not in journaled and info.files and self._held_elsewhere(index, info):
+        if not journaled and info.files and self._held_elsewhere(index, info):
             return None  # a rotated name of a file another stream already reads
         ctx = TailContext(
             journal=self.journal,

@@ -1,8 +1,9 @@
 """watchdog (inotify) events, reduced to "these paths of source N changed".
 
 The callback runs on watchdog's observer thread; the collector bridges it into asyncio with
-``loop.call_soon_threadsafe``. Opens and read-only closes are dropped: archiverd's own reads
-would otherwise wake it up again.
+``loop.call_soon_threadsafe``. Opens and read-only closes are not watched (and dropped if
+they come): archiverd's own reads would otherwise wake it up again and, with thousands of
+logs, overflow inotify's queue.
 """
 
 from __future__ import annotations
@@ -14,13 +15,39 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 log = structlog.get_logger("archiverd.collect.watch")
 
 Callback = Callable[[int, list[str]], None]
 _IGNORED = {"opened", "closed_no_write"}
+_WANTED = [
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+]
+"""Every event but opens and read-only closes, which are not even asked of inotify: with
+thousands of logs the collector's own reads would overflow the kernel's queue, and watchdog
+answers each overflow by walking the whole tree again."""
 
 
 class _Handler(FileSystemEventHandler):
@@ -53,7 +80,9 @@ class Watcher:
             if not root.is_dir():
                 return False
             try:
-                self._observer.schedule(_Handler(index, self._callback), str(root), recursive=True)
+                self._observer.schedule(
+                    _Handler(index, self._callback), str(root), recursive=True, event_filter=_WANTED
+                )
             except OSError as exc:
                 # e.g. inotify watch limit: the periodic rescan still finds everything.
                 log.warning("cannot watch; relying on rescans", root=str(root), error=str(exc))

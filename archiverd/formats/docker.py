@@ -26,6 +26,7 @@ from archiverd.formats.timestamps import TimeCache
 PREFIX = b'{"log":"'
 STREAM = b'","stream":"'
 TIME = b'"time":"'
+_SEAM = b'"}\n' + PREFIX
 _START = len(PREFIX)
 _Z = 90
 
@@ -119,10 +120,14 @@ def count_closing(data: bytes) -> int | None:
     line with a duplicated key and one missing it could be miscounted.
     """
     n = data.count(b"\n")
+    # Every line starts with the prefix and ends with '"}': one pass over the newlines'
+    # surroundings (an occurrence holds exactly one newline; all but the last newline, which
+    # ends `data`, must have one) instead of two counts of each.
     if not (
-        data.count(PREFIX) == n
+        data.startswith(PREFIX)
+        and data.endswith(b'"}\n')
+        and data.count(_SEAM) == n - 1
         and data.count(STREAM) == n
-        and data.count(b'"}\n') == n
         and data.count(TIME) == n
     ):
         return None

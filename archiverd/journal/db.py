@@ -210,6 +210,13 @@ class Journal:
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 
+    def stream_active(self, source: str, key: str) -> bool:
+        """Whether the source has this stream, not removed (one indexed lookup)."""
+        rows = self._query(
+            "SELECT 1 FROM streams WHERE source = ? AND key = ? AND removed = 0", (source, key)
+        )
+        return bool(rows)
+
     def remove_stream(self, stream_id: int) -> None:
         """Mark a stream gone (its files are dropped; segments stay)."""
         with self._tx() as conn:

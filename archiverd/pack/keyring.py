@@ -256,9 +256,17 @@ def load_public_key(path: Path) -> RsaPublicKey:
 def resolve_key_file(path: Path) -> Path:
     """`path`, or the systemd credential of the same name when $CREDENTIALS_DIRECTORY has it."""
     creds = credentials_directory()
-    if creds is not None and (creds / path.name).is_file():
-        return creds / path.name
-    return path
+    if creds is None:
+        return path
+    credential = creds / path.name
+    try:
+        found = credential.is_file()
+    except OSError as exc:  # is_file() only swallows ENOENT-like errors, not EACCES
+        raise KeyMaterialError(
+            f"cannot read key file {str(credential)!r} ({exc.strerror}): the credentials "
+            "directory must be readable by the service (systemd LoadCredential= makes it so)"
+        ) from None
+    return credential if found else path
 
 
 def load_key_files(paths: Sequence[Path]) -> Keyring:

@@ -105,3 +105,49 @@ async def test_demo_source_produces_archives(tmp_path: Path, state_dir: Path) ->
     assert job.segments[0][0].image == "archiverd/demo:latest"
     await coll.aclose()
     journal.close()
+
+
+async def test_segments_of_independent_streams_are_packed_on_every_core(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing runs one job per core (up to 8), not one per tail worker; nothing is lost."""
+    import os
+    import threading
+    import time
+
+    from archiverd.collect.collector import Collector
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    root = tmp_path / "containers"
+    records = {}
+    for i in range(4):
+        container = ContainerDir(root, f"{i:064x}")
+        records[container.cid] = docker_record(f"line {i}\n")
+        container.write(records[container.cid])
+        container.config(running=False)
+    running, peak, lock = 0, 0, threading.Lock()
+    pack_work = Collector._pack_work
+
+    def counted(self: Collector, key: tuple[int, str]) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.5)  # long enough for the other packers to start
+        try:
+            pack_work(self, key)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(Collector, "_pack_work", counted)
+    journal = Journal.open(state_dir)
+    cfg = settings(state_dir, SourceSettings(kind="docker", path=root))
+    coll = collector(cfg, journal, workers=1)
+    assert await coll.seal_all(include_open=False) == 4
+    assert peak == 4
+    assert sorted(arc.data for arc in archived(journal, tmp_path).values()) == sorted(
+        records.values()
+    )
+    await coll.aclose()
+    journal.close()

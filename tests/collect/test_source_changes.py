@@ -171,6 +171,8 @@ async def test_listing_denied_for_a_while_is_not_a_removal(shm_path: Path) -> No
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    for path in (state, *state.rglob("*")):  # the state dir is only opened by its owner
+        os.chown(path, 0, 0)
     journal = Journal.open(state)
     arcs = archived(journal, shm_path)
     journal.close()

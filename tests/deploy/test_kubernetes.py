@@ -3,10 +3,12 @@ delete archived files), probe the real endpoints, load."""
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -15,6 +17,8 @@ from archiverd.config import Settings, load_settings
 from tests.deploy.tools import ROOT
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
+# Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
+KUBERNETES_VERSION = "1.30.0"
 
 
 def _documents(name: str) -> dict[str, dict[str, Any]]:
@@ -139,3 +143,30 @@ def test_configmap_is_a_valid_archiverd_config(name: str, kind: str, tmp_path: P
     # The state dir is a mount, or a directory archiverd creates in one (an emptyDir is
     # world-writable, which archiverd refuses as a state dir itself).
     assert str(settings.state.dir) in mounts or str(settings.state.dir.parent) in mounts
+
+
+@pytest.mark.parametrize("name", [name for name, _ in CASES])
+def test_manifests_validate_against_the_kubernetes_api_schemas(name: str) -> None:
+    """Every object validates, strictly (unknown fields rejected), against the API's schemas."""
+    docs = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc]
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["spec", "template", "spec", "containers", 0, "securityContxt"], {}),
+        (["spec", "template", "spec", "terminationGracePeriodSeconds"], "ninety"),
+    ],
+)
+def test_schema_validation_rejects_a_broken_manifest(path: list[str | int], value: Any) -> None:
+    """A misspelt field or a wrongly typed value fails validation: the check can catch drift."""
+    daemonset = copy.deepcopy(_documents("daemonset.yaml")["DaemonSet"])
+    target: Any = daemonset
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, KUBERNETES_VERSION, strict=True)

@@ -117,6 +117,7 @@ def test_scraped_metrics_cover_alerts_and_dashboard(live_daemon: LiveDaemon) -> 
         "archiverd_bad_input_total",
         "archiverd_segments_sealed_total",
         "archiverd_source_bytes_read_total",
+        "archiverd_source_gaps_total",
     }
     missing = used - labelled - {"up"} - scraped
     assert not missing, f"not in a live scrape: {sorted(missing)}"

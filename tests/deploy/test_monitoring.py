@@ -299,3 +299,49 @@ def test_alerts_fire_on_promtool_series(
     )
     done = _promtool("test", "rules", str(test))
     assert done.returncode == 0, f"{case}:\n{done.stdout}{done.stderr}"
+
+
+def _used_by_alerts_and_dashboard() -> set[str]:
+    used: set[str] = set()
+    for rule in _rules():
+        used |= metric_names(rule["expr"])
+    for _, expr in _dashboard_exprs():
+        used |= metric_names(expr)
+    return used
+
+
+def stale_and_unshown(exported: set[str], families: set[str]) -> tuple[set[str], set[str]]:
+    """(series the alerts/dashboard read that are not exported, families nothing reads)."""
+    used = _used_by_alerts_and_dashboard()
+    stale = used - exported - PROMETHEUS_SERIES
+    unshown = {
+        family
+        for family in families
+        if not any(name == family or name.startswith(f"{family}_") for name in used)
+    }
+    return stale, unshown
+
+
+def _families() -> set[str]:
+    return {family.name for family in Metrics().registry.collect()}
+
+
+def test_every_exported_metric_is_on_the_dashboard_or_in_an_alert() -> None:
+    """No metric the code exports goes unread: a new or renamed one needs a panel or alert."""
+    stale, unshown = stale_and_unshown(exported_names(), _families())
+    assert stale == set()
+    assert unshown == set()
+
+
+def test_a_renamed_metric_fails_the_check() -> None:
+    """Renaming a metric in the code (simulated on the registry's names) is caught both ways."""
+    renamed = {
+        name.replace("archiverd_spool_bytes", "archiverd_spool_size_bytes")
+        for name in exported_names()
+    }
+    families = {
+        name.replace("archiverd_spool_bytes", "archiverd_spool_size_bytes") for name in _families()
+    }
+    stale, unshown = stale_and_unshown(renamed, families)
+    assert stale == {"archiverd_spool_bytes"}
+    assert unshown == {"archiverd_spool_size_bytes"}

@@ -253,3 +253,12 @@ def test_first_time_is_the_first_valid_time() -> None:
     assert cut.lines == 2
     assert cut.first_ts is not None
     assert cut.first_ts.microsecond == 5
+
+
+def test_first_ts_of_an_open_segment_is_its_first_record_time() -> None:
+    """Scanner.first_ts (the archive lag's oldest byte) is the first record's time."""
+    scanner = DockerScanner(0, max_line_bytes=1 << 20, on_bad=lambda reason: None)
+    scanner.feed(docker_record("a\n", n=7) + docker_record("b\n", n=9))
+    first = scanner.first_ts
+    assert first is not None
+    assert first.microsecond == 7

@@ -102,3 +102,18 @@ def test_unusable_state_dir_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="cannot open the journal"):
         Journal.open(blocker)
+
+
+def test_stream_active_answers_for_one_stream(state_dir: Path) -> None:
+    """stream_active(source, key): True for a stream not removed, False once removed or
+    for one never seen (one indexed lookup, not a listing of every stream)."""
+    journal = Journal.open(state_dir)
+    sid = journal.stream_id("docker", "a")
+    journal.stream_id("docker", "b")
+    assert journal.stream_active("docker", "a")
+    assert not journal.stream_active("docker", "c")
+    assert not journal.stream_active("cri", "a")
+    journal.remove_stream(sid)
+    assert not journal.stream_active("docker", "a")
+    assert journal.stream_active("docker", "b")
+    journal.close()

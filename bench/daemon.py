@@ -1,0 +1,263 @@
+"""Benchmark the daemon end to end against gzip and `archiverd pack`, on the same bytes.
+
+    .venv/bin/python bench/daemon.py [--containers 8] [--container-mib 24] [--big-mib 256]
+                                     [--only many|big] [--profile DIR]
+
+Generates realistic docker json-file logs (templated messages, times rising within each
+4 MB block, 10% stderr) in two layouts: MANY exited containers of --container-mib each,
+and ONE BIG exited container of --big-mib. For each layout, in this one invocation and on
+the same bytes:
+
+- ``gzip -6`` and ``gzip -1`` over every log (one process after another, single-threaded);
+- ``archiverd pack`` of every log (the packer alone: ISA-L gzip + AES-256-GCM);
+- ``archiverd run --once`` (discover, seal at record boundaries, pack, spool, upload to a
+  ``file://`` destination), the daemon end to end on all cores.
+
+Each prints MB per CPU-second (user+sys of the child and its children), MB/s wall, peak RSS
+(ru_maxrss of the child), and the daemon's ratios against ``gzip -6`` and ``gzip -1`` per
+CPU-second. Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak
+RSS < 128 MiB. The machine may be shared: the load average is printed beside the numbers.
+--profile DIR also samples the daemon run with py-spy (`pip install py-spy`): DIR/<layout>.txt,
+collapsed stacks of every thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from pack import _message  # noqa: E402  (the same message templates as bench/pack.py)
+
+MB = 1_000_000
+_IMPORTS = "import archiverd.cli, archiverd.service.daemon, archiverd.service.wiring"
+ARCHIVERD = [sys.executable, "-m", "archiverd"]
+
+
+_BLOCKS: dict[int, bytes] = {}
+
+
+def _block(index: int) -> bytes:
+    """About 4 MB of json-file records (times rising within the block); four distinct
+    blocks, generated once and reused, so generating hundreds of MB stays quick."""
+    if index not in _BLOCKS:
+        rng = random.Random(index)
+        when = datetime(2026, 11, 23, 8, 0, tzinfo=UTC) + timedelta(minutes=10 * index)
+        lines = []
+        size = 0
+        while size < 4 * MB:
+            when += timedelta(microseconds=rng.randrange(20, 2_000))
+            stamp = f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond:06d}{rng.randrange(1000):03d}Z"
+            stream = "stderr" if rng.random() < 0.1 else "stdout"
+            record = {"log": _message(rng, when) + "\n", "stream": stream, "time": stamp}
+            line = json.dumps(record, separators=(",", ":")) + "\n"
+            lines.append(line)
+            size += len(line)
+        _BLOCKS[index] = "".join(lines).encode()
+    return _BLOCKS[index]
+
+
+def make_container(root: Path, cid: str, size: int, seed: int) -> Path:
+    """An exited docker container whose json-file log holds `size` bytes of whole records."""
+    directory = root / cid
+    directory.mkdir(parents=True)
+    config = {
+        "ID": cid,
+        "Name": f"/bench-{cid[:6]}",
+        "Config": {"Image": "bench", "Labels": {}},
+        "State": {"Running": False, "Restarting": False},
+    }
+    (directory / "config.v2.json").write_text(json.dumps(config))
+    log = directory / f"{cid}-json.log"
+    written = 0
+    blocks = seed
+    with log.open("wb") as out:
+        while written < size:
+            # distinct blocks in turn: compressors see fresh data within their windows
+            block = _block(blocks % 4)
+            blocks += 1
+            if written + len(block) > size:
+                block = block[: block.rfind(b"\n", 0, size - written) + 1]
+                if not block:
+                    break
+            out.write(block)
+            written += len(block)
+    return log
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    rss_kib: int
+
+
+def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: bool = False) -> Run:
+    """Run one child (a shell pipeline if `cmd` is a string) and take its own rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        shell=isinstance(cmd, str),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if quiet else None,
+        env=env,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd!r} failed with {proc.returncode}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+
+
+def write_config(base: Path, root: Path, key: Path) -> Path:
+    config = base / "archiverd.toml"
+    config.write_text(
+        f"""host = "bench"
+[[sources]]
+kind = "docker"
+path = "{root}"
+[destination]
+url = "file://{base / "bucket"}"
+require_versioning = false
+[encryption]
+key_file = "{key}"
+[state]
+dir = "{base / "state"}"
+spool_max_bytes = {1 << 40}
+"""
+    )
+    return config
+
+
+def line(name: str, run: Run, mb: float, extra: str = "") -> None:
+    print(
+        f"  {name:22} {mb / run.cpu:7.0f} MB/CPU-s  {mb / run.wall:7.0f} MB/s wall  "
+        f"cpu {run.cpu:6.2f} s  wall {run.wall:6.2f} s  peak RSS {run.rss_kib / 1024:5.0f} MiB"
+        f"{extra}"
+    )
+
+
+def layout(
+    base: Path, name: str, sizes: list[int], key: Path, profile: Path | None
+) -> dict[str, Run]:
+    root = base / "containers"
+    logs = [
+        make_container(root, f"{i:02x}{name}".ljust(64, "0"), s, i) for i, s in enumerate(sizes)
+    ]
+    total = sum(p.stat().st_size for p in logs) / MB
+    files = " ".join(str(p) for p in logs)
+    print(
+        f"{name}: {len(logs)} exited container(s), {total:.0f} MB of json-file logs "
+        f"(load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})"
+    )
+    runs: dict[str, Run] = {}
+    runs["gzip -6"] = measure(f"cat {files} | gzip -6 -c > /dev/null")
+    runs["gzip -1"] = measure(f"cat {files} | gzip -1 -c > /dev/null")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    packs = [sys.executable, __file__, "--child-pack", str(key), *map(str, logs)]
+    runs["archiverd pack"] = measure(packs, env=env, quiet=True)
+    config = write_config(base, root, key)
+    cmd = [*ARCHIVERD, "run", "--once", "--config", str(config)]
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        # py-spy samples every thread (cProfile sees only the event loop's); its own CPU is
+        # counted too, so a profiled run's figures are for guidance only
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        out = str(profile / f"{name}.txt")
+        cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", out, "--", *cmd]
+    env["ARCHIVERD_LOG__LEVEL"] = "warning"
+    runs["archiverd run --once"] = measure(cmd, env=env)
+    objects = [p for p in (base / "bucket").rglob("*") if p.is_file()]
+    stored = sum(p.stat().st_size for p in objects)
+    for label, run in runs.items():
+        extra = ""
+        if label == "archiverd run --once":
+            extra = f"  ({len(objects)} objects, {stored / MB:.0f} MB stored)"
+        line(label, run, total, extra)
+    daemon = runs["archiverd run --once"]
+    # The daemon's start-up (imports, the journal) is paid once per process, not per byte:
+    # measured alone so the per-byte rate of a long-running daemon shows too.
+    start = measure([sys.executable, "-c", _IMPORTS], env=env)
+    marginal = max(daemon.cpu - start.cpu, 1e-9)
+    print(
+        f"  start-up alone: cpu {start.cpu:.2f} s, peak RSS {start.rss_kib / 1024:.0f} MiB; "
+        f"daemon without it: {total / marginal:.0f} MB/CPU-s"
+    )
+    for base_name in ("gzip -6", "gzip -1", "archiverd pack"):
+        ref = runs[base_name]
+        print(
+            f"  daemon vs {base_name:15} {ref.cpu / daemon.cpu:5.2f}x per CPU-second, "
+            f"{ref.wall / daemon.wall:5.2f}x wall"
+        )
+    shutil.rmtree(root)
+    shutil.rmtree(base / "bucket", ignore_errors=True)
+    shutil.rmtree(base / "state", ignore_errors=True)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--containers", type=int, default=8)
+    parser.add_argument("--container-mib", type=float, default=24)
+    parser.add_argument("--big-mib", type=float, default=256)
+    parser.add_argument("--only", choices=("many", "big"))
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="archiverd-bench-daemon-") as tmp:
+        base = Path(tmp)
+        key = base / "archive.key"
+        subprocess.run(
+            [*ARCHIVERD, "keygen", "--out", str(key)],
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+        )
+        if args.only in (None, "many"):
+            each = int(args.container_mib * (1 << 20))
+            layout(base, "many", [each] * args.containers, key, args.profile)
+        if args.only in (None, "big"):
+            layout(base, "big", [int(args.big_mib * (1 << 20))], key, args.profile)
+
+
+def child_pack(key: Path, logs: list[str]) -> None:
+    """Pack every log in one process as `archiverd pack` and the daemon's packer do (ISA-L
+    gzip + AES-256-GCM + both SHA-256s), into a sink that discards the bytes: no file is
+    written, and no device path is ever handed to a command that publishes by rename."""
+    from archiverd.config import DEFAULT_COMPRESSION_LEVEL
+    from archiverd.pack import load_key_files, pack_stream, tune_allocator
+
+    class Discard(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            return len(data)
+
+    tune_allocator()
+    keyring = load_key_files([key])
+    for log in logs:
+        with open(log, "rb") as src:
+            pack_stream(src, Discard(), keyring, level=DEFAULT_COMPRESSION_LEVEL)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child-pack":
+        child_pack(Path(sys.argv[2]), sys.argv[3:])
+    else:
+        main()
