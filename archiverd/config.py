@@ -85,6 +85,20 @@ class SourceSettings(_Section):
     """`cri`/`directory` with `run --once`: a file idle this long counts as finished."""
     rescan_seconds: float = Field(default=30.0, gt=0)
     """Periodic rescan, a safety net for missed inotify events."""
+    delete_after_upload: bool = False
+    """`directory` only: delete a file once it has been rotated away (it is no longer the
+    file being written) and every byte of it is uploaded and journaled with its VersionId."""
+    delete_dry_run: bool = False
+    """With `delete_after_upload`: only log what would be deleted."""
+
+    @model_validator(mode="after")
+    def _delete_needs_directory(self) -> SourceSettings:
+        if (self.delete_after_upload or self.delete_dry_run) and self.kind != "directory":
+            raise ValueError(
+                "delete_after_upload / delete_dry_run apply to kind = 'directory' sources only "
+                "(docker and kubelet manage their own log files)"
+            )
+        return self
 
 
 class DestinationSettings(_Section):

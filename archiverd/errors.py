@@ -23,6 +23,7 @@ operator (or the user of a command) must change something first, and the message
     ├── DestinationError             exit 69: the bucket or directory cannot be written or read;
     │   │                            `reason` labels it for ``archiverd_upload_failures``
     │   ├── RetryableDestinationError  R  exit 75: network, throttling, 5xx: retried with backoff
+    │   │   └── UnconditionalOnly     R  the server refuses If-None-Match: HEAD, then PUT without
     │   └── PermanentDestinationError  403, no such bucket, versioning off: an operator must act
     │       └── ObjectExistsError    a conditional PUT found the key taken (the uploader
     │                                compares checksums: the same body is success)
@@ -157,6 +158,15 @@ class PermanentDestinationError(DestinationError):
 
 RetryableFailure = RetryableDestinationError
 PermanentFailure = PermanentDestinationError
+
+
+class UnconditionalOnly(RetryableDestinationError):
+    """The server refused the If-None-Match header itself (501, or 400 naming it): nothing
+    was stored; the destination stops sending it, and the uploader checks with HEAD before
+    writing again (it would otherwise replace a live object)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: the server does not support If-None-Match", "other")
 
 
 class ObjectExistsError(PermanentDestinationError):

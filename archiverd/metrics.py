@@ -24,6 +24,18 @@ class Metrics:
             "archiverd_source_bytes_read", "Log bytes read from sources", ["source"], registry=r
         )
         self.watched_files = Gauge("archiverd_watched_files", "Log files held open", registry=r)
+        self.source_bytes_freed = Counter(
+            "archiverd_source_bytes_freed",
+            "Bytes of source files deleted once archived (directory delete_after_upload)",
+            ["source"],
+            registry=r,
+        )
+        self.source_files_deleted = Counter(
+            "archiverd_source_files_deleted",
+            "Source files deleted once archived (directory delete_after_upload)",
+            ["source"],
+            registry=r,
+        )
         self.bad_input = Counter(
             "archiverd_bad_input",
             "Input skipped or worked around (reason: malformed_json, long_line, binary, "

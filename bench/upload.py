@@ -5,7 +5,7 @@
 Starts a private SeaweedFS (`weed mini`) on loopback, writes random files (several large ones
 that go multipart and many small ones that go as one PutObject each), then uploads them
 
-1. with archiverd's `Uploader` + `S3Destination` (HEAD, conditional PUT with SHA-256,
+1. with archiverd's `Uploader` + `S3Destination` (conditional PUT with SHA-256,
    multipart with per-part SHA-256, journal marks in memory), default settings;
 2. with `/usr/bin/aws s3 cp --recursive` of the same directory to another prefix;
 

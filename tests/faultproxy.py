@@ -6,7 +6,8 @@ It forwards each request to the upstream server over its own connection, unless 
 - ``status``: answer 503 SlowDown / 500 InternalError / 501 NotImplemented, not forwarding;
 - ``reset``: read the request, forward nothing, reset the connection (RST);
 - ``reset_after``: forward the request (the server applies it), then reset instead of
-  answering — the "response lost" case that makes naive retries upload twice;
+  answering — the "response lost" case that makes naive retries upload twice (with a
+  `hook`, it is called before the reset, e.g. to kill the client: it never hears back);
 - ``delay``: forward, then hold the response `seconds` (past the client's read timeout);
 - ``truncate``: forward, then send the headers and half the body, and close;
 - ``hook``: forward and answer normally, then call `hook()` (e.g. kill the server).
@@ -170,6 +171,8 @@ async def _deliver(writer: asyncio.StreamWriter, response: _Message, fault: Faul
     """Pass the response on, damaged as `fault` says; False ends the connection."""
     kind = fault.kind if fault is not None else ""
     if kind == "reset_after":
+        if fault is not None and fault.hook is not None:
+            fault.hook()
         _reset(writer)
         return False
     if fault is not None and kind == "delay":

@@ -60,9 +60,20 @@ class Destination(Protocol):
         ...
 
     async def put_file(
-        self, key: str, path: Path, metadata: Mapping[str, str], sha256_b64: str
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str],
+        sha256_b64: str,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
-        """Store the file at `path` under `key`, streaming, checksum-verified by the server."""
+        """Store the file at `path` under `key`, streaming, checksum-verified by the server.
+
+        Conditional where the destination supports it (`ObjectExistsError` when a live
+        object is there); `resume` says an earlier attempt may have left an incomplete
+        upload of the key to finish.
+        """
         ...
 
     def list_versions(self, prefix: str) -> AsyncIterator[ObjectVersion]:

@@ -60,6 +60,9 @@ class FileDestination:
         self.root = Path(unquote(parsed.path))
         self._lock = asyncio.Lock()
 
+    conditional_writes = True
+    """A PUT checks for a live version under the same lock that writes one."""
+
     async def close(self) -> None:
         """Nothing to release; present for the `Destination` protocol."""
 
@@ -132,9 +135,11 @@ class FileDestination:
         sha256_b64: str,
         *,
         if_none_match: bool = True,
+        resume: bool = False,
     ) -> StoredObject:
         """Store `path` as a new version of `key`; `ObjectExistsError` when one is live and
-        `if_none_match`; `IntegrityError` when the file does not hash to `sha256_b64`."""
+        `if_none_match`; `IntegrityError` when the file does not hash to `sha256_b64`.
+        (`resume` changes nothing: a write here is never left half-done.)"""
         async with self._lock:
             return await asyncio.to_thread(
                 self._put, key, path, metadata, sha256_b64, if_none_match

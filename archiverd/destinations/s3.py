@@ -5,9 +5,10 @@ the same source KMS uses. Every write (PUT, CreateMultipartUpload) sends the hea
 `write_arguments`; `check` sends them too, creating and aborting a multipart upload, so a
 denied write fails there rather than at the first upload.
 
-Uploads are conditional (``If-None-Match: *``, dropped for good if the server refuses the
-header) and checksummed (``ChecksumAlgorithm=SHA256`` with the precomputed value, so the
-server rejects a damaged body); files at or above ``multipart_threshold_bytes`` go multipart
+Uploads are conditional (``If-None-Match: *``; a server that refuses the header gets
+`UnconditionalOnly` once and never the header again, see `conditional_writes`) and
+checksummed (``ChecksumAlgorithm=SHA256`` with the precomputed value, so the server rejects
+a damaged body); files at or above ``multipart_threshold_bytes`` go multipart
 (`s3_multipart`). botocore's own retries are off: callers retry `RetryableDestinationError`
 with their own backoff, so every attempt is visible in logs and metrics.
 
@@ -44,6 +45,7 @@ from archiverd.errors import (
     ObjectExistsError,
     PermanentFailure,
     RetryableFailure,
+    UnconditionalOnly,
     translated,
 )
 from archiverd.fsutil import publish
@@ -260,6 +262,11 @@ class S3Destination:
                 raise
         return _stored(key, answer)
 
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether PUTs carry ``If-None-Match: *`` (False once the server refused it)."""
+        return self._if_none_match
+
     async def put_file(
         self,
         key: str,
@@ -268,8 +275,13 @@ class S3Destination:
         sha256_b64: str,
         *,
         if_none_match: bool = True,
+        resume: bool = False,
     ) -> StoredObject:
-        """Upload `path` under `key`; `ObjectExistsError` when a live object is there already."""
+        """Upload `path` under `key`; `ObjectExistsError` when a live object is there already,
+        `UnconditionalOnly` when the server just refused If-None-Match (nothing was stored).
+
+        `resume`: a multipart upload first looks for an incomplete one of the key to finish.
+        """
         s = self._settings
         size = (await asyncio.to_thread(path.stat)).st_size
         extra: dict[str, Any] = {
@@ -283,7 +295,7 @@ class S3Destination:
                 if size >= s.multipart_threshold_bytes:
                     request = MultipartRequest(
                         self.bucket, key, path, sha256_b64, s.part_size_bytes,
-                        s.max_concurrency, extra, conditional,
+                        s.max_concurrency, extra, conditional, resume,
                     )  # fmt: skip
                     answer = await upload_multipart(client, request)
                 else:
@@ -292,6 +304,9 @@ class S3Destination:
                     )
         except ObjectExistsError as exc:
             raise ObjectExistsError(key) from exc  # name the key, whichever call found it
+        except UnconditionalOnly:
+            self._if_none_match = False  # from now on a HEAD before each PUT
+            raise
         except RetryableFailure as exc:
             permanent = self._sse_kms_failure(exc)
             if permanent is None:
@@ -337,12 +352,10 @@ class S3Destination:
             try:
                 answer: Mapping[str, Any] = await client.put_object(**args, **header)
             except Exception as exc:
-                if not (conditional and rejects_conditional(exc)):
-                    raise
-                # Without the header a HEAD before each attempt still prevents duplicates.
-                self._if_none_match = False
-                body.seek(0)
-                answer = await client.put_object(**args)
+                if conditional and rejects_conditional(exc):
+                    # Without the header only a HEAD before each PUT prevents duplicates.
+                    raise UnconditionalOnly(self._where("PUT", key)) from exc
+                raise
             return answer
 
     async def delete(self, key: str) -> str:

@@ -2,10 +2,12 @@
 
 Each part is read from the file twice — once to hash it (SHA-256 and MD5, in a worker
 thread) and once while sending it — so memory stays at a few read buffers per part in
-flight, whatever the object size. An incomplete upload of the same key left by a crash or a
-failed attempt is resumed: parts the server already holds with the same checksum (or, when
-the server lists no part checksums, the same MD5 ETag) are not sent again; other incomplete
-uploads of the key are aborted, so none is leaked.
+flight, whatever the object size. A fresh upload costs one request per part plus Create and
+Complete, nothing else (the parts' ETags come from their own answers). With ``resume`` (an
+attempt after a crash or a failed attempt) the incomplete upload of the same key is looked
+up and resumed: parts the server already holds with the same checksum (or, when the server
+lists no part checksums, the same MD5 ETag) are not sent again; other incomplete uploads of
+the key are aborted, so none is leaked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from archiverd.errors import (
     IntegrityError,
     PermanentFailure,
     RetryableDestinationError,
+    UnconditionalOnly,
     translated,
 )
 
@@ -144,6 +147,8 @@ class MultipartRequest:
     extra: Mapping[str, Any]
     """CreateMultipartUpload arguments: Metadata, SSE, StorageClass, ContentType."""
     if_none_match: bool
+    resume: bool = False
+    """Look for an incomplete upload of the key first (an earlier attempt may have left one)."""
 
 
 async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mapping[str, Any]:
@@ -160,7 +165,8 @@ async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mappi
             f"{request.sha256_b64}: it was changed after packing; it is left in place"
         )
     upload_id, held = await _resume_or_create(client, request, where)
-    todo = [p for p in parts if held.get(p.number) not in (p.sha256_b64, p.md5_hex)]
+    etags = {n: etag for n, (_, etag) in held.items()}
+    todo = [p for p in parts if held.get(p.number, ("", ""))[0] not in (p.sha256_b64, p.md5_hex)]
     if len(todo) < len(parts):
         log.info("multipart resumed", key=request.key, parts_reused=len(parts) - len(todo))
     gate = asyncio.Semaphore(request.concurrency)
@@ -181,6 +187,7 @@ async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mappi
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=part.sha256_b64,
                 )
+            etags[part.number] = str(response.get("ETag", ""))
             echoed = response.get("ChecksumSHA256")
             if echoed and echoed != part.sha256_b64:
                 raise PermanentFailure(
@@ -194,7 +201,7 @@ async def upload_multipart(client: S3Client, request: MultipartRequest) -> Mappi
                 group.create_task(send(part))
     except* Exception as group_error:
         raise _worst(group_error) from None
-    return await _complete(client, request, upload_id, parts, where)
+    return await _complete(client, request, upload_id, parts, etags, where)
 
 
 def _worst(group: BaseExceptionGroup[Exception]) -> Exception:
@@ -216,13 +223,19 @@ def _worst(group: BaseExceptionGroup[Exception]) -> Exception:
 
 async def _resume_or_create(
     client: S3Client, request: MultipartRequest, where: str
-) -> tuple[str, dict[int, str]]:
-    """Reuse the newest incomplete upload of the key (aborting older ones) or start one.
+) -> tuple[str, dict[int, tuple[str, str]]]:
+    """With `request.resume`, reuse the newest incomplete upload of the key (aborting older
+    ones); otherwise, or when there is none, start one.
 
-    Returns the upload id and, per part number already held, its SHA-256 (base64) when the
-    server lists it, else its ETag (the MD5 hex for unencrypted parts).
+    Returns the upload id and, per part number already held, (its SHA-256 (base64) when the
+    server lists it, else its ETag (the MD5 hex for unencrypted parts); its ETag).
     """
     with translated(translate, where):
+        if not request.resume:
+            created = await client.create_multipart_upload(
+                Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
+            )
+            return str(created["UploadId"]), {}
         listing = await client.list_multipart_uploads(Bucket=request.bucket, Prefix=request.key)
         uploads = sorted(
             (u for u in listing.get("Uploads", []) if u["Key"] == request.key),
@@ -234,15 +247,17 @@ async def _resume_or_create(
             )
         if uploads:
             upload_id = str(uploads[-1]["UploadId"])
-            held: dict[int, str] = {}
+            held: dict[int, tuple[str, str]] = {}
             paginator = client.get_paginator("list_parts")
             async for page in paginator.paginate(
                 Bucket=request.bucket, Key=request.key, UploadId=upload_id
             ):
                 for part in page.get("Parts", []):
-                    held[int(part["PartNumber"])] = part.get("ChecksumSHA256") or str(
-                        part.get("ETag", "")
-                    ).strip('"')
+                    etag = str(part.get("ETag", ""))
+                    held[int(part["PartNumber"])] = (
+                        part.get("ChecksumSHA256") or etag.strip('"'),
+                        etag,
+                    )
             return upload_id, held
         created = await client.create_multipart_upload(
             Bucket=request.bucket, Key=request.key, ChecksumAlgorithm="SHA256", **request.extra
@@ -251,17 +266,15 @@ async def _resume_or_create(
 
 
 async def _complete(
-    client: S3Client, request: MultipartRequest, upload_id: str, parts: list[Part], where: str
+    client: S3Client,
+    request: MultipartRequest,
+    upload_id: str,
+    parts: list[Part],
+    etags: Mapping[int, str],
+    where: str,
 ) -> Mapping[str, Any]:
-    # ETags are required by the API; ListParts gives the authoritative ones.
-    etags: dict[int, str] = {}
+    """CompleteMultipartUpload with each part's ETag (from its UploadPart or ListParts)."""
     with translated(translate, where):
-        paginator = client.get_paginator("list_parts")
-        async for page in paginator.paginate(
-            Bucket=request.bucket, Key=request.key, UploadId=upload_id
-        ):
-            for part in page.get("Parts", []):
-                etags[int(part["PartNumber"])] = str(part["ETag"])
         manifest = {
             "Parts": [
                 {
@@ -291,10 +304,10 @@ async def _complete(
                         Bucket=request.bucket, Key=request.key, UploadId=upload_id
                     )
                 raise
-            if not (request.if_none_match and rejects_conditional(exc)):
-                raise
-            log.warning("server refuses If-None-Match on CompleteMultipartUpload; HEAD only")
-            response = await client.complete_multipart_upload(**args)
+            if request.if_none_match and rejects_conditional(exc):
+                # The parts stay: the caller checks with HEAD, then resumes without it.
+                raise UnconditionalOnly(where) from exc
+            raise
     echoed = str(response.get("ChecksumSHA256") or "")
     expected = composite_sha256(parts)
     if echoed and echoed.split("-", 1)[0] != expected:

@@ -2,10 +2,12 @@
 
 Tables: ``streams`` (one per container log stream), ``files`` (the physical files a stream
 is made of, in order, with their offset in the stream), ``segments`` (byte ranges of a stream
-with a state ``open -> sealed -> packed -> uploaded``; ``lost`` when a source vanished before
-its bytes could be packed). Every transition is committed (``synchronous=FULL``) before the
-side effect that follows it, so a restart resumes exactly: a ``sealed`` segment is packed
-again from its start offset, a ``packed`` one is not.
+with a state ``open -> sealed -> packed -> uploading -> uploaded``; ``lost`` when a source
+vanished before its bytes could be packed), ``released_files`` (files dropped from ``files``
+once packed, kept until their bytes are uploaded). Every transition is committed
+(``synchronous=FULL``) before the side effect that follows it, so a restart resumes exactly:
+a ``sealed`` segment is packed again from its start offset, a ``packed`` one is not, an
+``uploading`` one is looked for in the bucket before it is sent again.
 
 One connection, shared by the event loop and worker threads behind a lock.
 """
@@ -43,6 +45,8 @@ class PackedSegment:
     packed_bytes: int
     packed_sha256_b64: str
     sealed_at: datetime
+    resuming: bool = False
+    """Its PUT was started by an earlier pass (state 'uploading'): it may be in the bucket."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,33 @@ class FileRow:
     gz: bool
     base: int | None
     length: int | None
+
+
+@dataclass(frozen=True)
+class ReleasedFile:
+    """A finished file of a stream, all of it packed: bytes [base, base + length)."""
+
+    id: int
+    stream_id: int
+    source: str
+    path: str
+    dev: int
+    ino: int
+    fp: str
+    fp_len: int
+    gz: bool
+    base: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A segment overlapping a byte range: where it lies, its state and VersionId."""
+
+    start: int
+    end: int | None
+    state: str
+    version_id: str | None
 
 
 @dataclass(frozen=True)
@@ -271,9 +302,48 @@ class Journal:
             conn.execute("UPDATE files SET base = ? WHERE id = ?", (base, file_id))
 
     def drop_files(self, file_ids: list[int]) -> None:
-        """Forget files whose bytes are all packed."""
+        """Forget files whose bytes are all packed; placed, finished ones move to
+        ``released_files`` until their bytes are uploaded."""
         with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO released_files "
+                "(stream_id, path, dev, ino, fp, fp_len, gz, base, length) "
+                "SELECT stream_id, path, dev, ino, fp, fp_len, gz, base, length FROM files "
+                "WHERE id = ? AND base IS NOT NULL AND length IS NOT NULL",
+                [(i,) for i in file_ids],
+            )
             conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+
+    def released_files(self) -> list[ReleasedFile]:
+        """Files dropped once packed and not yet forgotten, oldest first."""
+        rows = self._query(
+            "SELECT r.id, r.stream_id, s.source, r.path, r.dev, r.ino, r.fp, r.fp_len, r.gz, "
+            "r.base, r.length FROM released_files r JOIN streams s ON s.id = r.stream_id "
+            "ORDER BY r.id"
+        )
+        return [
+            ReleasedFile(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9], r[10])
+            for r in rows
+        ]
+
+    def forget_released(self, ids: list[int]) -> None:
+        """Done with these released files (deleted, or nothing more to do)."""
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM released_files WHERE id = ?", [(i,) for i in ids])
+
+    def held_files(self) -> set[tuple[int, int]]:
+        """(dev, ino) of every file some stream still reads (the live files among them)."""
+        return {(int(r[0]), int(r[1])) for r in self._query("SELECT dev, ino FROM files")}
+
+    def covering(self, stream_id: int, start: int, end: int) -> list[Coverage]:
+        """The stream's segments overlapping bytes [start, end), in stream order."""
+        rows = self._query(
+            "SELECT start_offset, end_offset, state, version_id FROM segments "
+            "WHERE stream_id = ? AND start_offset < ? AND (end_offset IS NULL OR end_offset > ?) "
+            "ORDER BY start_offset, seq",
+            (stream_id, end, start),
+        )
+        return [Coverage(*r) for r in rows]
 
     # segments ------------------------------------------------------------------------
 
@@ -310,11 +380,11 @@ class Journal:
         return bool(json.loads(rows[0][0]).get("end_of_stream", False))
 
     def predecessors(self, stream_id: int, seq: int) -> list[SegmentRow]:
-        """The segments before `seq` back to (and including) the last packed or uploaded
-        one, newest first: the chain link of `seq` and the lost segments in between."""
+        """The segments before `seq` back to (and including) the last packed, uploading or
+        uploaded one, newest first: the chain link of `seq` and the lost segments in between."""
         rows = self._query(
             "SELECT MAX(seq) FROM segments WHERE stream_id = ? AND seq < ? "
-            "AND state IN ('packed', 'uploaded')",
+            "AND state IN ('packed', 'uploading', 'uploaded')",
             (stream_id, seq),
         )
         floor = -1 if rows[0][0] is None else int(rows[0][0])
@@ -441,10 +511,11 @@ class Journal:
             return int(cur.lastrowid or 0)
 
     def packed_segments(self, limit: int | None = None) -> list[PackedSegment]:
-        """Segments in state 'packed', oldest sealed first."""
+        """Segments in state 'packed' or 'uploading', oldest sealed first."""
         sql = (
             "SELECT id, description, spool_path, metadata, packed_bytes, packed_sha256_b64, "
-            "sealed_at FROM segments WHERE state = 'packed' ORDER BY sealed_at, id"
+            "sealed_at, state FROM segments WHERE state IN ('packed', 'uploading') "
+            "ORDER BY sealed_at, id"
         )
         rows = self._query(sql + (f" LIMIT {int(limit)}" if limit is not None else ""))
         return [
@@ -456,9 +527,19 @@ class Journal:
                 packed_bytes=r[4],
                 packed_sha256_b64=r[5],
                 sealed_at=datetime.fromisoformat(r[6]),
+                resuming=r[7] == "uploading",
             )
             for r in rows
         ]
+
+    def mark_uploading(self, segment_id: int) -> None:
+        """Commit state 'uploading' before the segment's first PUT: a restart that finds
+        it so asks the bucket whether an earlier attempt stored it."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE segments SET state = 'uploading' WHERE id = ? AND state = 'packed'",
+                (segment_id,),
+            )
 
     def mark_uploaded(self, segment_id: int, *, key: str, version_id: str, sha256_b64: str) -> None:
         """Commit state 'uploaded' with the object key and VersionId; caller deletes the file."""
@@ -470,18 +551,18 @@ class Journal:
             )
 
     def oldest_pending_sealed_at(self) -> datetime | None:
-        """When the oldest sealed-or-packed, not uploaded, segment was sealed."""
+        """When the oldest sealed, packed or uploading segment was sealed."""
         rows = self._query(
-            "SELECT MIN(sealed_at) FROM segments WHERE state IN ('sealed', 'packed')"
+            "SELECT MIN(sealed_at) FROM segments WHERE state IN ('sealed', 'packed', 'uploading')"
         )
         return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
     def oldest_unuploaded_at(self) -> datetime | None:
-        """When the oldest byte of a sealed-or-packed, not uploaded, segment was written."""
+        """When the oldest byte of a sealed, packed or uploading segment was written."""
         rows = self._query(
             "SELECT json_extract(description, '$.oldest_at'), "
             "json_extract(description, '$.first_ts') FROM segments "
-            "WHERE state IN ('sealed', 'packed')"
+            "WHERE state IN ('sealed', 'packed', 'uploading')"
         )
         times = [datetime.fromisoformat(a or b) for a, b in rows if a or b]
         return min(times, default=None)
@@ -489,7 +570,8 @@ class Journal:
     def spool_usage(self) -> tuple[int, int]:
         """(bytes, objects) of packed segments waiting in the spool."""
         rows = self._query(
-            "SELECT COALESCE(SUM(packed_bytes), 0), COUNT(*) FROM segments WHERE state = 'packed'"
+            "SELECT COALESCE(SUM(packed_bytes), 0), COUNT(*) FROM segments "
+            "WHERE state IN ('packed', 'uploading')"
         )
         return int(rows[0][0]), int(rows[0][1])
 

@@ -62,6 +62,25 @@ CREATE TABLE IF NOT EXISTS lost_ranges (
     entry TEXT NOT NULL
 )
 """,
+    # 3: a segment whose PUT has started is 'uploading' (a restart checks the bucket before
+    # sending it again), so a journal with such rows must not be read by an older release;
+    # files
+    # whose bytes are all packed wait in `released_files` until those bytes are uploaded
+    # (`archiverd.sources.retire` may then delete them from a directory source).
+    """
+CREATE TABLE IF NOT EXISTS released_files (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL REFERENCES streams(id),
+    path TEXT NOT NULL,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    fp TEXT NOT NULL,
+    fp_len INTEGER NOT NULL,
+    gz INTEGER NOT NULL,
+    base INTEGER NOT NULL,
+    length INTEGER NOT NULL
+);
+""",
 )
 """Each entry takes the schema from version ``index`` to ``index + 1``."""
 

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from archiverd.destinations.base import Destination, ObjectVersion, StoredObject
 from archiverd.errors import NoMatchError
 from archiverd.formats.layout import ParsedKey, parse_key
-from archiverd.restore.query import Query, plan_days, plan_prefixes
+from archiverd.restore.query import Query, container_name, labels_of, plan_days, plan_prefixes
 
 _T = TypeVar("_T")
 
@@ -115,7 +115,7 @@ async def select(
     ``recover_deleted`` the newest live version of each deleted key (flagged `recovered`).
     ``with_metadata``: HEAD each kept version (for `ls --long` and naming `get` outputs).
     """
-    every = await _list(destination, query, now)
+    every = await _list(destination, query, now, concurrency)
     entries = mark_recoverable(every) if versions else latest_or_recovered(every)
     if query.container and query.container_may_be_id:
         by_id = [s for s in entries if s.parsed.container_id.startswith(query.container)]
@@ -164,8 +164,11 @@ def _by_key(every: Sequence[Segment]) -> dict[str, list[Segment]]:
     return groups
 
 
-async def _list(destination: Destination, query: Query, now: datetime) -> list[Segment]:
-    """Every version and delete marker under the partitions `query` needs."""
+async def _list(
+    destination: Destination, query: Query, now: datetime, concurrency: int = 8
+) -> list[Segment]:
+    """Every version and delete marker under the partitions `query` needs, partitions listed
+    `concurrency` at a time (a fleet-wide query has a few per host), in partition order."""
     hosts = [query.host] if query.host else await discover_hosts(destination)
     days = plan_days(query.since, query.until, now, query.lookback)
     prefixes = (
@@ -173,13 +176,17 @@ async def _list(destination: Destination, query: Query, now: datetime) -> list[S
         if hosts is not None
         else [destination.prefix]
     )
-    found: list[Segment] = []
-    for prefix in prefixes:
+
+    async def partition(prefix: str) -> list[Segment]:
+        found = []
         async for item in destination.list_versions(prefix):
             segment = _segment(destination.prefix, item)
             if segment is not None and query.key_matches(segment.parsed):
                 found.append(segment)
-    return found
+        return found
+
+    parts = await bounded_gather([partition(prefix) for prefix in prefixes], concurrency)
+    return [segment for part in parts for segment in part]
 
 
 def _segment(prefix: str, item: ObjectVersion) -> Segment | None:
@@ -204,28 +211,51 @@ async def _filter_by_metadata(
     name_filter: bool,
     concurrency: int,
 ) -> list[Segment]:
-    """Keep keys whose metadata matches; one HEAD per key (all versions share a container)."""
+    """Keep keys whose metadata matches.
+
+    A container's name and labels are the same in all its segments but for a rename, so
+    each (host, container id) costs two HEADs, of its first and last key in the window; only
+    when those disagree is every key of it HEADed (all versions of a key share a container).
+    A fleet-wide name filter costs a few requests per container instead of one per object.
+    """
     live: dict[str, Segment] = {}
     for segment in entries:
         if not segment.is_delete_marker and (segment.key not in live or segment.is_latest):
             live[segment.key] = segment
+    groups: dict[tuple[str, str], list[Segment]] = {}
+    for segment in sorted(live.values(), key=lambda s: s.order):
+        groups.setdefault((segment.parsed.host, segment.parsed.container_id), []).append(segment)
 
     async def decide(segment: Segment) -> tuple[str, Mapping[str, str] | None]:
         stored = await destination.head(segment.key, segment.version_id or None)
         return segment.key, None if stored is None else stored.metadata
 
-    heads = dict(await bounded_gather([decide(s) for s in live.values()], concurrency))
+    def facts(metadata: Mapping[str, str] | None) -> object:
+        return None if metadata is None else (container_name(metadata), labels_of(metadata))
+
+    ends = {s.key: s for group in groups.values() for s in (group[0], group[-1])}
+    heads = dict(await bounded_gather([decide(s) for s in ends.values()], concurrency))
+    mixed = [
+        s
+        for group in groups.values()
+        if facts(heads[group[0].key]) != facts(heads[group[-1].key])
+        for s in group[1:-1]
+    ]
+    heads.update(await bounded_gather([decide(s) for s in mixed], concurrency))
+    decided = {
+        s.key: heads.get(s.key, heads[group[0].key]) for group in groups.values() for s in group
+    }
     kept: list[Segment] = []
     for segment in entries:
-        metadata = heads.get(segment.key)
+        metadata = decided.get(segment.key)
         if metadata is None:
             continue
         if name_filter and not query.name_matches(metadata):
             continue
         if not query.metadata_matches(metadata):
             continue
-        own = metadata if live[segment.key].version_id == segment.version_id else None
-        kept.append(replace(segment, metadata=own))
+        headed = segment.key in heads and live[segment.key].version_id == segment.version_id
+        kept.append(replace(segment, metadata=metadata if headed else None))
     return kept
 
 

@@ -26,6 +26,7 @@ from archiverd.destinations.base import Destination
 from archiverd.journal.db import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
+from archiverd.sources.retire import RetireAfterUpload, Retirer
 from archiverd.spool.statedir import StateLock, prepare_state_dir
 from archiverd.upload.schedule import PassRunner, Schedule, UploadSchedule
 from archiverd.upload.schedule import UploadLoop as UploadLoopImpl
@@ -145,7 +146,7 @@ async def build_components(
     if parts.clock is None:
         parts.clock = SystemClock()
     if parts.uploader is None:
-        parts.uploader = UploaderImpl(
+        uploader = UploaderImpl(
             parts.destination,
             _real(journal),
             metrics,
@@ -153,6 +154,8 @@ async def build_components(
             clock=parts.clock,
             host=settings.host_name,
         )
+        retirer = Retirer(settings.effective_sources, _real(journal), metrics)
+        parts.uploader = RetireAfterUpload(uploader, retirer)
     factory = parts.schedule_factory or functools.partial(UploadSchedule, host=settings.host_name)
     if parts.schedule is None:
         parts.schedule = ReloadableSchedule(factory(settings.schedule))

@@ -141,7 +141,7 @@ class Spool:
         states = journal.segment_states(list(ids))
         for segment_id, path in sorted(ids.items()):
             state = states.get(segment_id)
-            if state == "packed":
+            if state in ("packed", "uploading"):
                 continue
             if state == "uploaded":
                 remove_spooled(path)
@@ -305,7 +305,7 @@ def chain_link(journal: Journal, segment: SegmentRow) -> dict[str, Any]:
     prev_sha = ""
     lost: list[dict[str, Any]] = list((segment.description or {}).get("lost") or ())
     for row in journal.predecessors(segment.stream_id, segment.seq):
-        if row.state in ("packed", "uploaded"):
+        if row.state in ("packed", "uploading", "uploaded"):
             prev_seq = row.seq
             prev_sha = str((row.description or {}).get("plaintext_sha256", ""))
             break

@@ -27,13 +27,21 @@ class PendingSegment(Protocol):
     def packed_sha256_b64(self) -> str: ...
     @property
     def sealed_at(self) -> datetime: ...
+    @property
+    def resuming(self) -> bool:
+        """An earlier pass started its PUT (journaled 'uploading'): it may be stored already."""
+        ...
 
 
 class UploadQueue(Protocol):
     """The journal, as the uploader sees it (`archiverd.journal.db.Journal` implements it)."""
 
     def packed_segments(self, limit: int | None = None) -> Sequence[PendingSegment]:
-        """Segments in state 'packed', oldest sealed first."""
+        """Segments in state 'packed' or 'uploading', oldest sealed first."""
+        ...
+
+    def mark_uploading(self, segment_id: int) -> None:
+        """Commit state 'uploading'; called before the segment's first PUT."""
         ...
 
     def mark_uploaded(self, segment_id: int, *, key: str, version_id: str, sha256_b64: str) -> None:

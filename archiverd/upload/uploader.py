@@ -1,9 +1,14 @@
 """One upload pass: every packed segment, oldest first, to its deterministic key, exactly once.
 
-Per segment, each attempt is: HEAD the key; if an object is there and is this segment (same
-body SHA-256, or same plaintext SHA-256 and byte range when it was packed twice), record it
-and stop; otherwise a conditional PUT. A PUT answered "already exists" (its earlier response
-was lost) goes back to the HEAD. So a re-upload after a crash never makes a second version.
+Per segment the journal first commits 'uploading', then the happy path is one conditional
+PUT (``If-None-Match: *``), or for a multipart object Create + one request per part +
+Complete: nothing else. The bucket is asked first (HEAD, and an incomplete multipart upload
+is looked up to resume) only when the outcome of an earlier PUT is unknown: the segment was
+'uploading' when the previous process died, or an earlier attempt of this pass failed, or
+the server does not support conditional writes. If an object is there and is this segment
+(same body SHA-256, or same plaintext SHA-256 and byte range when it was packed twice), it
+is recorded and not sent again; a PUT answered "already exists" (its earlier response was
+lost) goes to the same check. So a re-upload after a crash never makes a second version.
 Then the journal commits 'uploaded' with the VersionId, and only after that the spool file is
 deleted. A segment whose spool file is gone (or is no longer a regular file) is journaled as
 lost, counted in ``archiverd_spool_files_lost_total`` and logged; the pass goes on.
@@ -36,6 +41,7 @@ from archiverd.errors import (
     ObjectExistsError,
     PermanentFailure,
     RetryableDestinationError,
+    UnconditionalOnly,
 )
 from archiverd.formats.layout import object_key
 from archiverd.logs import error_kind
@@ -54,6 +60,14 @@ class RecoversIncomplete(Protocol):
     """A destination that can clean up uploads a crash left half-done."""
 
     async def recover_incomplete(self, prefix: str, keep: Collection[str]) -> int: ...
+
+
+@runtime_checkable
+class ConditionalWrites(Protocol):
+    """A destination that says whether its PUTs refuse to replace a live object."""
+
+    @property
+    def conditional_writes(self) -> bool: ...
 
 
 @dataclass
@@ -104,7 +118,7 @@ class Uploader:
                 await asyncio.to_thread(self.journal.packed_segments),
                 key=lambda s: (s.sealed_at, s.segment_id),
             )
-            if not self._recovered:
+            if not self._recovered and any(s.resuming for s in segments):
                 await self._recover(segments)
             started = self.clock.now()
             rate = self.schedule.max_backlog_bytes_per_second
@@ -121,7 +135,8 @@ class Uploader:
             return summary
 
     async def _recover(self, segments: list[PendingSegment]) -> None:
-        """Once per process: abort incomplete uploads of ours no pending segment will resume."""
+        """Once per process, after a crash left segments 'uploading': abort incomplete
+        uploads of ours no pending segment will resume."""
         if not isinstance(self.destination, RecoversIncomplete):
             self._recovered = True
             return
@@ -141,6 +156,8 @@ class Uploader:
         """Upload one segment with retries; return True when the pass should stop."""
         key = object_key(self.destination.prefix, segment.description)
         started = self.clock.now()
+        if not segment.resuming:
+            await asyncio.to_thread(self.journal.mark_uploading, segment.segment_id)
         attempt = 0
         problem = await asyncio.to_thread(spool_file_problem, segment.spool_path)
         if problem is not None:
@@ -230,7 +247,7 @@ class Uploader:
         if attempt > 1:
             self.metrics.upload_retries.inc()
         try:
-            return await self._attempt(key, segment)
+            return await self._attempt(key, segment, unsure=segment.resuming or attempt > 1)
         except (ArchiverError, OSError) as exc:
             self.metrics.upload_failures.labels(reason=reason_of(exc)).inc()
             if isinstance(exc, RetryableDestinationError) and attempt < self.retry.max_attempts:
@@ -238,28 +255,40 @@ class Uploader:
                          error=str(exc))  # fmt: skip
             raise
 
-    async def _attempt(self, key: str, segment: PendingSegment) -> tuple[StoredObject, bool]:
-        """HEAD, compare, conditional PUT; (stored object, whether it was already there)."""
+    async def _attempt(
+        self, key: str, segment: PendingSegment, *, unsure: bool
+    ) -> tuple[StoredObject, bool]:
+        """(HEAD, compare when `unsure` or unconditional,) PUT; (stored object, whether it
+        was already there). `unsure`: an earlier PUT of the segment may have stored it."""
         for _ in range(3):  # PUT said "exists" but HEAD disagrees: a racing delete; re-check
-            existing = await self.destination.head(key)
-            if existing is not None:
-                if not _same_segment(existing, segment):
-                    raise PermanentFailure(
-                        f"s3 key {key!r} already holds a different object (body "
-                        f"{existing.sha256_b64}, expected {segment.packed_sha256_b64}); "
-                        "segment left in the spool: inspect the object and the journal",
-                        "conflict",
-                    )
-                await self._forget_incomplete(key)
-                return existing, True
+            if unsure or not self._conditional():
+                existing = await self.destination.head(key)
+                if existing is not None:
+                    if not _same_segment(existing, segment):
+                        raise PermanentFailure(
+                            f"s3 key {key!r} already holds a different object (body "
+                            f"{existing.sha256_b64}, expected {segment.packed_sha256_b64}); "
+                            "segment left in the spool: inspect the object and the journal",
+                            "conflict",
+                        )
+                    await self._forget_incomplete(key)
+                    return existing, True
             try:
                 stored = await self.destination.put_file(
-                    key, segment.spool_path, segment.metadata, segment.packed_sha256_b64
-                )
-            except ObjectExistsError:
+                    key, segment.spool_path, segment.metadata, segment.packed_sha256_b64,
+                    resume=unsure,
+                )  # fmt: skip
+            except (ObjectExistsError, UnconditionalOnly):
+                unsure = True
                 continue
             return stored, False
         raise PermanentFailure(f"{key!r}: conditional PUT and HEAD keep disagreeing", "conflict")
+
+    def _conditional(self) -> bool:
+        """Whether a PUT refuses to replace a live object (else a HEAD must come first)."""
+        return (
+            isinstance(self.destination, ConditionalWrites) and self.destination.conditional_writes
+        )
 
     async def _forget_incomplete(self, key: str) -> None:
         """The object is there: an incomplete upload of the same key would only leak."""

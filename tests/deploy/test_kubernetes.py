@@ -1,8 +1,10 @@
-"""deploy/kubernetes: manifests parse, mount logs read-only, probe the real endpoints, load."""
+"""deploy/kubernetes: manifests parse, mount logs read-only (the sidecar's writable only to
+delete archived files), probe the real endpoints, load."""
 
 from __future__ import annotations
 
 import copy
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +85,22 @@ def test_daemonset_mounts_node_logs_read_only() -> None:
     assert pod["terminationGracePeriodSeconds"] >= 60
 
 
-def test_sidecar_reads_shared_volume_read_only_as_non_root() -> None:
-    """The sidecar is a native sidecar, non-root, reading the app's volume read-only."""
-    pod = _documents("sidecar.yaml")["Deployment"]["spec"]["template"]["spec"]
+def test_sidecar_mounts_shared_volume_writable_only_to_delete() -> None:
+    """The sidecar is a native sidecar, non-root; it may write the app's volume only because
+    its config deletes archived rotated files there (and only there)."""
+    docs = _documents("sidecar.yaml")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
     archiver = _archiver(pod)
     assert archiver["restartPolicy"] == "Always"  # a native sidecar outlives the app
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     mounts = {m["name"]: m for m in archiver["volumeMounts"]}
-    assert mounts["app-logs"]["readOnly"] is True
+    config = tomllib.loads(docs["ConfigMap"]["data"]["archiverd.toml"])
+    [source] = config["sources"]
+    assert source["delete_after_upload"] is True
+    assert mounts["app-logs"]["readOnly"] is False
+    assert mounts["config"]["readOnly"] is True
+    assert mounts["key"]["readOnly"] is True
     app = next(c for c in pod["containers"] if c["name"] == "app")
     assert any(m["name"] == "app-logs" for m in app["volumeMounts"])
 

@@ -4,6 +4,7 @@ still ends up in the bucket exactly once."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -171,9 +172,10 @@ async def test_multipart_survives_part_faults_and_a_truncated_completion(
 async def test_resume_reuses_parts_left_by_a_previous_process(
     seaweedfs: S3Server, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    """An incomplete upload of the key (part 1 done) is resumed: only parts 2 and 3 are sent."""
+    """An incomplete upload of the key (part 1 done) by a process that died with the segment
+    journaled 'uploading' is resumed: only parts 2 and 3 are sent."""
     bucket = seaweedfs.make_bucket()
-    segment = make_segment(tmp_path / "spool", 1, size=20 * MIB)
+    segment = replace(make_segment(tmp_path / "spool", 1, size=20 * MIB), resuming=True)
     key = object_key("arch/", segment.description)
     client = seaweedfs.boto3_client()
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,6 +93,15 @@ def test_metadata_values_are_ascii() -> None:
     meta = segment_metadata(segment(first, container_name="café"), {}, "k1")
     assert meta["archiverd-container-name"] == "caf\\u00e9"
     assert all(value.isascii() for value in meta.values())
+
+
+def test_parse_ts_whole_seconds_and_bad_dates() -> None:
+    """parse_ts takes whole seconds too, and rejects an impossible date with ValueError."""
+    assert parse_ts("20261123T084700Z") == datetime(2026, 11, 23, 8, 47, tzinfo=UTC)
+    assert parse_ts("20261123T084700000120Z").microsecond == 120
+    for bad in ("20261323T084700Z", "2026-11-23T08:47:00Z", "20261123X084700Z"):
+        with pytest.raises(ValueError, match=r"month|not a timestamp"):
+            parse_ts(bad)
 
 
 def test_continuity_fields_fit_with_many_losses_and_big_labels() -> None:

@@ -26,8 +26,9 @@ def _desc(seq: int, first: datetime, oldest: datetime | None) -> dict[str, objec
     return desc
 
 
-def test_oldest_unuploaded_covers_sealed_and_packed_until_uploaded(state_dir: Path) -> None:
-    """Sealed and packed segments count (by oldest_at, else first_ts); uploaded ones do not."""
+def test_oldest_unuploaded_covers_sealed_packed_uploading_until_uploaded(state_dir: Path) -> None:
+    """Sealed, packed and uploading segments count (by oldest_at, else first_ts); uploaded
+    ones do not."""
     journal = Journal.open(state_dir)
     stream = journal.stream_id("docker:/x", "c" * 64)
     assert journal.oldest_unuploaded_at() is None
@@ -44,6 +45,8 @@ def test_oldest_unuploaded_covers_sealed_and_packed_until_uploaded(state_dir: Pa
         packed_sha256_b64="x",
         description=_desc(0, T0, T0 - timedelta(minutes=5)),
     )
+    assert journal.oldest_unuploaded_at() == T0 - timedelta(minutes=5)
+    journal.mark_uploading(first.id)  # its PUT started (and may fail for hours)
     assert journal.oldest_unuploaded_at() == T0 - timedelta(minutes=5)
     journal.mark_uploaded(first.id, key="k", version_id="v", sha256_b64="x")
     assert journal.oldest_unuploaded_at() == T0 + timedelta(hours=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -143,15 +144,17 @@ async def test_without_a_delimiter_listing_the_prefix_is_listed_once() -> None:
     assert len(found.segments) == 30
 
 
-async def test_name_and_label_filters_head_once_per_key() -> None:
-    """A name or label filter HEADs each candidate key once (not per version); id filters never."""
+async def test_name_and_label_filters_head_the_first_and_last_key_of_each_container() -> None:
+    """A name or label filter HEADs the first and last key of each (host, container id) in
+    the window (not every key, not per version); id filters never HEAD."""
     dest = MemoryDestination(delimiter=False)
     fill(dest)
     key = next(iter(dest.objects))
     dest.add(key, dest.objects[key][0][1])  # a second version of one key
     found = await select(dest, Query(container="app1"), NOW, versions=True)
-    assert len(dest.heads) == len(set(dest.heads)) == 30
+    assert len(dest.heads) == len(set(dest.heads)) == 3 * 2 * 2  # hosts x containers x 2
     assert {s.parsed.container_id[0] for s in found.segments} == {"1"}
+    assert len(found.segments) == 15
     dest.heads.clear()
     found = await select(dest, Query(container="0000"), NOW)
     assert dest.heads == []
@@ -245,3 +248,53 @@ def test_progress_draws_only_when_enabled() -> None:
     quiet.advance(1024)
     quiet.finish()
     assert hidden.getvalue() == ""
+
+
+async def test_a_container_renamed_in_the_window_has_every_key_headed() -> None:
+    """When the first and last key of a container disagree on its name, each key is HEADed
+    and matched on its own: only the segments written under the asked name are found."""
+    dest = MemoryDestination(delimiter=False)
+    fill(dest)
+    renamed = sorted(k for k in dest.objects if k.startswith("p/host0/") and "/1111" in k)
+    for key in renamed[3:]:
+        dest.objects[key][0][1]["archiverd-container-name"] = "app1-new"
+    found = await select(dest, Query(container="app1-new"), NOW)
+    assert sorted(s.key for s in found.segments) == renamed[3:]
+    assert set(renamed) <= set(dest.heads)
+    found = await select(dest, Query(container="app1"), NOW)
+    assert len(found.segments) == 15 - 2
+
+
+class SlowListing(MemoryDestination):
+    """Each partition listing takes a few event-loop turns; records how many overlap."""
+
+    def __init__(self) -> None:
+        super().__init__(delimiter=True)
+        self.in_flight = 0
+        self.most = 0
+
+    async def list_versions(self, prefix: str) -> AsyncIterator[ObjectVersion]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            async for version in super().list_versions(prefix):
+                yield version
+        finally:
+            self.in_flight -= 1
+
+
+async def test_partitions_are_listed_concurrently_within_the_limit() -> None:
+    """A fleet-wide query lists its host/day partitions `concurrency` at a time (a round
+    trip each), and finds exactly what the one-at-a-time listing found."""
+    dest = SlowListing()
+    fill(dest)
+    query = Query(since=DAY0 + timedelta(days=1), until=DAY0 + timedelta(days=4))
+    found = await select(dest, query, NOW, concurrency=4)
+    assert dest.most == 4
+    assert len(dest.listed) == 3 * 5
+    serial = await select(dest, query, NOW, concurrency=1)
+    assert dest.most == 4
+    assert [s.key for s in found.segments] == [s.key for s in serial.segments]
+    assert len(found.segments) == 3 * 3 * 2  # hosts x days 1-3 x containers

@@ -84,7 +84,13 @@ class FakeDestination:
         raise NotImplementedError("the fake uploader does not call the destination")
 
     async def put_file(
-        self, key: str, path: Path, metadata: Mapping[str, str], sha256_b64: str
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str],
+        sha256_b64: str,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
         raise NotImplementedError("the fake uploader does not call the destination")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,12 +66,21 @@ class MemoryQueue:
     uploaded: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     spool_existed_at_mark: dict[int, bool] = field(default_factory=dict)
     lost: dict[int, str] = field(default_factory=dict)
+    uploading: set[int] = field(default_factory=set)
+    """Segments journaled 'uploading' (a PUT was started)."""
 
     def packed_segments(self, limit: int | None = None) -> list[Segment]:
         done = self.uploaded.keys() | self.lost.keys()
-        pending = [s for s in self.segments if s.segment_id not in done]
+        pending = [
+            replace(s, resuming=s.resuming or s.segment_id in self.uploading)
+            for s in self.segments
+            if s.segment_id not in done
+        ]
         pending.sort(key=lambda s: (s.sealed_at, s.segment_id))
         return pending[:limit] if limit is not None else pending
+
+    def mark_uploading(self, segment_id: int) -> None:
+        self.uploading.add(segment_id)
 
     def mark_uploaded(self, segment_id: int, *, key: str, version_id: str, sha256_b64: str) -> None:
         segment = next(s for s in self.segments if s.segment_id == segment_id)

@@ -50,7 +50,13 @@ class FlakyDestination:
         return await self.inner.head(key, version_id)
 
     async def put_file(
-        self, key: str, path: Path, metadata: Mapping[str, str], sha256_b64: str
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str],
+        sha256_b64: str,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
         self.puts += 1
         if (error := self._fault("put")) is not None:
