@@ -99,7 +99,9 @@ def test_check_passes_on_a_locked_bucket_and_names_the_lock(
         object_lock_mode="GOVERNANCE",
         object_lock_days=30,
     )
-    assert check_destination(settings).endswith("versioning Enabled, writable, Object Lock GOVERNANCE 30d")
+    assert check_destination(settings).endswith(
+        "versioning Enabled, writable, Object Lock GOVERNANCE 30d"
+    )
 
 
 def test_check_refuses_a_bucket_without_object_lock_with_the_fix(
