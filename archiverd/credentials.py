@@ -16,8 +16,6 @@ followed only when it stays inside the file's own directory (Kubernetes secret v
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from archiverd.config import DestinationSettings, credentials_directory
-from archiverd.errors import ConfigError
+from archiverd.errors import ConfigError, FileRefusedError
+from archiverd.fsutil import read_small_file
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
@@ -119,24 +118,19 @@ def read_secret_file(path: Path, key: str) -> str | None:
             "point the setting at the file itself"
         )
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data, _ = read_small_file(real, MAX_SECRET_FILE_BYTES, follow_symlinks=False)
     except OSError as exc:
         raise ConfigError(
             f"{key} {str(path)!r} is unreadable ({exc.strerror}): give the archiverd user "
             "read access (mode 0600) or use systemd LoadCredential="
         ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{key} {str(path)!r} is not a regular file")
-        if info.st_size > MAX_SECRET_FILE_BYTES:
+    except FileRefusedError as exc:
+        if exc.reason == "too_large":
             raise ConfigError(
-                f"{key} {str(path)!r} is {info.st_size} bytes, more than a credential "
-                f"({MAX_SECRET_FILE_BYTES}): point the setting at the right file"
-            )
-        data = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+                f"{key} {str(path)!r} is {exc}, more than a credential: point the setting at "
+                "the right file"
+            ) from None
+        raise ConfigError(f"{key} {str(path)!r} is not a regular file") from None
     try:
         return data.decode().strip()
     except UnicodeDecodeError:

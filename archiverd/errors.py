@@ -10,6 +10,8 @@ operator (or the user of a command) must change something first, and the message
     ├── StateError                   exit 73: the state directory or journal is unusable
     │   └── StateLockedError         exit 79: another archiverd holds the state dir's lock
     ├── OutputError                  exit 73: `get --out` cannot be written
+    ├── FileRefusedError             a small file (key, secret, metadata) is not a regular file
+    │                                or too large; its reader rewords it as its own error
     ├── IntegrityError               exit 65: an archive failed verification; nothing was released
     │   ├── WrongKeyError            the object was sealed with another key
     │   ├── TamperedError            authentication failed: a byte was changed
@@ -77,6 +79,15 @@ class StateLockedError(StateError):
     """Another archiverd process holds ``state.dir``'s lock; two must never share it."""
 
     exit_code = 79
+
+
+class FileRefusedError(ArchiverError):
+    """`fsutil.read_small_file` refused a file: `reason` is ``not_regular`` or ``too_large``.
+    Callers turn it into their own error (key, configuration, source) with their own advice."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class OutputError(ArchiverError):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from archiverd.errors import FileRefusedError
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -43,3 +46,34 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     publish(temp, path)
+
+
+def read_small_file(
+    path: Path, limit: int, *, follow_symlinks: bool = True
+) -> tuple[bytes, os.stat_result]:
+    """The bytes and stat of the regular file at `path`, of at most `limit` bytes.
+
+    Opened non-blocking and checked with fstat before reading, so a FIFO, a device such as
+    /dev/zero or a directory fails at once (`FileRefusedError`) instead of hanging or filling
+    memory; so does a file over `limit`. OSError from opening or reading (missing, denied, a
+    symlink with `follow_symlinks` False: ELOOP) passes through for the caller to word.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefusedError(
+                "not_regular", "not a regular file (a FIFO, device or directory)"
+            )
+        if st.st_size > limit:
+            raise FileRefusedError("too_large", f"{st.st_size} bytes, more than {limit}")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise FileRefusedError("too_large", f"more than {limit} bytes")
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)

@@ -21,9 +21,10 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from archiverd import fsutil
 from archiverd.config import EncryptionSettings, credentials_directory
 from archiverd.credentials import AwsCredentials
-from archiverd.errors import KeyMaterialError, TamperedError, WrongKeyError
+from archiverd.errors import FileRefusedError, KeyMaterialError, TamperedError, WrongKeyError
 from archiverd.pack.wrapping import (
     KEY_BYTES,
     WRAP_KMS,
@@ -168,11 +169,11 @@ MAX_KEY_FILE_BYTES = 16 * 1024
 def read_small_file(path: Path, what: str) -> tuple[bytes, int]:
     """Read a key file: a regular file of at most `MAX_KEY_FILE_BYTES`; (bytes, mode).
 
-    Opened non-blocking and checked before reading, so a FIFO, a device such as /dev/zero or
-    a directory fails at once with `KeyMaterialError` instead of hanging or filling memory.
+    A FIFO, a device such as /dev/zero or a directory fails at once with `KeyMaterialError`
+    instead of hanging or filling memory (`fsutil.read_small_file`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        data, st = fsutil.read_small_file(path, MAX_KEY_FILE_BYTES)
     except FileNotFoundError:
         raise KeyMaterialError(
             f"{what} {str(path)!r} does not exist: create it with `archiverd keygen --out "
@@ -183,30 +184,17 @@ def read_small_file(path: Path, what: str) -> tuple[bytes, int]:
             f"cannot read {what} {str(path)!r} ({exc.strerror}): give the archiverd user "
             "read access (mode 0600, owned by it) or use systemd LoadCredential="
         ) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+    except FileRefusedError as exc:
+        if exc.reason == "too_large":
             raise KeyMaterialError(
-                f"{what} {str(path)!r} is not a regular file (a FIFO, device or directory): "
-                "point it at the file `archiverd keygen` wrote"
-            )
-        chunks, size = [], 0
-        while size <= MAX_KEY_FILE_BYTES:
-            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise KeyMaterialError(f"cannot read {what} {str(path)!r} ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    if size > MAX_KEY_FILE_BYTES:
+                f"{what} {str(path)!r} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB, so it "
+                "is not a key: point it at the file `archiverd keygen` wrote"
+            ) from None
         raise KeyMaterialError(
-            f"{what} {str(path)!r} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB, so it is "
-            "not a key: point it at the file `archiverd keygen` wrote"
-        )
-    return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            f"{what} {str(path)!r} is not a regular file (a FIFO, device or directory): "
+            "point it at the file `archiverd keygen` wrote"
+        ) from None
+    return data, stat.S_IMODE(st.st_mode)
 
 
 def _read_secret(path: Path) -> bytes:

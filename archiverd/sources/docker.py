@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
-from archiverd.errors import SourceError
+from archiverd.errors import FileRefusedError, SourceError
+from archiverd.fsutil import read_small_file
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
 
 CONFIG = "config.v2.json"
@@ -27,28 +26,15 @@ MAX_CONFIG_BYTES = 8 << 20
 
 def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of the regular file at `path` (no symlink followed at its last component),
-    at most `limit`; `SourceError` for a FIFO, device, directory or larger file."""
+    at most `limit`; `SourceError` for a symlink, FIFO, device, directory or larger file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return read_small_file(path, limit, follow_symlinks=False)[0]
+    except FileRefusedError as exc:
+        raise SourceError(str(exc)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SourceError("a symlink; not followed") from exc
         raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceError("not a regular file")
-        if st.st_size > limit:
-            raise SourceError(f"{st.st_size} bytes, more than {limit}")
-        chunks, total = [], 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise SourceError(f"more than {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class DockerSource(BaseSource):
