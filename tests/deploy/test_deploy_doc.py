@@ -72,6 +72,7 @@ def test_restore_policy_is_read_only() -> None:
     assert restore == {
         "s3:ListBucket",
         "s3:ListBucketVersions",
+        "s3:GetObject",
         "s3:GetObjectVersion",
         "kms:Decrypt",
     }
