@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,10 @@ from archiverd.config import Settings, SourceSettings, StateSettings
 from archiverd.journal.db import Journal
 from archiverd.sources import make_source
 from archiverd.sources.demo import DemoSource
-from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
+from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings, until
 
 CID = "e" * 64
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait (bounded) for an effect of the running collector."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_inotify_drives_tailing_and_exit_sealing(tmp_path: Path, state_dir: Path) -> None:
@@ -44,10 +34,10 @@ async def test_inotify_drives_tailing_and_exit_sealing(tmp_path: Path, state_dir
         container.write(line)
         expect += line
     read = coll.metrics.source_bytes_read.labels(source=coll.sources[0].name)
-    await _until(lambda: read._value.get() == len(expect), "the appended bytes to be read")
+    await until(lambda: read._value.get() == len(expect), "the appended bytes to be read")
     assert journal.packed_segments() == []
     container.config(running=False)
-    await _until(lambda: len(journal.packed_segments()) == 1, "the exit to seal a segment")
+    await until(lambda: len(journal.packed_segments()) == 1, "the exit to seal a segment")
     stop.set()
     await task
     [arc] = archived(journal, tmp_path).values()
@@ -74,7 +64,7 @@ async def test_shutdown_seal_all_includes_open_segments(tmp_path: Path, state_di
     stop = asyncio.Event()
     task = asyncio.create_task(coll.run(stop))
     read = coll.metrics.source_bytes_read.labels(source=coll.sources[0].name)
-    await _until(lambda: read._value.get() == len(whole + partial), "the log to be read")
+    await until(lambda: read._value.get() == len(whole + partial), "the log to be read")
     stop.set()
     await task
     assert await coll.seal_all(include_open=True) == 1
@@ -96,7 +86,7 @@ async def test_demo_source_produces_archives(tmp_path: Path, state_dir: Path) ->
     coll = collector(cfg, journal, sources=[source], watch=True)
     stop = asyncio.Event()
     task = asyncio.create_task(coll.run(stop))
-    await _until(lambda: len(journal.packed_segments()) >= 1, "the demo job to be archived")
+    await until(lambda: len(journal.packed_segments()) >= 1, "the demo job to be archived")
     stop.set()
     await task
     arcs = archived(journal, tmp_path)

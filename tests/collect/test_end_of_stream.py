@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,10 @@ import pytest
 from archiverd.config import SourceSettings
 from archiverd.formats.layout import stream_id
 from archiverd.journal.db import Journal
-from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
+from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings, until
 
 CID = "f" * 64
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_exit_is_not_the_end_but_removal_is(tmp_path: Path, state_dir: Path) -> None:
@@ -38,9 +29,9 @@ async def test_exit_is_not_the_end_but_removal_is(tmp_path: Path, state_dir: Pat
     stop = asyncio.Event()
     task = asyncio.create_task(coll.run(stop))
     container.config(running=False)
-    await _until(lambda: len(journal.packed_segments()) == 1, "the exit to seal a segment")
+    await until(lambda: len(journal.packed_segments()) == 1, "the exit to seal a segment")
     shutil.rmtree(container.dir)
-    await _until(lambda: len(journal.packed_segments()) == 2, "the removal to end the stream")
+    await until(lambda: len(journal.packed_segments()) == 2, "the removal to end the stream")
     await asyncio.sleep(0.3)  # further rescans of the removed stream add nothing
     stop.set()
     await task

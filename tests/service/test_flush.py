@@ -12,18 +12,9 @@ from archiverd.journal.db import Journal
 from archiverd.metrics import Metrics
 from archiverd.service.daemon import Daemon
 from archiverd.service.wiring import Components
-from tests.sources.helpers import ContainerDir, docker_record, keyring, settings
+from tests.sources.helpers import ContainerDir, docker_record, keyring, settings, until
 
 CID = "f1a5" + "3" * 60
-
-
-async def _until(check: object, what: str) -> None:
-    assert callable(check)
-    for _ in range(6000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_flush_seals_a_container_that_exited_unnoticed(
@@ -53,11 +44,11 @@ async def test_flush_seals_a_container_that_exited_unnoticed(
     )
     task = asyncio.create_task(daemon.serve())
     read = metrics.source_bytes_read.labels(source=coll.sources[0].name)
-    await _until(lambda: read._value.get() == len(data), "the running container to be read")
+    await until(lambda: read._value.get() == len(data), "the running container to be read")
     container.config(running=False)  # no inotify, no rescan for an hour: only the flush looks
 
     daemon.request_flush()
-    await _until(lambda: daemon.parts.upload_loop.last_success is not None, "the flush pass")
+    await until(lambda: daemon.parts.upload_loop.last_success is not None, "the flush pass")
     states = journal._query("SELECT state FROM segments WHERE end_offset IS NOT NULL")
     assert states == [("uploaded",)]
     [key] = journal._query("SELECT object_key FROM segments WHERE state = 'uploaded'")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,3 +167,12 @@ def collector(cfg: Settings, journal: Journal, **kwargs: Any) -> Collector:
     kwargs.setdefault("watch", False)
     kwargs.setdefault("host", "test-host")
     return Collector(cfg, journal, keyring(), Metrics(), **kwargs)
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait (polling) until `check()` holds; fail naming `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from archiverd.collect.collector import Collector
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal
 from tests.dockerd import DockerDaemon
-from tests.sources.helpers import archived, collector, settings
+from tests.sources.helpers import archived, collector, settings, until
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,14 +36,6 @@ def _expected(tag: str, count: int) -> str:
 def _logged_text(data: bytes) -> str:
     """Concatenate the `log` fields of json-file records (the container's own output)."""
     return "".join(json.loads(line)["log"] for line in data.splitlines())
-
-
-async def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def _archived_text(journal: Journal, tmp: Path, cid: str) -> str:
@@ -78,12 +69,12 @@ async def test_exit_then_docker_rm_archives_every_line(
         )
         await asyncio.to_thread(dockerd.wait, done)
         await asyncio.to_thread(dockerd.wait_stopped_on_disk, done)
-        await _until(
+        await until(
             lambda: _archived_text(journal, tmp_path, done) == _expected("exited", 3000),
             "the exited container to be archived",
         )
         await asyncio.to_thread(dockerd.rm, done)
-        await _until(
+        await until(
             lambda: all(k != done for _, k in journal.active_streams(coll.sources[0].name)),
             "the removed container to be forgotten",
         )
@@ -93,7 +84,7 @@ async def test_exit_then_docker_rm_archives_every_line(
             dockerd.run_container, _script("killed", 2000, "sleep 600"), name="archiverd-e2e-rm"
         )
         log = dockerd.log_path(live)
-        await _until(
+        await until(
             lambda: (
                 log.exists()
                 and log.stat().st_size > 0
@@ -104,7 +95,7 @@ async def test_exit_then_docker_rm_archives_every_line(
         await asyncio.to_thread(
             dockerd.rm, live
         )  # docker rm -f: the directory goes while we hold the fd
-        await _until(
+        await until(
             lambda: _archived_text(journal, tmp_path, live) == _expected("killed", 2000),
             "the removed container's log to be archived",
         )
@@ -130,7 +121,7 @@ async def test_dockerd_rotation_max_size_max_file(
         )
         await asyncio.to_thread(dockerd.wait, cid)
         await asyncio.to_thread(dockerd.wait_stopped_on_disk, cid)
-        await _until(
+        await until(
             lambda: _archived_text(journal, tmp_path, cid) == _expected("rot", count),
             "the rotated log to be archived",
             timeout=120,
@@ -163,7 +154,7 @@ async def test_dockerd_compressed_rotation(
         )
         await asyncio.to_thread(dockerd.wait, cid)
         await asyncio.to_thread(dockerd.wait_stopped_on_disk, cid)
-        await _until(
+        await until(
             lambda: _archived_text(journal, tmp_path, cid) == _expected("gz", count),
             "the compressed log to be archived",
             timeout=120,
