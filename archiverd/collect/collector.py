@@ -98,6 +98,8 @@ class Collector:
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
         self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool)
+        self.failures = 0
+        """Stream passes and pack jobs that failed unexpectedly (retried; `run --once` fails)."""
         self.sources: list[BaseSource] = list(
             sources
             if sources is not None
@@ -278,6 +280,7 @@ class Collector:
             self.dirty.forget(key)
             sealed = False
         except Exception as exc:
+            self.failures += 1
             log.exception(
                 "stream processing failed; will retry", stream=key[1], repeat_key=error_kind(exc)
             )
@@ -303,6 +306,7 @@ class Collector:
             async with self._pack_semaphore():
                 await asyncio.to_thread(self._pack_work, key)
         except Exception as exc:
+            self.failures += 1
             log.exception("packing failed; will retry", stream=key[1], repeat_key=error_kind(exc))
         finally:
             self._packing.discard(key)

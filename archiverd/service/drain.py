@@ -20,12 +20,15 @@ log = structlog.get_logger("archiverd.service.drain")
 
 
 async def once_pass(parts: Built, seal_open: bool) -> int:
-    """Seal what is sealable, upload everything pending; `EX_OK` only if nothing is left."""
+    """Seal what is sealable, upload everything pending; `EX_OK` only if nothing is left and
+    no stream failed to be read or packed (`EX_SOFTWARE` then: the log says which)."""
+    failures_before = parts.collector.failures
     sealed = await parts.collector.seal_all(include_open=seal_open)
+    failed_streams = parts.collector.failures - failures_before
     summary = await parts.uploader.upload_pending()
     pending = await count_pending(parts)
-    lost = getattr(summary, "lost", 0)
-    ok = summary.failed == 0 and pending == 0 and lost == 0
+    lost = summary.lost
+    ok = summary.failed == 0 and pending == 0 and lost == 0 and failed_streams == 0
     log.info(
         "run --once complete" if ok else "run --once incomplete",
         sealed=sealed,
@@ -35,9 +38,12 @@ async def once_pass(parts: Built, seal_open: bool) -> int:
         lost=lost,
         bytes=summary.bytes,
         pending=pending,
+        failed_streams=failed_streams,
     )
     if summary.failed or pending:
         return DestinationError.exit_code
+    if failed_streams:
+        return os.EX_SOFTWARE
     if lost:
         # Everything else went out; the state dir lost data behind archiverd's back.
         return StateError.exit_code

@@ -37,6 +37,7 @@ class Collector(Protocol):
     """The front half: discover, tail, seal, pack into the spool."""
 
     spool_full: bool
+    failures: int
 
     @property
     def disk_full(self) -> bool: ...

@@ -124,6 +124,8 @@ class FakeCollector:
         self.events = events
         self.spool_full = False
         self.disk_full = False
+        self.failures = 0
+        self.failing_streams = 0
         self.open_segments = 0
         self.sealable = 0
         self.seal_calls: list[bool] = []
@@ -146,6 +148,7 @@ class FakeCollector:
 
     async def seal_all(self, *, include_open: bool) -> int:
         self.seal_calls.append(include_open)
+        self.failures += self.failing_streams
         count = self.sealable + (self.open_segments if include_open else 0)
         self.add_packed(count)
         self.sealable = 0

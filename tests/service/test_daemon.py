@@ -339,6 +339,17 @@ async def test_run_once_seals_uploads_and_reports(
     assert fakes.journal.closed
 
 
+async def test_run_once_fails_when_a_stream_could_not_be_processed(state_dir: Path) -> None:
+    """A stream whose pass failed (an unexpected error, retried later) makes `run --once`
+    exit non-zero, although everything else was sealed and uploaded."""
+    fakes = Fakes()
+    fakes.collector.sealable = 2
+    fakes.collector.failing_streams = 1
+    daemon = make_daemon(fakes, settings_for(state_dir))
+    assert await daemon.run_once() == os.EX_SOFTWARE
+    assert len(fakes.journal.uploaded) == 2
+
+
 async def test_watchdog_withheld_when_pipeline_dies(state_dir: Path) -> None:
     """The watchdog health check fails once a pipeline task is no longer running."""
     fakes = Fakes()
