@@ -49,6 +49,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 MAX_CONNECTIONS = 32
+ACCEPT_BACKLOG = 16
+"""asyncio accepts up to `backlog` connections per wake-up before any of them is answered:
+kept small so a crowd of clients cannot take a burst of fds (EMFILE) from the daemon."""
 IDLE_TIMEOUT_SECONDS = 10.0
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -157,7 +160,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                protocol, self.host or None, self._port, reuse_address=True
+                protocol, self.host or None, self._port, reuse_address=True, backlog=ACCEPT_BACKLOG
             )
         except OSError as exc:
             await runner.cleanup()

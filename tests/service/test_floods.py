@@ -69,7 +69,7 @@ def test_idle_connections_and_malformed_requests_under_ulimit_128(tmp_path: Path
     process.terminate()
     assert process.wait(timeout=120) == 0, log_file.read_text()
     text = log_file.read_text()
-    assert "Too many open files" not in text
+    assert "Too many open files" not in text, [x for x in text.splitlines() if "open files" in x]
     assert "Traceback" not in text
     flood = [line for line in text.splitlines() if "Error handling request" in line]
     assert len(flood) <= 1

@@ -156,7 +156,8 @@ async def test_small_max_file_loss_is_reported_never_silent(
         assert len(numbers) < 50 + LINES  # rotated away unread
         early_numbers = _line_numbers(journal, tmp_path, early)
         assert early_numbers == list(range(LINES - len(early_numbers), LINES))
-        assert _lost_by_container(journal) == {
+        lost_by = _lost_by_container(journal)  # the session's dockerd may hold other tests'
+        assert {c: lost_by.get(c) for c in (early, cid)} == {
             early: ["rotated_before_seen"],
             cid: ["rotated_unread"],
         }
