@@ -118,6 +118,8 @@ def test_scraped_metrics_cover_alerts_and_dashboard(live_daemon: LiveDaemon) -> 
         "archiverd_segments_sealed_total",
         "archiverd_source_bytes_read_total",
         "archiverd_source_gaps_total",
+        "archiverd_source_bytes_freed_total",
+        "archiverd_source_files_deleted_total",
     }
     missing = used - labelled - {"up"} - scraped
     assert not missing, f"not in a live scrape: {sorted(missing)}"
