@@ -151,10 +151,11 @@ def test_out_dir_writes_one_verified_file_per_segment_and_resumes(
     assert all(by_seq[s.description.seq].read_bytes() == s.plaintext for s in segs)
     assert all(f.stat().st_mode & 0o077 == 0 for f in files)
     before = {f.name: f.stat().st_ino for f in files}
-    files[0].unlink()
-    files[1].write_bytes(b"damaged")
-    get(archive, capsysbinary, "--container", "web-2", "--out", str(out))
-    after = {f.name: f.stat().st_ino for f in out.iterdir()}
+    with files[0].open("rb"):  # held open, its inode cannot be reused by the restored file
+        files[0].unlink()
+        files[1].write_bytes(b"damaged")
+        get(archive, capsysbinary, "--container", "web-2", "--out", str(out))
+        after = {f.name: f.stat().st_ino for f in out.iterdir()}
     assert set(after) == set(before)
     assert [n for n in after if after[n] != before[n]] == sorted([files[0].name, files[1].name])
     assert files[1].read_bytes() == by_seq_plain(segs, files[1])
