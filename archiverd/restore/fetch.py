@@ -41,10 +41,10 @@ from archiverd.restore.query import container_name
 from archiverd.restore.records import (
     keyed,
     merge,
+    stream_blocks,
     stream_messages,
-    stream_records,
+    write_blocks,
     write_messages,
-    write_records,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -303,9 +303,10 @@ async def restore_to_stream(
             if len(streams) == 1 and not options.filtered and not options.trimmed:
                 _copy(streams[0][1], out)
             elif not options.filtered:
-                # No --grep/--text: merge raw records, never building message objects.
-                summary.messages = write_records(
-                    [stream_records(files, start, n) for n, (start, files) in enumerate(streams)],
+                # No --grep/--text: merge raw records a block at a time, never building
+                # message objects.
+                summary.messages = write_blocks(
+                    [(stream_blocks(files, start), start) for start, files in streams],
                     out,
                     since_ns=options.since_ns,
                     until_ns=options.until_ns,

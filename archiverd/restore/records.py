@@ -12,7 +12,9 @@ are read by `archiverd.formats` exactly as the sealer read them.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import io
 import itertools
 import operator
 import re
@@ -208,3 +210,220 @@ def write_records(
 
 
 _READ_BYTES = 1 << 20
+
+
+# Bulk merge (`get --out -` without --grep/--text): blocks of records, not one at a time.
+
+Block = tuple[list[int], list[bytes]]
+"""``(keys, raws)`` of consecutive messages of one stream, as `stream_records` keys them."""
+
+_BLOCK_BYTES = 1 << 20
+_LOG_START = b'{"log":"'
+_DOCKER_TAIL = re.compile(
+    rb'\\n","stream":"(?:stdout|stderr)","time":"'
+    rb'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9})Z"\}\n(?=\{"log":"|\Z)'
+)
+"""The end of a dockerd record that closes its line, with a UTC time to the nanosecond,
+followed by the next record's start or the end of the block."""
+
+
+class _Seconds(dict[bytes, int | None]):
+    """``YYYY-MM-DDTHH:MM:SS.`` -> that second in ns (None: not a time), each parsed once.
+
+    A 9-digit fraction adds its value in ns to its second's (`archiverd.formats.timestamps`
+    reads it so), so a record's time is its second's plus ``int(fraction)``. Holds at most
+    `_SECONDS_KEPT` seconds (records a second apart would otherwise fill memory).
+    """
+
+    def __init__(self, times: TimeCache) -> None:
+        super().__init__()
+        self._times = times
+
+    def __missing__(self, second: bytes) -> int | None:
+        if len(self) >= _SECONDS_KEPT:
+            self.clear()
+        value = self[second] = self._times.parse(second + b"000000000Z")
+        return value
+
+
+_SECONDS_KEPT = 4096
+
+
+def _docker_times(block: bytes, count: int, seconds: _Seconds) -> list[int] | None:
+    """The times of `block`'s `count` lines when every one is a dockerd record closing its
+    application line with a UTC nanosecond time (what `read_line` returns for each, in bulk);
+    None when any line is not (then the caller reads the block line by line)."""
+    if (
+        not block.startswith(_LOG_START)
+        or block.count(b'","stream":"') != count
+        or block.count(b'\\\\n","stream":"')
+    ):
+        return None
+    stamps = _DOCKER_TAIL.findall(block)
+    if len(stamps) != count:
+        return None
+    # Every line ends in the tail (one match per newline), the first starts with {"log":"
+    # and the tail's lookahead says the others do; the tail's ","stream":" is each line's
+    # only one, and no \n before it is an escaped backslash's n: `docker.read` takes its
+    # fast path on every line, closing at the tail.
+    try:
+        return [seconds[stamp[:20]] + int(stamp[20:]) for stamp in stamps]  # type: ignore[operator]
+    except TypeError:  # a second that is no time (e.g. month 13): read line by line
+        return None
+
+
+def stream_blocks(
+    paths: Sequence[Path], start_ns: int, *, block_bytes: int = _BLOCK_BYTES
+) -> Iterator[Block]:
+    """`stream_records` of one container, a block (about `block_bytes`) at a time: the same
+    keys and raw bytes, in order, with no Python code per record where a block is all
+    ordinary dockerd records (the common case); other blocks are read line by line."""
+    keyer = _Keyer(start_ns)
+    for path in paths:
+        with path.open("rb", buffering=0) as handle:
+            for data, final in _line_blocks(handle, block_bytes):
+                keys, raws = keyer.block(data, final=final)
+                if keys:
+                    yield keys, raws
+
+
+def _line_blocks(handle: BinaryIO, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
+    """The file in blocks of whole lines, then ``(its last line without newline or b"",
+    True)``."""
+    carry = b""
+    while chunk := handle.read(block_bytes):
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            carry = data  # no newline yet: a line longer than a block
+            continue
+        carry = data[cut:]
+        yield data[:cut], False
+    yield carry, True
+
+
+class _Keyer:
+    """`stream_records`' keying of one stream, a block of lines at a time."""
+
+    def __init__(self, start_ns: int) -> None:
+        self.last = start_ns
+        self.times = TimeCache()
+        self.seconds = _Seconds(self.times)
+        self.parts: list[bytes] = []  # a message still open (its closing record not read)
+        self.first: int | None = None
+
+    def block(self, data: bytes, *, final: bool) -> Block:
+        """Keys and raws of the messages that `data` closes (all of them when `final`: the
+        file ends there and so does any open message, as `stream_records` reads it)."""
+        lines = io.BytesIO(data).readlines() if data else []
+        fast = None if self.parts or not lines else _docker_times(data, len(lines), self.seconds)
+        if fast is not None:
+            keys = list(itertools.accumulate(fast, max, initial=self.last))
+            del keys[0]
+            self.last = keys[-1]
+            return keys, lines
+        keys, raws = [], []
+        for line in lines:
+            closes, ts = read_line(line, self.times)
+            if self.first is None:
+                self.first = ts
+            self.parts.append(line)
+            if closes:
+                keys.append(self._close())
+                raws.append(self.parts[0] if len(self.parts) == 1 else b"".join(self.parts))
+                self.parts = []
+        if final and self.parts:
+            keys.append(self._close())
+            raws.append(b"".join(self.parts))
+            self.parts = []
+        return keys, raws
+
+    def _close(self) -> int:
+        if self.first is not None and self.first > self.last:
+            self.last = self.first
+        self.first = None
+        return self.last
+
+
+class _Pending:
+    """One stream in `write_blocks`: its records read but not yet written."""
+
+    __slots__ = ("blocks", "bound", "done", "keys", "raws", "start")
+
+    def __init__(self, blocks: Iterator[Block], start_ns: int) -> None:
+        self.blocks = blocks
+        self.keys: list[int] = []
+        self.raws: list[bytes] = []
+        self.start = 0
+        self.bound = start_ns
+        """The last key read: every record still unread has a key at least this."""
+        self.done = False
+
+    def refill(self) -> None:
+        """Read the next block (or learn there is none)."""
+        for keys, raws in self.blocks:
+            self.keys, self.raws, self.start = keys, raws, 0
+            self.bound = keys[-1]
+            return
+        self.keys, self.raws, self.start = [], [], 0
+        self.done = True
+
+
+def write_blocks(
+    streams: Sequence[tuple[Iterator[Block], int]],
+    out: BinaryIO,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+) -> int:
+    """`write_records` of ``(stream_blocks(...), start_ns)`` per stream, in stream order:
+    the same bytes and count, merged a window at a time.
+
+    A stream's unread records all have keys at least its `bound` (keys never decrease), so
+    each round writes every pending record that sorts (by key, then stream order) before
+    every other unfinished stream's bound: a prefix of the merge. The stream with the lowest
+    bound always writes all it holds, and only streams with nothing pending read more, so
+    memory stays at about one block per stream. The records of a round are put in order by
+    one stable sort (streams concatenated in order, so ties go to the lower order).
+    """
+    pending = [_Pending(blocks, start) for blocks, start in streams]
+    count = 0
+    low = since_ns if since_ns is not None else -(1 << 200)
+    high = until_ns if until_ns is not None else 1 << 200
+    while True:
+        for stream in pending:
+            if stream.start == len(stream.keys) and not stream.done:
+                stream.refill()
+        live = [(stream.bound, order) for order, stream in enumerate(pending) if not stream.done]
+        keys: list[int] = []
+        raws: list[bytes] = []
+        runs = 0
+        for order, stream in enumerate(pending):
+            if stream.start == len(stream.keys):
+                continue
+            limit = min((bound for bound in live if bound[1] != order), default=None)
+            if limit is None:
+                end = len(stream.keys)
+            elif order < limit[1]:
+                end = bisect.bisect_right(stream.keys, limit[0], stream.start)
+            else:
+                end = bisect.bisect_left(stream.keys, limit[0], stream.start)
+            if end > stream.start:
+                keys += stream.keys[stream.start : end]
+                raws += stream.raws[stream.start : end]
+                stream.start = end
+                runs += 1
+        if not keys:
+            # The stream with the lowest bound writes all it holds (see above), so a round
+            # writes nothing only when every stream is finished.
+            break
+        if runs > 1:
+            ordered = sorted(range(len(keys)), key=keys.__getitem__)
+            keys = [keys[i] for i in ordered]
+            raws = [raws[i] for i in ordered]
+        first = bisect.bisect_left(keys, low)
+        stop = bisect.bisect_right(keys, high)
+        if first < stop:
+            out.write(b"".join(raws[first:stop]))
+            count += stop - first
+    return count
