@@ -24,7 +24,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -418,6 +418,50 @@ class S3Destination:
             raise RetryableFailure(f"GET s3://{self.bucket}/{key}: {problem}", "truncated")
         publish(temp, destination)
         return stored
+
+    @asynccontextmanager
+    async def reading(
+        self, key: str, version_id: str | None = None
+    ) -> AsyncIterator[tuple[StoredObject, AsyncIterator[bytes]]]:
+        """GET the latest (or given) version: its metadata, and its body as chunks of about
+        1 MiB as they arrive (restore decrypts while downloading, no ciphertext on disk).
+
+        The chunks are checked as `download` checks its file: a short or corrupt body ends
+        them with `RetryableFailure` (before the last chunk), so read them all, then retry
+        the whole read.
+        """
+        client = await self.client()
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id:
+            args["VersionId"] = version_id
+        where = self._where("GET", key)
+        with translated(translate, where):
+            answer = await client.get_object(**args)
+        stored = _stored(key, answer)
+        async with answer["Body"] as body:
+            yield stored, self._chunks(stored, body, where)
+
+    async def _chunks(self, stored: StoredObject, body: Any, where: str) -> AsyncIterator[bytes]:
+        digest, received = hashlib.sha256(), 0
+        pending: list[bytes] = []
+        size = 0
+        while True:
+            with translated(translate, where):
+                chunk = await body.read(_READ_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            received += len(chunk)
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= _READ_CHUNK:
+                yield b"".join(pending)
+                pending, size = [], 0
+        problem = _body_problem(stored, received, digest.digest())
+        if problem:
+            raise RetryableFailure(f"{where}: {problem}", "truncated")
+        if pending:
+            yield b"".join(pending)
 
     async def recover_incomplete(self, prefix: str, keep: Collection[str]) -> int:
         """Abort incomplete multipart uploads under `prefix` except those of `keep` keys

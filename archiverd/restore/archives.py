@@ -103,15 +103,16 @@ class Archives:
 
     async def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """HEAD in the bucket `key` was selected from."""
-        return await self._route(key).head(key, version_id)
+        return await self.route(key).head(key, version_id)
 
     async def download(
         self, key: str, destination: Path, version_id: str | None = None
     ) -> StoredObject:
         """GET from the bucket `key` was selected from."""
-        return await self._route(key).download(key, destination, version_id)
+        return await self.route(key).download(key, destination, version_id)
 
-    def _route(self, key: str) -> Destination:
+    def route(self, key: str) -> Destination:
+        """The bucket `key` was selected from."""
         return self._routes.get(key, self.destinations[0])
 
     async def close(self) -> None:

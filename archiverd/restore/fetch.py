@@ -19,8 +19,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,7 +37,7 @@ from archiverd.errors import (
 )
 from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
-from archiverd.pack import Keyring, unpack_stream, unpack_to_file
+from archiverd.pack import Keyring, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
 from archiverd.restore.records import (
@@ -46,6 +48,7 @@ from archiverd.restore.records import (
     write_blocks,
     write_messages,
 )
+from archiverd.restore.streaming import BodyReader, stream_object
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
@@ -123,30 +126,53 @@ async def fetch_segment(
     work: Path,
     attempts: int = DOWNLOAD_ATTEMPTS,
     *,
-    durable: bool = True,
+    executor: Executor | None = None,
 ) -> Mapping[str, str]:
     """Verified plaintext of `segment` at `dst` (or raise, leaving nothing); return metadata.
 
-    ``durable=False`` skips the fsync (for private temp files read once, then deleted).
+    From a destination that streams bodies (S3) the body is decrypted as it arrives, in a
+    thread of `executor` (`archiverd.restore.streaming`); otherwise it is downloaded to a
+    temp file in `work` first. Either way `dst` appears only once the tag verified, and is
+    removed again if the plaintext SHA-256 is not the metadata's.
     """
-    body = work / f".{uuid.uuid4().hex}.body"
-    try:
-        stored = await download_segment(destination, segment, body, attempts)
-        metadata = dict(stored.metadata)
-        check_identity(segment, metadata)
-        unpack = _unpack if durable else _unpack_scratch
-        digest = await asyncio.to_thread(unpack, body, metadata, dst, keyring)
-        expected = metadata.get("archiverd-plaintext-sha256", "")
-        if expected and digest != expected:
-            await asyncio.to_thread(dst.unlink, missing_ok=True)
-            raise EnvelopeMismatchError(
-                f"{segment.key}: decrypted content does not match the plaintext SHA-256 in its "
-                "metadata (object and metadata come from different segments): restore another "
-                "version from `archiverd ls --versions`"
+    reader = streaming_reader(destination, segment.key)
+    if reader is not None:
+        metadata, digest = await stream_object(
+            reader,
+            segment.key,
+            segment.version_id or None,
+            partial(_unpack, dst=dst, keyring=keyring),
+            executor,
+            attempts=attempts,
+            check=partial(check_identity, segment),
+        )
+    else:
+        body = work / f".{uuid.uuid4().hex}.body"
+        try:
+            stored = await download_segment(destination, segment, body, attempts)
+            metadata = dict(stored.metadata)
+            check_identity(segment, metadata)
+            digest = await asyncio.get_running_loop().run_in_executor(
+                executor, _unpack_file, body, metadata, dst, keyring
             )
-        return metadata
-    finally:
-        body.unlink(missing_ok=True)
+        finally:
+            body.unlink(missing_ok=True)
+    expected = metadata.get("archiverd-plaintext-sha256", "")
+    if expected and digest != expected:
+        await asyncio.to_thread(dst.unlink, missing_ok=True)
+        raise EnvelopeMismatchError(
+            f"{segment.key}: decrypted content does not match the plaintext SHA-256 in its "
+            "metadata (object and metadata come from different segments): restore another "
+            "version from `archiverd ls --versions`"
+        )
+    return metadata
+
+
+def streaming_reader(destination: ObjectReader, key: str) -> BodyReader | None:
+    """The bucket `key` comes from, when it streams bodies (see `fetch_segment`)."""
+    route = getattr(destination, "route", None)
+    target = route(key) if route is not None else destination
+    return target if isinstance(target, BodyReader) else None
 
 
 async def download_segment(
@@ -182,22 +208,13 @@ def check_identity(segment: Segment, metadata: Mapping[str, str]) -> None:
         )
 
 
-def _unpack(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
+def _unpack(src: BinaryIO, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
+    return str(unpack_to_file(src, metadata, dst, keyring).plaintext_sha256)
+
+
+def _unpack_file(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
     with body.open("rb") as src:
-        result = unpack_to_file(src, metadata, dst, keyring)
-    return str(result.plaintext_sha256)
-
-
-def _unpack_scratch(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
-    """`unpack_stream` into a new 0600 file; removed again on any failure."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with body.open("rb") as src, os.fdopen(fd, "wb") as out:
-            result = unpack_stream(src, metadata, out, keyring, tmp_dir=dst.parent)
-    except BaseException:
-        dst.unlink(missing_ok=True)
-        raise
-    return str(result.plaintext_sha256)
+        return _unpack(src, metadata, dst, keyring)
 
 
 async def restore_to_dir(
@@ -229,12 +246,14 @@ async def restore_to_dir(
             summary.skipped += 1
             advance(segment.size)
             return
-        partial = work / f"{uuid.uuid4().hex}.log"
-        filtered = partial.with_suffix(".filtered")
+        scratch = work / f"{uuid.uuid4().hex}.log"
+        filtered = scratch.with_suffix(".filtered")
         try:
-            await fetch_segment(destination, segment, keyring, partial, work, options.attempts)
+            await fetch_segment(
+                destination, segment, keyring, scratch, work, options.attempts, executor=pool
+            )
             if options.filtered:
-                matched = await asyncio.to_thread(_filter_file, partial, filtered, options)
+                matched = await asyncio.to_thread(_filter_file, scratch, filtered, options)
                 summary.messages += matched
                 if not matched and options.grep is not None:
                     # No file for a segment without a matching line, as grep -l would.
@@ -243,7 +262,7 @@ async def restore_to_dir(
                     return
                 os.replace(filtered, final)
             else:
-                os.replace(partial, final)
+                os.replace(scratch, final)
             summary.restored += 1
             summary.plaintext_bytes += final.stat().st_size
         except ArchiverError as exc:
@@ -251,13 +270,15 @@ async def restore_to_dir(
         except OSError as exc:
             summary.failures.append((segment, OutputError(f"writing {final}: {exc}")))
         finally:
-            partial.unlink(missing_ok=True)
+            scratch.unlink(missing_ok=True)
             filtered.unlink(missing_ok=True)
         advance(segment.size)
 
+    pool = ThreadPoolExecutor(options.parallel, thread_name_prefix="archiverd-unpack")
     try:
         await bounded_gather([one(s) for s in segments], options.parallel)
     finally:
+        pool.shutdown(cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
     return summary
 
@@ -286,14 +307,18 @@ async def restore_to_stream(
             dst = work / f"{index:08d}.log"
             try:
                 await fetch_segment(
-                    destination, segment, keyring, dst, work, options.attempts, durable=False
+                    destination, segment, keyring, dst, work, options.attempts, executor=pool
                 )
                 paths[index] = dst
             except ArchiverError as exc:
                 summary.failures.append((segment, exc))
             advance(segment.size)
 
-        await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
+        pool = ThreadPoolExecutor(options.parallel, thread_name_prefix="archiverd-unpack")
+        try:
+            await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
+        finally:
+            pool.shutdown(cancel_futures=True)
         if summary.failures:
             return summary
         streams = _streams(segments, paths)

@@ -1,8 +1,9 @@
 """`archiverd verify`: prove the selected archive complete, writing no plaintext anywhere.
 
-Every matching object (every version with ``--versions``) is downloaded to a private temp
-dir (ciphertext only), then authenticated, decrypted and gunzipped into a hash in a pool of
-worker processes (one per core: AES-GCM and inflate are CPU-bound), and its plaintext
+Every matching object (every version with ``--versions``) is authenticated, decrypted and
+gunzipped into a hash as it downloads (`archiverd.restore.streaming`; from a bucket that
+cannot stream, after a download to a private temp dir, ciphertext only), in worker threads
+(one per core by default: inflate, AES-GCM and SHA-256 release the GIL), and its plaintext
 SHA-256 compared with its metadata. The current view of each key (latest live version, or
 the newest live version under a delete marker) is then checked for continuity
 (`archiverd.restore.continuity`). The summary is per host and UTC day; the exit status is 0
@@ -21,29 +22,33 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from archiverd.config import Settings
 from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, download_segment
+from archiverd.restore.fetch import (
+    DOWNLOAD_ATTEMPTS,
+    check_identity,
+    download_segment,
+    streaming_reader,
+)
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
+from archiverd.restore.streaming import stream_object
 
 if TYPE_CHECKING:
     from archiverd.pack import Keyring
 
 EXIT_PROBLEM = os.EX_DATAERR
 EXIT_LOST_AT_SOURCE = os.EX_NOINPUT
-DOWNLOADS = 8
-"""Objects downloaded at once (at least; twice the workers when more)."""
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +65,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=os.cpu_count() or 1,
         metavar="N",
-        help="worker processes (default: one per core)",
+        help="objects verified at once, one worker thread each (default: one per core)",
     )
     parser.add_argument(
         "--lookback",
@@ -166,21 +171,41 @@ async def verify(
     checked: dict[tuple[str, str], Segment] = {}
     work = Path(tempfile.mkdtemp(prefix="archiverd-verify-"))
     loop = asyncio.get_running_loop()
-    # fork: the children inherit the keyring in memory (keys never cross a pipe or argv).
-    _WORKER["keyring"] = keyring
-    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("fork"))
+    # Threads, not processes: inflate, AES-GCM and SHA-256 release the GIL on these buffers,
+    # and a thread costs no start-up (the keyring stays in this process's memory).
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="archiverd-verify")
     try:
 
         async def one(segment: Segment) -> None:
-            body = work / f"{uuid.uuid4().hex}.body"
-            try:
-                stored = await download_segment(destination, segment, body, attempts)
-                metadata = dict(stored.metadata)
+            def seen(metadata: Mapping[str, str]) -> None:
                 # Judged on its metadata's claims even if the body fails below (reported as
                 # a failure), so a damaged body is not also counted as a hole in the chain.
                 checked[(segment.key, segment.version_id)] = replace(segment, metadata=metadata)
                 check_identity(segment, metadata)
-                digest = await loop.run_in_executor(pool, _verify_file, str(body), metadata)
+
+            try:
+                reader = streaming_reader(destination, segment.key)
+                if reader is not None:
+                    metadata, digest = await stream_object(
+                        reader,
+                        segment.key,
+                        segment.version_id or None,
+                        partial(_verify_body, keyring=keyring),
+                        pool,
+                        attempts=attempts,
+                        check=seen,
+                    )
+                else:
+                    body = work / f"{uuid.uuid4().hex}.body"
+                    try:
+                        stored = await download_segment(destination, segment, body, attempts)
+                        metadata = dict(stored.metadata)
+                        seen(metadata)
+                        digest = await loop.run_in_executor(
+                            pool, _verify_file, body, metadata, keyring
+                        )
+                    finally:
+                        body.unlink(missing_ok=True)
                 expected = metadata.get("archiverd-plaintext-sha256", "")
                 if expected and digest != expected:
                     raise EnvelopeMismatchError(
@@ -189,15 +214,13 @@ async def verify(
             except ArchiverError as exc:
                 failures.append((segment, exc))
             finally:
-                body.unlink(missing_ok=True)
                 if advance is not None:
                     advance(segment.size)
 
-        # Downloads wait on the network, workers on the CPU: keep both busy.
-        await bounded_gather([one(s) for s in objects], max(DOWNLOADS, 2 * parallel))
+        # One object per worker, streamed: its download overlaps its own decryption.
+        await bounded_gather([one(s) for s in objects], parallel + 1)
     finally:
         pool.shutdown(cancel_futures=True)
-        _WORKER.clear()
         shutil.rmtree(work, ignore_errors=True)
     current = [checked.get((s.key, s.version_id), s) for s in latest_or_recovered(segments)]
     # A current object that could not even be downloaded has no metadata: the failure is
@@ -209,15 +232,16 @@ async def verify(
     return Verdict(_rows(objects, failures, streams, current), failures, streams, recovered)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _verify_file(path: str, metadata: Mapping[str, str]) -> str:
-    """In a worker process: the plaintext SHA-256 of the packed body at `path`."""
+def _verify_body(src: BinaryIO, metadata: Mapping[str, str], keyring: Keyring) -> str:
+    """In a worker thread: the plaintext SHA-256 of the packed body `src` (nothing kept)."""
     from archiverd.pack import verify_stream
 
-    with open(path, "rb") as src:
-        return verify_stream(src, metadata, _WORKER["keyring"]).plaintext_sha256
+    return verify_stream(src, metadata, keyring).plaintext_sha256
+
+
+def _verify_file(path: Path, metadata: Mapping[str, str], keyring: Keyring) -> str:
+    with path.open("rb") as src:
+        return _verify_body(src, metadata, keyring)
 
 
 def _rows(

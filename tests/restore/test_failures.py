@@ -324,3 +324,31 @@ def test_key_file_from_the_environment(small: Small, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     restored = sorted((tmp_path / "out").iterdir())
     assert [p.read_bytes() for p in restored] == [plain for _, _, plain in small.segs]
+
+
+def test_a_tampered_large_object_decrypted_while_downloading_releases_nothing(
+    capsysbinary: pytest.CaptureFixture[bytes], small: Small, tmp_path: Path
+) -> None:
+    """A body of many MiB (streamed in chunks, decrypted as it arrives) with a byte flipped
+    near its start: `get` in both modes and `verify` exit 65, none of its plaintext is
+    written anywhere, and the intact segments are restored whole."""
+    desc, key, _ = small.segs[1]
+    plain = b"".join(
+        corpus.record(f"{os.urandom(48).hex()} victim\n", desc.first_ts) for _ in range(100_000)
+    )
+    desc = replace(desc, end_offset=len(plain), line_count=100_000)
+    packed, _ = corpus.pack(plain, desc, small.keyring)
+    assert len(packed) > 4 << 20  # several chunks of the stream, more than it buffers
+
+    def damage(body: bytes) -> bytes:
+        at = len(body) // 10
+        return body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :]
+
+    corpus.put(small.s3, small.bucket, key, plain, desc, small.keyring, body_filter=damage)
+    assert_fails_cleanly(capsysbinary, small, tmp_path, 65, f"{key}: ")
+    restored = sorted((tmp_path / "out").iterdir())
+    assert [p.read_bytes() for p in restored] == [small.segs[0][2], small.segs[2][2]]
+    result = run(capsysbinary, "verify", "--config", str(small.config))
+    assert result.code == 65
+    assert f"problem: {key} (version " in result.err
+    assert "body or tag was changed" in result.err
