@@ -242,7 +242,7 @@ def main() -> None:
         print(
             f"restore of {total / MB:.1f} MB plaintext in {args.segments} segments, "
             f"--parallel {args.parallel}, best of {args.rounds} "
-            f"(wall clock, {os.cpu_count()} cores)"
+            f"(wall clock, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})"
         )
         for name, seconds in results.items():
             print(

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -41,9 +41,13 @@ from archiverd.pack import Keyring, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
 from archiverd.restore.records import (
+    NO_INDEX_BELOW,
+    Block,
+    index_segment,
     keyed,
     merge,
     stream_blocks,
+    stream_indexed,
     stream_messages,
     write_blocks,
     write_messages,
@@ -296,12 +300,19 @@ async def restore_to_stream(
 
     Nothing is written to `out` unless every segment verified. Streams are per container
     (segments in seq order, so each container's bytes come out exactly as written),
-    interleaved by record time.
+    interleaved by record time. When streams are merged, each verified segment is indexed
+    (`index_segment`) on the worker threads while the others download, so the merge itself
+    parses nothing.
     """
     summary = Summary()
+    loop = asyncio.get_running_loop()
+    merging = not options.filtered and (
+        options.trimmed or len({(s.parsed.host, s.parsed.container_id) for s in segments}) > 1
+    )
     with tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=tmp_root) as tmp:
         work = Path(tmp)
         paths: dict[int, Path] = {}
+        indexed: set[Path] = set()
 
         async def one(index: int, segment: Segment) -> None:
             dst = work / f"{index:08d}.log"
@@ -310,6 +321,8 @@ async def restore_to_stream(
                     destination, segment, keyring, dst, work, options.attempts, executor=pool
                 )
                 paths[index] = dst
+                if merging and await loop.run_in_executor(pool, _index, dst):
+                    indexed.add(dst)
             except ArchiverError as exc:
                 summary.failures.append((segment, exc))
             advance(segment.size)
@@ -331,7 +344,7 @@ async def restore_to_stream(
                 # No --grep/--text: merge raw records a block at a time, never building
                 # message objects.
                 summary.messages = write_blocks(
-                    [(stream_blocks(files, start), start) for start, files in streams],
+                    [(_blocks(files, start, indexed), start) for start, files in streams],
                     out,
                     since_ns=options.since_ns,
                     until_ns=options.until_ns,
@@ -374,6 +387,21 @@ def _streams(
         streams.append((start, [paths[index] for index, _ in members]))
     streams.sort(key=lambda item: item[0])
     return streams
+
+
+def _index(path: Path) -> bool:
+    """`index_segment` beside `path`; False when it could not (the merge then parses)."""
+    try:
+        return index_segment(path, path.with_suffix(".idx"))
+    except OSError:
+        return False
+
+
+def _blocks(files: list[Path], start: int, indexed: set[Path]) -> Iterator[Block]:
+    """One stream's blocks, from the segments' indexes when every one has one."""
+    if start > NO_INDEX_BELOW and all(path in indexed for path in files):
+        return stream_indexed([(path, path.with_suffix(".idx")) for path in files], start)
+    return stream_blocks(files, start)
 
 
 def _copy(paths: Sequence[Path], out: BinaryIO) -> None:

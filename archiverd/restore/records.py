@@ -12,11 +12,13 @@ are read by `archiverd.formats` exactly as the sealer read them.
 
 from __future__ import annotations
 
+import array
 import bisect
 import heapq
 import io
 import itertools
 import operator
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -278,13 +280,27 @@ def stream_blocks(
     """`stream_records` of one container, a block (about `block_bytes`) at a time: the same
     keys and raw bytes, in order, with no Python code per record where a block is all
     ordinary dockerd records (the common case); other blocks are read line by line."""
-    keyer = _Keyer(start_ns)
+    last = start_ns
     for path in paths:
+        reader = _Reader()
         with path.open("rb", buffering=0) as handle:
             for data, final in _line_blocks(handle, block_bytes):
-                keys, raws = keyer.block(data, final=final)
-                if keys:
+                times, raws = reader.block(data, final=final)
+                if times:
+                    keys = _keys(times, last)
+                    last = keys[-1]
                     yield keys, raws
+
+
+NO_TIME = -(1 << 200)
+"""The time of a message without one (below every time: it takes the key before it)."""
+
+
+def _keys(times: list[int], last: int) -> list[int]:
+    """Stream keys: each message's time, or the greatest before it if that is later."""
+    keys = list(itertools.accumulate(times, max, initial=last))
+    del keys[0]
+    return keys
 
 
 def _line_blocks(handle: BinaryIO, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
@@ -302,47 +318,104 @@ def _line_blocks(handle: BinaryIO, block_bytes: int) -> Iterator[tuple[bytes, bo
     yield carry, True
 
 
-class _Keyer:
-    """`stream_records`' keying of one stream, a block of lines at a time."""
+class _Reader:
+    """The messages of one segment file and their times, a block of lines at a time."""
 
-    def __init__(self, start_ns: int) -> None:
-        self.last = start_ns
+    def __init__(self) -> None:
         self.times = TimeCache()
         self.seconds = _Seconds(self.times)
         self.parts: list[bytes] = []  # a message still open (its closing record not read)
         self.first: int | None = None
 
-    def block(self, data: bytes, *, final: bool) -> Block:
-        """Keys and raws of the messages that `data` closes (all of them when `final`: the
-        file ends there and so does any open message, as `stream_records` reads it)."""
+    def block(self, data: bytes, *, final: bool) -> tuple[list[int], list[bytes]]:
+        """Times (`NO_TIME` for none) and raws of the messages `data` closes (all of them
+        when `final`: the file ends there and so does any open message, as `stream_records`
+        reads it). A message's time is the first valid time among its records."""
         lines = io.BytesIO(data).readlines() if data else []
         fast = None if self.parts or not lines else _docker_times(data, len(lines), self.seconds)
         if fast is not None:
-            keys = list(itertools.accumulate(fast, max, initial=self.last))
-            del keys[0]
-            self.last = keys[-1]
-            return keys, lines
-        keys, raws = [], []
+            return fast, lines
+        times: list[int] = []
+        raws: list[bytes] = []
         for line in lines:
             closes, ts = read_line(line, self.times)
             if self.first is None:
                 self.first = ts
             self.parts.append(line)
             if closes:
-                keys.append(self._close())
-                raws.append(self.parts[0] if len(self.parts) == 1 else b"".join(self.parts))
-                self.parts = []
+                times.append(self._close(raws))
         if final and self.parts:
-            keys.append(self._close())
-            raws.append(b"".join(self.parts))
-            self.parts = []
-        return keys, raws
+            times.append(self._close(raws))
+        return times, raws
 
-    def _close(self) -> int:
-        if self.first is not None and self.first > self.last:
-            self.last = self.first
-        self.first = None
-        return self.last
+    def _close(self, raws: list[bytes]) -> int:
+        raws.append(self.parts[0] if len(self.parts) == 1 else b"".join(self.parts))
+        first = self.first
+        self.parts, self.first = [], None
+        return NO_TIME if first is None else first
+
+
+NO_INDEX_BELOW = -(1 << 63)
+"""`stream_indexed` needs a stream's start above this (its index stores "no time" as it)."""
+
+
+def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -> bool:
+    """Write to `index` the time and byte length of every message of the segment file at
+    `path` (what `stream_blocks` reads), so that reading it for a merge later costs no
+    parsing (`stream_indexed`); restore does this on its worker threads while other
+    segments still download. False (and no index) when a time does not fit in 64 bits.
+
+    Frames of int64s: a count n, n times (the minimum for none), n lengths.
+    """
+    low = NO_INDEX_BELOW
+    reader = _Reader()
+    fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out, path.open("rb", buffering=0) as handle:
+        for data, final in _line_blocks(handle, block_bytes):
+            times, raws = reader.block(data, final=final)
+            if not times:
+                continue
+            try:
+                if NO_TIME in times:
+                    real = [t for t in times if t != NO_TIME]
+                    times = [low if t == NO_TIME else t for t in times]
+                    if real and min(real) <= low:
+                        raise OverflowError
+                elif min(times) <= low:  # the stored "no time"
+                    raise OverflowError
+                stored = array.array("q", times)  # OverflowError past int64
+            except OverflowError:
+                out.close()
+                index.unlink()
+                return False
+            array.array("q", [len(stored)]).tofile(out)
+            stored.tofile(out)
+            array.array("q", map(len, raws)).tofile(out)
+    return True
+
+
+def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterator[Block]:
+    """`stream_blocks` of segment files indexed by `index_segment` (``(file, index)`` pairs):
+    the same keys and raws, read without parsing. `start_ns` must be above the int64
+    minimum."""
+    last = start_ns
+    for path, index in files:
+        with path.open("rb", buffering=0) as handle, index.open("rb") as frames:
+            while head := frames.read(8):
+                (count,) = array.array("q", head)
+                times = array.array("q")
+                times.fromfile(frames, count)
+                lengths = array.array("q")
+                lengths.fromfile(frames, count)
+                data = handle.read(sum(lengths))
+                raws = io.BytesIO(data).readlines()
+                if len(raws) != count:  # some message is several records: cut by length
+                    ends = list(itertools.accumulate(lengths))
+                    raws = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+                keys = list(itertools.accumulate(times, max, initial=last))
+                del keys[0]
+                last = keys[-1]
+                yield keys, raws
 
 
 class _Pending:

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archiverd.restore.records import (
+    index_segment,
     stream_blocks,
+    stream_indexed,
     stream_records,
     write_blocks,
     write_records,
@@ -105,17 +107,27 @@ def test_block_merge_equals_record_merge(
     since: int | None,
     until: int | None,
 ) -> None:
-    """Same keys per stream and same merged bytes and count, for any interleaving, any
-    block size (blocks cutting lines anywhere), ties, trims and records off the bulk path."""
+    """Same keys per stream (read in blocks, or from an index) and same merged bytes and
+    count, for any interleaving, any block size (blocks cutting lines anywhere), ties, trims
+    and records off the bulk path."""
     with tempfile.TemporaryDirectory() as tmp:
         streams = _write(tmp, files)
         starts = starts[: len(streams)]
         for n, (paths, start) in enumerate(zip(streams, starts, strict=True)):
             blocks = list(stream_blocks(paths, start, block_bytes=block_bytes))
             assert all(keys for keys, _ in blocks)
-            assert [(k, r) for keys, raws in blocks for k, r in zip(keys, raws, strict=True)] == [
-                (key, raw) for key, _, raw in stream_records(paths, start, n)
-            ]
+            expected_records = [(key, raw) for key, _, raw in stream_records(paths, start, n)]
+            assert [
+                (k, r) for keys, raws in blocks for k, r in zip(keys, raws, strict=True)
+            ] == expected_records
+            indexes = [p.with_suffix(".idx") for p in paths]
+            for path, index in zip(paths, indexes, strict=True):
+                assert index_segment(path, index, block_bytes=block_bytes)
+            indexed = list(stream_indexed(list(zip(paths, indexes, strict=True)), start))
+            assert all(keys for keys, _ in indexed)
+            assert [
+                (k, r) for keys, raws in indexed for k, r in zip(keys, raws, strict=True)
+            ] == expected_records
         expected = io.BytesIO()
         expected_count = write_records(
             [stream_records(p, s, n) for n, (p, s) in enumerate(zip(streams, starts, strict=True))],
@@ -155,3 +167,12 @@ def test_bulk_path_reads_dockerd_records_as_records_are_read() -> None:
             [(x + "\n").encode() for x in lines],
         )
     ]
+
+
+def test_an_index_is_not_written_for_times_beyond_64_bits(tmp_path: Path) -> None:
+    """A record from the year 1 (before int64 ns): no index, so the merge parses the file."""
+    path = tmp_path / "old.log"
+    record = {"log": "x\n", "stream": "stdout", "time": "0001-01-01T00:00:00.000000001Z"}
+    path.write_bytes(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+    assert not index_segment(path, tmp_path / "old.idx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.log"]
