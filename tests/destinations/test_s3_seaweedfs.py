@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import Settings
+from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ObjectExistsError,
     PermanentDestinationError,
@@ -231,3 +232,55 @@ async def test_list_prefixes_is_a_delimiter_listing(seaweedfs: S3Server) -> None
     finally:
         await destination.close()
     assert found == ["arch/host-a/", "arch/host-b/"]
+
+
+async def test_reading_streams_a_version_in_chunks(seaweedfs: S3Server, tmp_path: Path) -> None:
+    """reading() gives the latest (or the named) version's metadata and its whole body in
+    chunks of about 1 MiB, as download() would write it."""
+    bucket = seaweedfs.make_bucket()
+    first, first_sha = _body(tmp_path, 3 * MIB + 123, "first")
+    second, _ = _body(tmp_path, 2 * MIB + 7, "second")
+    key = "arch/h/2026/11/23/c/stream.log.gz.enc"
+    async with s3_destination(seaweedfs, bucket) as dest:
+        stored = await dest.put_file(key, first, {"archiverd-lines": "1"}, first_sha)
+        client = await dest.client()
+        await client.put_object(Bucket=bucket, Key=key, Body=second.read_bytes())
+        async with dest.reading(key) as (latest, chunks):
+            latest_chunks = [chunk async for chunk in chunks]
+        async with dest.reading(key, stored.version_id) as (older, chunks):
+            older_chunks = [chunk async for chunk in chunks]
+    assert b"".join(latest_chunks) == second.read_bytes()
+    assert (b"".join(older_chunks), older.version_id) == (first.read_bytes(), stored.version_id)
+    assert older.metadata["archiverd-lines"] == "1"
+    assert latest.version_id != stored.version_id
+    assert len(older_chunks) >= 3
+    assert all(len(chunk) < 2 * MIB for chunk in older_chunks)
+
+
+async def test_reading_ends_a_corrupt_transfer_with_a_retryable_error(seaweedfs: S3Server) -> None:
+    """A body that does not hash to its stored SHA-256 (or comes short) ends the chunks with
+    RetryableDestinationError, before its last chunk is handed out."""
+
+    class Body:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        async def read(self, size: int) -> bytes:
+            chunk, self.data = self.data[:size], self.data[size:]
+            return chunk
+
+    data = os.urandom(MIB + 10)
+    good = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    async with s3_destination(seaweedfs, seaweedfs.make_bucket()) as dest:
+        for size, sha in ((len(data), base64.b64encode(b"x" * 32).decode()), (len(data) + 5, good)):
+            seen: list[bytes] = []
+
+            async def collect(stored: StoredObject, seen: list[bytes] = seen) -> None:
+                async for chunk in dest._chunks(stored, Body(data), "GET s3://b/k"):
+                    seen.append(chunk)
+
+            with pytest.raises(RetryableDestinationError):
+                await collect(StoredObject("k", "v", size, sha))
+            assert seen == [data[:MIB]]  # the last (short) chunk is never handed out
+        stored = StoredObject("k", "v", len(data), good)
+        assert b"".join([c async for c in dest._chunks(stored, Body(data), "GET")]) == data
