@@ -1,11 +1,12 @@
 """Download, verify, decrypt and decompress segments; no unverified byte is ever released.
 
-Each object is downloaded to a temp file, unpacked by `archiverd.pack.unpack_to_file` (which
-only renames its output into place once the GCM tag verified), checked against the
-plaintext SHA-256 and identity in its metadata, and only then renamed to its final name
-(``--out DIR``) or merged to stdout (``--out -``, after *every* segment verified). Any
-failure removes the temp files it made, so an interrupted or failed run leaves only
-complete, verified files, and a rerun skips those (resume).
+Each object is decrypted as it downloads (`archiverd.restore.streaming`; from a bucket that
+cannot stream, after a download to a temp file) by `archiverd.pack.unpack_to_file` on a
+worker thread (it only renames its output into place once the GCM tag verified), checked
+against the plaintext SHA-256 and identity in its metadata, and only then renamed to its
+final name (``--out DIR``) or merged to stdout (``--out -``, after *every* segment
+verified). Any failure removes the temp files it made, so an interrupted or failed run
+leaves only complete, verified files, and a rerun skips those (resume).
 """
 
 from __future__ import annotations
