@@ -150,3 +150,35 @@ def test_a_refused_identity_reads_no_body(tmp_path: Path) -> None:
             )
         )
     assert (bucket.served, list(tmp_path.iterdir())) == (0, [])
+
+
+def test_an_interrupt_mid_body_stops_the_worker_and_keeps_nothing(tmp_path: Path) -> None:
+    """Cancelled (Ctrl-C) while the body still arrives: the worker is stopped before the
+    cancellation goes on, and leaves no file behind."""
+    _, body, envelope = _packed(2 << 20)
+    started = asyncio.Event()
+
+    class Stalling(FakeBucket):
+        async def _chunks(self, failure: Exception | None) -> AsyncIterator[bytes]:
+            yield self.body[:CHUNK]
+            started.set()
+            await asyncio.Event().wait()  # the network stalls
+
+    async def go() -> None:
+        task = asyncio.create_task(
+            stream_object(
+                Stalling(body, envelope, []),
+                "k",
+                None,
+                _unpack_into(tmp_path / "out.log"),  # type: ignore[arg-type]
+                None,
+                attempts=1,
+            )
+        )
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert list(tmp_path.iterdir()) == []  # already: the worker was waited for
+
+    asyncio.run(go())
