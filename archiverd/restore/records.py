@@ -331,8 +331,8 @@ class _Reader:
         """Times (`NO_TIME` for none) and raws of the messages `data` closes (all of them
         when `final`: the file ends there and so does any open message, as `stream_records`
         reads it). A message's time is the first valid time among its records."""
+        fast = self.fast_times(data)
         lines = io.BytesIO(data).readlines() if data else []
-        fast = None if self.parts or not lines else _docker_times(data, len(lines), self.seconds)
         if fast is not None:
             return fast, lines
         times: list[int] = []
@@ -347,6 +347,13 @@ class _Reader:
         if final and self.parts:
             times.append(self._close(raws))
         return times, raws
+
+    def fast_times(self, data: bytes) -> list[int] | None:
+        """The times of `data`'s lines when no message is open and every line is an ordinary
+        dockerd record (then each line is one message); None otherwise."""
+        if self.parts or not data.endswith(b"\n"):
+            return None
+        return _docker_times(data, data.count(b"\n"), self.seconds)
 
     def _close(self, raws: list[bytes]) -> int:
         raws.append(self.parts[0] if len(self.parts) == 1 else b"".join(self.parts))
@@ -365,53 +372,64 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
     parsing (`stream_indexed`); restore does this on its worker threads while other
     segments still download. False (and no index) when a time does not fit in 64 bits.
 
-    Frames of int64s: a count n, n times (the minimum for none), n lengths.
+    Frames of int64s: a count n, the frame's bytes, 1 if every message is one line (then
+    no lengths follow), n times (the minimum for none), and else n lengths.
     """
     low = NO_INDEX_BELOW
     reader = _Reader()
     fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, path.open("rb", buffering=0) as handle:
         for data, final in _line_blocks(handle, block_bytes):
-            times, raws = reader.block(data, final=final)
-            if not times:
-                continue
+            times = reader.fast_times(data)
+            lengths: array.array[int] | None = None
             try:
-                if NO_TIME in times:
+                if times is not None:
+                    size = len(data)
+                    if min(times) <= low:  # the stored "no time"
+                        raise OverflowError
+                else:
+                    times, raws = reader.block(data, final=final)
+                    if not times:
+                        continue
+                    lengths = array.array("q", map(len, raws))
+                    size = sum(lengths)
                     real = [t for t in times if t != NO_TIME]
-                    times = [low if t == NO_TIME else t for t in times]
                     if real and min(real) <= low:
                         raise OverflowError
-                elif min(times) <= low:  # the stored "no time"
-                    raise OverflowError
+                    times = [low if t == NO_TIME else t for t in times]
                 stored = array.array("q", times)  # OverflowError past int64
             except OverflowError:
                 out.close()
                 index.unlink()
                 return False
-            array.array("q", [len(stored)]).tofile(out)
+            array.array("q", [len(stored), size, lengths is None]).tofile(out)
             stored.tofile(out)
-            array.array("q", map(len, raws)).tofile(out)
+            if lengths is not None:
+                lengths.tofile(out)
     return True
 
 
 def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterator[Block]:
     """`stream_blocks` of segment files indexed by `index_segment` (``(file, index)`` pairs):
-    the same keys and raws, read without parsing. `start_ns` must be above the int64
-    minimum."""
+    the same keys and raws, read without parsing. `start_ns` must be above
+    `NO_INDEX_BELOW`."""
     last = start_ns
     for path, index in files:
         with path.open("rb", buffering=0) as handle, index.open("rb") as frames:
-            while head := frames.read(8):
-                (count,) = array.array("q", head)
+            while head := frames.read(24):
+                count, size, one_line_each = array.array("q", head)
                 times = array.array("q")
                 times.fromfile(frames, count)
-                lengths = array.array("q")
-                lengths.fromfile(frames, count)
-                data = handle.read(sum(lengths))
-                raws = io.BytesIO(data).readlines()
-                if len(raws) != count:  # some message is several records: cut by length
+                data = handle.read(size)
+                if one_line_each:
+                    raws = io.BytesIO(data).readlines()
+                else:
+                    lengths = array.array("q")
+                    lengths.fromfile(frames, count)
                     ends = list(itertools.accumulate(lengths))
                     raws = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+                if len(raws) != count or len(data) != size:
+                    raise OSError(f"{index}: the index does not match {path}")
                 keys = list(itertools.accumulate(times, max, initial=last))
                 del keys[0]
                 last = keys[-1]
