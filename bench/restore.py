@@ -13,7 +13,8 @@ restore without encryption costs with AWS's own tools). Then measures, wall cloc
                               overlap in time, merged record by record in time order
   aws s3 cp --recursive + gunzip   the baseline (no verification beyond gzip's CRC)
 
-and prints MB/s of plaintext for each and the ratio to the baseline. Outputs are compared
+and prints MB/s of plaintext for each, the ratio to the baseline, and the CPU seconds of
+the run (user + system of the child processes: steadier than wall clock on a busy box). Outputs are compared
 byte for byte so a fast wrong answer cannot win.
 """
 
@@ -26,6 +27,7 @@ import io
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -76,9 +78,21 @@ def generate(size: int, start: datetime, rng: random.Random) -> tuple[bytes, dat
     return out.getvalue(), when
 
 
-def timed(argv: list[str], env: dict[str, str], **kwargs: object) -> float:
-    start = time.perf_counter()
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+CPU: dict[str, float] = {}
+"""Per contender, the least CPU seconds of a run (steadier than wall clock on a busy box)."""
+
+
+def timed(name: str, argv: list[str], env: dict[str, str], **kwargs: object) -> float:
+    """Run `argv`; note its CPU seconds under `name`; return its wall-clock seconds."""
+    start, cpu = time.perf_counter(), children_cpu()
     subprocess.run(argv, env=env, check=True, **kwargs)  # type: ignore[call-overload]
+    note_cpu(name, children_cpu() - cpu)
     return time.perf_counter() - start
 
 
@@ -88,6 +102,10 @@ def tree_digest(folder: Path) -> str:
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def note_cpu(name: str, seconds: float) -> None:
+    CPU[name] = min(CPU.get(name, 1e9), seconds)
 
 
 def main() -> None:
@@ -194,28 +212,35 @@ def main() -> None:
         for _ in range(args.rounds):
             out_dir = work / "ours"
             subprocess.run(["rm", "-rf", str(out_dir)], check=True)
-            seconds = timed([*archiverd("archive/"), "--out", str(out_dir)], env)
+            seconds = timed(
+                "archiverd get --out DIR", [*archiverd("archive/"), "--out", str(out_dir)], env
+            )
             assert tree_digest(out_dir) == expected, "archiverd get --out DIR: wrong bytes"
             results["archiverd get --out DIR"] = min(
                 results.get("archiverd get --out DIR", 1e9), seconds
             )
             with (work / "merged.log").open("wb") as sink:
-                seconds = timed([*archiverd("archive/"), "--out", "-"], env, stdout=sink)
+                seconds = timed(
+                    "archiverd get --out -",
+                    [*archiverd("archive/"), "--out", "-"],
+                    env,
+                    stdout=sink,
+                )
             merged = hashlib.sha256((work / "merged.log").read_bytes()).hexdigest()
             assert merged == expected, "archiverd get --out -: wrong bytes"
             results["archiverd get --out -"] = min(
                 results.get("archiverd get --out -", 1e9), seconds
             )
+            name = "archiverd get --out - (2 containers, merged)"
             with (work / "merged.log").open("wb") as sink:
-                seconds = timed([*archiverd("merged/"), "--out", "-"], env, stdout=sink)
+                seconds = timed(name, [*archiverd("merged/"), "--out", "-"], env, stdout=sink)
             lines = (work / "merged.log").read_bytes().splitlines(keepends=True)
             assert hashlib.sha256(b"".join(sorted(lines))).hexdigest() == sorted_digest
             del lines
-            name = "archiverd get --out - (2 containers, merged)"
             results[name] = min(results.get(name, 1e9), seconds)
             base_dir = work / "baseline"
             subprocess.run(["rm", "-rf", str(base_dir)], check=True)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), children_cpu()
             subprocess.run(
                 [
                     "/usr/bin/aws",
@@ -235,6 +260,7 @@ def main() -> None:
                 ["gunzip", *sorted(str(p) for p in base_dir.iterdir())], env=env, check=True
             )
             seconds = time.perf_counter() - start
+            note_cpu("aws s3 cp + gunzip", children_cpu() - cpu)
             assert tree_digest(base_dir) == expected, "baseline: wrong bytes"
             results["aws s3 cp + gunzip"] = min(results.get("aws s3 cp + gunzip", 1e9), seconds)
 
@@ -247,7 +273,8 @@ def main() -> None:
         for name, seconds in results.items():
             print(
                 f"  {name:<46} {seconds:6.2f} s {total / MB / seconds:7.1f} MB/s  "
-                f"ratio vs baseline {baseline / seconds:5.2f}x"
+                f"ratio vs baseline {baseline / seconds:5.2f}x  "
+                f"(CPU {CPU[name]:5.2f} s, {total / MB / CPU[name]:6.1f} MB per CPU-s)"
             )
         if os.environ.get("BENCH_KEEP"):
             input(f"configs {configs}; env {server.env()}; press enter to stop")
