@@ -14,8 +14,8 @@ restore without encryption costs with AWS's own tools). Then measures, wall cloc
   aws s3 cp --recursive + gunzip   the baseline (no verification beyond gzip's CRC)
 
 and prints MB/s of plaintext for each, the ratio to the baseline, and the CPU seconds of
-the run (user + system of the child processes: steadier than wall clock on a busy box). Outputs are compared
-byte for byte so a fast wrong answer cannot win.
+the run (user + system of the child processes: steadier than wall clock on a busy box).
+Outputs are compared byte for byte so a fast wrong answer cannot win.
 """
 
 from __future__ import annotations
