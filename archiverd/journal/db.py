@@ -335,6 +335,15 @@ class Journal:
         """(dev, ino) of every file some stream still reads (the live files among them)."""
         return {(int(r[0]), int(r[1])) for r in self._query("SELECT dev, ino FROM files")}
 
+    def file_held(self, source: str, dev: int, ino: int) -> bool:
+        """Whether one of the source's streams holds the file (dev, ino) (an index lookup)."""
+        rows = self._query(
+            "SELECT 1 FROM files JOIN streams ON streams.id = files.stream_id "
+            "WHERE files.dev = ? AND files.ino = ? AND streams.source = ? LIMIT 1",
+            (dev, ino, source),
+        )
+        return bool(rows)
+
     def covering(self, stream_id: int, start: int, end: int) -> list[Coverage]:
         """The stream's segments overlapping bytes [start, end), in stream order."""
         rows = self._query(

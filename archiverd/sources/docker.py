@@ -85,17 +85,8 @@ class DockerSource(BaseSource):
         if not names:
             return StreamInfo(key, key, "docker", "removed", ())
         config = self._config(directory / CONFIG)
-        state_doc = self._part(config, "State", directory)
         cfg = self._part(config, "Config", directory)
-        # A created-but-never-started container is not running either: not an exit yet.
-        never_ran = str(state_doc.get("FinishedAt", "")).startswith("0001-")
-        exited = (
-            bool(config)
-            and not state_doc.get("Running")
-            and not state_doc.get("Restarting")
-            and not never_ran
-        )
-        state: State = "exited" if exited else "running"
+        state: State = "exited" if self._exited(config, directory) else "running"
         labels = self._part(cfg, "Labels", directory)
         cname, image = config.get("Name"), cfg.get("Image")
         return StreamInfo(
@@ -109,6 +100,22 @@ class DockerSource(BaseSource):
             labels={str(k): str(v) for k, v in labels.items()},
             keeps_rotations=True,
             rotation_limit=self._max_file(directory / HOSTCONFIG),
+        )
+
+    def stopped(self, key: str) -> bool:
+        """Whether ``config.v2.json`` says the container has exited (one small read)."""
+        directory = self.root / key
+        return self._exited(self._config(directory / CONFIG), directory)
+
+    def _exited(self, config: dict[str, Any], directory: Path) -> bool:
+        state_doc = self._part(config, "State", directory)
+        # A created-but-never-started container is not running either: not an exit yet.
+        never_ran = str(state_doc.get("FinishedAt", "")).startswith("0001-")
+        return (
+            bool(config)
+            and not state_doc.get("Running")
+            and not state_doc.get("Restarting")
+            and not never_ran
         )
 
     def _max_file(self, path: Path) -> int | None:
