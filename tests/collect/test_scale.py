@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,4 +147,40 @@ async def test_rescan_without_inotify_finds_appends_and_exit(
     [arc] = archived(journal, tmp_path).values()
     assert arc.data == target.log.read_bytes()
     await coll.aclose()
+    journal.close()
+
+
+def test_rescan_of_idle_containers_stats_two_paths_each(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan of unchanged, settled container directories costs two stats per container
+    (its directory and its live log) and no listing of the root; a changed directory has
+    its config.v2.json looked at again."""
+    root = tmp_path / "containers"
+    containers = _containers(root, 40)
+    old = time.time() - 60  # settled: older than a file system timestamp tick
+    for path in [root, *(c.dir for c in containers)]:
+        os.utime(path, (old, old))
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    assert len(coll.dirty.discover(True)) == 40
+    stats: list[str] = []
+    listings: list[str] = []
+    stat, scandir = os.stat, os.scandir
+
+    def counted_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(os.fsdecode(path))
+        return stat(path, *args, **kwargs)
+
+    def counted_scandir(path: Any) -> Any:
+        listings.append(os.fsdecode(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "stat", counted_stat)
+    monkeypatch.setattr(os, "scandir", counted_scandir)
+    assert coll.dirty.discover(True) == []
+    assert len(stats) <= 2 * 40 + 1, len(stats)
+    assert listings == []
+    containers[3].config(running=False)  # a rename: the directory changes
+    assert coll.dirty.discover(True) == [(0, containers[3].cid)]
     journal.close()
