@@ -39,7 +39,11 @@ class DirtyStreams:
         self._signatures: dict[Key, object] = {}
         self._dirty: dict[Key, None] = {}
         """Insertion-ordered: `take` hands keys out in the order they became dirty."""
-        self._seen: set[Key] = set()
+        self._seen: dict[int, set[str]] = {}
+        """Per source, the keys discovered so far (a stream seen for the first time may go
+        first, see `discover`)."""
+        self._journaled: dict[int, tuple[tuple[int, int], set[str]]] = {}
+        """Per source, the journal's active stream keys and the journal version they are of."""
         self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,22 +103,32 @@ class DirtyStreams:
                     repeat_key=error_kind(exc),
                 )
                 continue
-            journaled = {key for _, key in self._journal.active_streams(source.name)}
-            present = set(found) | journaled
+            present = set(found) | self._journaled_keys(index, source)
+            seen = self._seen.setdefault(index, set())
             for key in present:
                 if changed_only:
                     signature = source.signature(key)
                     if self._signatures.get((index, key)) == signature:
                         continue
                     self._signatures[(index, key)] = signature
-                if (index, key) not in self._seen:
-                    self._seen.add((index, key))
+                if key not in seen:
+                    seen.add(key)
                     if source.stopped(key):
                         first.append((index, key))
                         continue
                 keys.append((index, key))
-            gone = [k for k in self._seen if k[0] == index and k[1] not in present]
-            for k in gone:  # neither listed nor journaled: forgotten (containers come and go)
-                self._seen.discard(k)
-                self._signatures.pop(k, None)
+            for key in seen - present:  # neither listed nor journaled: forgotten
+                seen.discard(key)
+                self._signatures.pop((index, key), None)
         return first + keys
+
+    def _journaled_keys(self, index: int, source: BaseSource) -> set[str]:
+        """The source's streams the journal still holds (queried again only after the
+        journal changed: an idle rescan reads no rows)."""
+        version = self._journal.version()
+        cached = self._journaled.get(index)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        keys = {key for _, key in self._journal.active_streams(source.name)}
+        self._journaled[index] = (version, keys)
+        return keys

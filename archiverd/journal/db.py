@@ -203,6 +203,13 @@ class Journal:
             )
             return stream_id
 
+    def version(self) -> tuple[int, int]:
+        """Changes so far, through this connection or any other: while it stays the same, so
+        does every query's answer (a cheap key for caching one)."""
+        with self._lock:
+            others = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return (self._conn.total_changes, int(others))
+
     def active_streams(self, source: str) -> list[tuple[int, str]]:
         """(id, key) of the source's streams not yet removed."""
         rows = self._query(
