@@ -68,7 +68,8 @@ class DockerSource(BaseSource):
         self._listing: tuple[Stat, list[str]] = (None, [])
         self._paths: dict[str, tuple[str, str, str]] = {}
         self._config_seen: dict[str, tuple[Stat, Stat]] = {}
-        """Per container: its directory's stat, and config.v2.json's taken after it."""
+        """Per container: its directory's stat (None unless settled when taken), and
+        config.v2.json's taken after it."""
 
     def discover(self) -> list[StreamInfo]:
         """Every container directory with a json-file log."""
@@ -88,14 +89,15 @@ class DockerSource(BaseSource):
         to be trusted (`SETTLED_NS`)."""
         root = _stat(self._root_str)
         seen, names = self._listing
-        if root is not None and root == seen and _settled(root):
+        if root is not None and root == seen:
             return list(names)
         try:
             entries = self.entries(self.root)
         except ListingError:
             return []  # reported; the next rescan lists again
         names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-        self._listing = (root, names)
+        # trusted next time only if its mtime was already settled when taken (before listing)
+        self._listing = (root if _settled(root) else None, names)
         listed = set(names)
         for key in [k for k in self._paths if k not in listed]:  # containers come and go
             self._paths.pop(key, None)
@@ -116,11 +118,12 @@ class DockerSource(BaseSource):
         directory = _stat(paths[0])
         live = _stat(paths[1])
         seen = self._config_seen.get(key)
-        if seen is not None and seen[0] == directory and _settled(directory):
+        if seen is not None and directory is not None and seen[0] == directory:
             config = seen[1]
         else:
             config = _stat(paths[2])
-            self._config_seen[key] = (directory, config)
+            # trusted next time only if the directory's mtime was settled when taken
+            self._config_seen[key] = (directory if _settled(directory) else None, config)
         return (directory, live, config)
 
     def watched_paths(self, key: str) -> list[Path]:

@@ -184,3 +184,24 @@ def test_rescan_of_idle_containers_stats_two_paths_each(
     containers[3].config(running=False)  # a rename: the directory changes
     assert coll.dirty.discover(True) == [(0, containers[3].cid)]
     journal.close()
+
+
+def test_config_replaced_within_the_directory_mtime_tick_is_noticed(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config.v2.json replaced so soon after a rescan that the directory's mtime did not
+    move (one file system timestamp tick) is still noticed by a later rescan: a directory
+    stat is trusted only if it was already settled when it was taken."""
+    root = tmp_path / "containers"
+    [container] = _containers(root, 1)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    mtime = time.time_ns()
+    os.utime(container.dir, ns=(mtime, mtime))  # changed just now
+    assert coll.dirty.discover(True) == [(0, container.cid)]
+    container.config(running=False)
+    os.utime(container.dir, ns=(mtime, mtime))  # within the same tick: the mtime stays
+    later = time.time_ns() + 60_000_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: later)  # now long settled
+    assert coll.dirty.discover(True) == [(0, container.cid)]
+    journal.close()
