@@ -211,6 +211,14 @@ Translator = Callable[..., ArchiverError]
 """``translate(exc, where=...)``: the error of this tree that a foreign exception means."""
 
 
+def reason_of(exc: BaseException) -> str:
+    """The ``archiverd_upload_failures`` reason of any error (``other`` when it has none)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
+    return "integrity" if isinstance(exc, IntegrityError) else "other"
+
+
 @contextmanager
 def translated(translate: Translator, where: str, *, chain: bool = True) -> Iterator[None]:
     """Raise whatever the block raises as ``translate(exc, where=where)``.

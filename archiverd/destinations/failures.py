@@ -18,20 +18,10 @@ import botocore.parsers
 
 from archiverd.errors import (
     ArchiverError,
-    IntegrityError,
     ObjectExistsError,
     PermanentFailure,
     RetryableFailure,
 )
-
-
-def reason_of(exc: BaseException) -> str:
-    """The metrics reason of any error (``other`` when it has none)."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str):
-        return reason
-    return "integrity" if isinstance(exc, IntegrityError) else "other"
-
 
 _THROTTLED = {
     "SlowDown",

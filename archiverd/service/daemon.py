@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,7 +41,6 @@ from archiverd.logs import configure_logging
 from archiverd.metrics import Metrics
 from archiverd.service.drain import bounded, count_pending, once_pass
 from archiverd.service.health import Health
-from archiverd.service.http import HttpServer
 from archiverd.service.reload import merge_reloadable
 from archiverd.service.signals import Requests
 from archiverd.service.systemd import Notifier, watchdog_loop
@@ -55,6 +54,9 @@ from archiverd.service.wiring import (
 )
 from archiverd.upload.schedule import PassRunner as Uploader
 from archiverd.upload.uploader import UploadSummary
+
+if TYPE_CHECKING:  # aiohttp is imported only when the endpoints are served (not --once)
+    from archiverd.service.http import HttpServer
 
 log = structlog.get_logger("archiverd.service.daemon")
 
@@ -160,6 +162,8 @@ class Daemon:
         if once:
             return
         if s.http.listen:
+            from archiverd.service.http import HttpServer
+
             self.http = HttpServer(s.http.listen, health, self.metrics.registry)
             await self.http.start()
             log.info("http listening", host=self.http.host, port=self.http.port)

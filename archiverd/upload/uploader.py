@@ -35,13 +35,13 @@ import structlog
 from archiverd.clock import Clock, SystemClock
 from archiverd.config import Settings
 from archiverd.destinations.base import Destination, StoredObject
-from archiverd.destinations.failures import reason_of
 from archiverd.errors import (
     ArchiverError,
     ObjectExistsError,
     PermanentFailure,
     RetryableDestinationError,
     UnconditionalOnly,
+    reason_of,
 )
 from archiverd.formats.layout import object_key
 from archiverd.logs import error_kind

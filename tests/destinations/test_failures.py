@@ -6,13 +6,14 @@ import aiohttp
 import botocore.exceptions
 import pytest
 
-from archiverd.destinations.failures import reason_of, translate
+from archiverd.destinations.failures import translate
 from archiverd.errors import (
     ArchiverError,
     ObjectExistsError,
     PermanentDestinationError,
     RetryableDestinationError,
     TamperedError,
+    reason_of,
 )
 
 

@@ -13,9 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import DestinationSettings, Settings
-from archiverd.destinations.failures import reason_of
 from archiverd.destinations.s3 import S3Destination
-from archiverd.errors import RetryableDestinationError
+from archiverd.errors import RetryableDestinationError, reason_of
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader

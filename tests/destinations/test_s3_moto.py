@@ -13,8 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import Settings
-from archiverd.destinations.failures import reason_of
-from archiverd.errors import PermanentDestinationError
+from archiverd.errors import PermanentDestinationError, reason_of
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
 from tests.destinations.s3util import MIB, aws, s3_destination, versions_of

@@ -12,8 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import Settings
-from archiverd.destinations.failures import reason_of
-from archiverd.errors import ObjectExistsError, PermanentDestinationError, RetryableDestinationError
+from archiverd.errors import (
+    ObjectExistsError,
+    PermanentDestinationError,
+    RetryableDestinationError,
+    reason_of,
+)
 from archiverd.formats.layout import object_key
 from archiverd.metrics import Metrics
 from archiverd.upload.uploader import Uploader
