@@ -205,3 +205,28 @@ def test_config_replaced_within_the_directory_mtime_tick_is_noticed(
     monkeypatch.setattr(time, "time_ns", lambda: later)  # now long settled
     assert coll.dirty.discover(True) == [(0, container.cid)]
     journal.close()
+
+
+async def test_watched_files_gauge_follows_discovery_and_removal(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """The watched-files gauge, now kept per stream rather than summed over every stream,
+    counts each held log once and drops a removed container's once it is archived."""
+    root = tmp_path / "containers"
+    containers = _containers(root, 5, exited=1)
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    gauge = coll.metrics.watched_files
+    await coll.seal_due()
+    assert gauge._value.get() == 6
+    gone = containers[5]
+    written = gone.log.read_bytes()
+    for path in gone.dir.iterdir():
+        path.unlink()
+    gone.dir.rmdir()
+    await coll.seal_due()
+    assert gauge._value.get() == 5
+    assert archived(journal, tmp_path)[gone.cid].data == written  # nothing lost
+    await coll.aclose()
+    assert gauge._value.get() == 0
+    journal.close()
