@@ -1,14 +1,15 @@
 """Benchmark the front half: memory while sealing a big log, CPU while watching idle ones.
 
     .venv/bin/python bench/seal.py [--size-gb 2] [--containers 1000] [--idle-seconds 20]
-                                   [--skip-seal]
+                                   [--skip-seal] [--rescan-seconds 5]
 
 1. Writes a json-file log of --size-gb, then seals and packs it with a Collector in a child
    process (500 MB segments) and prints the child's peak RSS and throughput, next to `cat`
    and `wc -l` reading the same file (baselines measured in the same run).
-2. Creates --containers idle running containers, lets a Collector (inotify + a 5 s rescan)
-   discover them, then prints the CPU it uses over --idle-seconds of idleness, its peak RSS
-   and how long after start-up the one exited container among them was sealed and packed.
+2. Creates --containers idle running containers, lets a Collector (inotify + a rescan every
+   --rescan-seconds; the daemon's default is 30) discover them, then prints the CPU it uses
+   over --idle-seconds of idleness, its peak RSS and how long after start-up the one exited
+   container among them was sealed and packed.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ async def child_seal(state: Path, root: Path) -> None:
     )
 
 
-async def child_watch(state: Path, root: Path, seconds: float) -> None:
+async def child_watch(state: Path, root: Path, seconds: float, rescan: float) -> None:
     from archiverd.collect.collector import Collector
     from archiverd.config import Settings, SourceSettings, StateSettings
     from archiverd.journal.db import Journal
@@ -109,7 +110,7 @@ async def child_watch(state: Path, root: Path, seconds: float) -> None:
     from archiverd.pack import Keyring
 
     settings = Settings(
-        sources=(SourceSettings(kind="docker", path=root, rescan_seconds=5),),
+        sources=(SourceSettings(kind="docker", path=root, rescan_seconds=rescan),),
         state=StateSettings(dir=state),
     )
     journal = Journal.open(state)
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--skip-seal", action="store_true", help="only the watching part")
+    parser.add_argument("--rescan-seconds", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="archiverd-bench-") as tmp:
         base = Path(tmp)
@@ -189,9 +191,13 @@ def main() -> None:
             str(root),
             str(args.idle_seconds),
             str(2000 * (args.containers + 1)),
+            str(args.rescan_seconds),
         )
         share = watched["cpu_seconds"] / watched["window"] * 100
-        print(f"watching {args.containers} idle containers (inotify + rescan every 5 s):")
+        print(
+            f"watching {args.containers} idle containers (inotify + rescan every "
+            f"{args.rescan_seconds:g} s):"
+        )
         print(
             f"  CPU {watched['cpu_seconds']:.2f} s over {watched['window']:.0f} s = {share:.2f}% "
             f"of one core; peak RSS {watched['rss_kib'] / 1024:.0f} MiB; first segment sealed "
@@ -204,7 +210,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-seal":
         asyncio.run(child_seal(Path(sys.argv[2]), Path(sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-watch":
-        asyncio.run(child_watch(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])))
+        asyncio.run(
+            child_watch(
+                Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]), float(sys.argv[6])
+            )
+        )
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-idle":
         import archiverd.collect.collector  # noqa: F401
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -110,6 +111,10 @@ class Collector:
         self._workers = workers
         self._watch = watch
         self._tails: dict[Key, StreamTail] = {}
+        self._held_files: dict[Key, int] = {}
+        """Files each tail held after its last pass; their sum is the watched-files gauge."""
+        self._held_total = 0
+        self._held_lock = threading.Lock()
         self._reopen_attempts: dict[Key, int] = {}
         self._removed_since: dict[Key, float] = {}
         self._busy: set[Key] = set()
@@ -237,7 +242,8 @@ class Collector:
         await self._start()
         before = self.packed_total
         keys = await asyncio.to_thread(self.dirty.discover)
-        keys |= set(self._tails)
+        listed = set(keys)
+        keys += [key for key in list(self._tails) if key not in listed]
         await self._idle()  # let run()'s workers finish before touching their streams
         await asyncio.gather(*(self._process(key, once) for key in keys))
         await self._idle()  # once, here: thousands of streams each waiting woke each other
@@ -249,6 +255,9 @@ class Collector:
         for tail in self._tails.values():
             tail.close()
         self._tails.clear()
+        with self._held_lock:
+            self._held_files.clear()
+            self._held_total = 0
         self.metrics.watched_files.set(0)
 
     async def _idle(self) -> None:
@@ -343,6 +352,24 @@ class Collector:
             tail = self._new_tail(index, source, info)
             if tail is None:
                 return False
+        held = self._held_files.get(key, 0)
+        try:
+            return self._tail_pass(key, source, info, tail, once)
+        finally:
+            # the gauge follows this stream's change: summing every stream's files here
+            # made discovering thousands of streams quadratic
+            now = len(tail.files) if key in self._tails else 0
+            with self._held_lock:
+                self._held_files[key] = now
+                self._held_total += now - held
+                if key not in self._tails:
+                    del self._held_files[key]
+                self.metrics.watched_files.set(self._held_total)
+
+    def _tail_pass(
+        self, key: Key, source: BaseSource, info: StreamInfo, tail: StreamTail, once: Pass | None
+    ) -> bool:
+        stream_key = key[1]
         if key not in self._packing:
             tail.release()
         complete = tail.refresh(info)
@@ -369,7 +396,6 @@ class Collector:
             del self._tails[key]
             self._removed_since.pop(key, None)
             log.info("stream removed and fully archived", stream=stream_key)
-        self.metrics.watched_files.set(sum(len(t.files) for t in list(self._tails.values())))
         return pending
 
     def _gone_long_enough(self, key: Key, source: BaseSource, info: StreamInfo) -> bool:
@@ -389,7 +415,7 @@ class Collector:
         journaled = self.journal.stream_active(source.name, info.key)
         if not journaled and (info.state == "removed" or not info.files):
             return None
-        if not journaled and info.files and self._held_elsewhere(index, info):
+        if not journaled and info.files and self._held_elsewhere(source, info):
             return None  # a rotated name of a file another stream already reads
         ctx = TailContext(
             journal=self.journal,
@@ -422,17 +448,15 @@ class Collector:
         self._tails[key] = tail
         return tail
 
-    def _held_elsewhere(self, index: int, info: StreamInfo) -> bool:
+    def _held_elsewhere(self, source: BaseSource, info: StreamInfo) -> bool:
+        """Whether another stream of `source` holds the file `info` would start with (every
+        held file is journaled before it is read; one indexed lookup, not a walk over every
+        stream's files, which made discovering thousands of streams quadratic)."""
         try:
             st = os.stat(info.files[-1].path)
         except OSError:
             return False
-        return any(
-            (f.file.dev, f.file.ino) == (st.st_dev, st.st_ino)
-            for (i, _), tail in list(self._tails.items())
-            if i == index
-            for f in tail.files
-        )
+        return self.journal.file_held(source.name, st.st_dev, st.st_ino)
 
     def _finish_reason(self, source: BaseSource, info: StreamInfo, once: Pass | None) -> str | None:
         if info.state == "exited":

@@ -5,6 +5,11 @@ Watchdog's inotify thread reports paths (`on_event`); they are mapped to stream 
 marked dirty, waking the event loop with ``loop.call_soon_threadsafe``. A path no stream owns
 asks for a rescan. A rescan (`discover`) lists every source's streams plus those the journal
 still holds; with ``changed_only`` it skips streams whose cheap signature has not moved.
+
+Streams are handed out in the order they became dirty, and a stream seen for the first time
+that has already stopped (an exited container, `BaseSource.stopped`) goes first: at start-up
+among thousands of idle containers, the exited ones are sealed within seconds rather than
+after every idle log has been opened.
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ class DirtyStreams:
         self._sources = sources
         self._journal = journal
         self._signatures: dict[Key, object] = {}
-        self._dirty: set[Key] = set()
+        self._dirty: dict[Key, None] = {}
+        """Insertion-ordered: `take` hands keys out in the order they became dirty."""
+        self._seen: dict[int, set[str]] = {}
+        """Per source, the keys discovered so far (a stream seen for the first time may go
+        first, see `discover`)."""
+        self._journaled: dict[int, tuple[tuple[int, int], set[str]]] = {}
+        """Per source, the journal's active stream keys and the journal version they are of."""
         self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,31 +64,34 @@ class DirtyStreams:
                 if key is None:
                     self.rescan_wanted = True
                 else:
-                    self._dirty.add((index, key))
+                    self._dirty[(index, key)] = None
         if was_idle and self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def mark(self, key: Key) -> None:
         """`key` needs a pass."""
         with self._lock:
-            self._dirty.add(key)
+            self._dirty[key] = None
 
     def take(self, busy: set[Key]) -> list[Key]:
         """The dirty keys not in `busy`, now no longer dirty."""
         with self._lock:
             ready = [k for k in self._dirty if k not in busy]
-            self._dirty.difference_update(ready)
+            for key in ready:
+                del self._dirty[key]
         return ready
 
     def forget(self, key: Key) -> None:
         """Look at `key` again on the next rescan even if its signature has not moved."""
         self._signatures.pop(key, None)
 
-    def discover(self, changed_only: bool = False) -> set[Key]:
-        """Stream keys present or journaled; `changed_only`: only those whose cheap
-        signature (stats of their files) moved since the last rescan, so watching many idle
-        containers costs a few stats each."""
-        keys: set[Key] = set()
+    def discover(self, changed_only: bool = False) -> list[Key]:
+        """Stream keys present or journaled, streams seen for the first time that have
+        stopped first; `changed_only`: only those whose cheap signature (stats of their
+        files) moved since the last rescan, so watching many idle containers costs a few
+        stats each."""
+        first: list[Key] = []
+        keys: list[Key] = []
         for index, source in enumerate(self._sources):
             try:
                 found = source.keys()
@@ -89,12 +103,32 @@ class DirtyStreams:
                     repeat_key=error_kind(exc),
                 )
                 continue
-            journaled = {key for _, key in self._journal.active_streams(source.name)}
-            for key in set(found) | journaled:
+            present = set(found) | self._journaled_keys(index, source)
+            seen = self._seen.setdefault(index, set())
+            for key in present:
                 if changed_only:
                     signature = source.signature(key)
                     if self._signatures.get((index, key)) == signature:
                         continue
                     self._signatures[(index, key)] = signature
-                keys.add((index, key))
+                if key not in seen:
+                    seen.add(key)
+                    if source.stopped(key):
+                        first.append((index, key))
+                        continue
+                keys.append((index, key))
+            for key in seen - present:  # neither listed nor journaled: forgotten
+                seen.discard(key)
+                self._signatures.pop((index, key), None)
+        return first + keys
+
+    def _journaled_keys(self, index: int, source: BaseSource) -> set[str]:
+        """The source's streams the journal still holds (queried again only after the
+        journal changed: an idle rescan reads no rows)."""
+        version = self._journal.version()
+        cached = self._journaled.get(index)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        keys = {key for _, key in self._journal.active_streams(source.name)}
+        self._journaled[index] = (version, keys)
         return keys

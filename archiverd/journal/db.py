@@ -203,6 +203,13 @@ class Journal:
             )
             return stream_id
 
+    def version(self) -> tuple[int, int]:
+        """Changes so far, through this connection or any other: while it stays the same, so
+        does every query's answer (a cheap key for caching one)."""
+        with self._lock:
+            others = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return (self._conn.total_changes, int(others))
+
     def active_streams(self, source: str) -> list[tuple[int, str]]:
         """(id, key) of the source's streams not yet removed."""
         rows = self._query(
@@ -334,6 +341,15 @@ class Journal:
     def held_files(self) -> set[tuple[int, int]]:
         """(dev, ino) of every file some stream still reads (the live files among them)."""
         return {(int(r[0]), int(r[1])) for r in self._query("SELECT dev, ino FROM files")}
+
+    def file_held(self, source: str, dev: int, ino: int) -> bool:
+        """Whether one of the source's streams holds the file (dev, ino) (an index lookup)."""
+        rows = self._query(
+            "SELECT 1 FROM files JOIN streams ON streams.id = files.stream_id "
+            "WHERE files.dev = ? AND files.ino = ? AND streams.source = ? LIMIT 1",
+            (dev, ino, source),
+        )
+        return bool(rows)
 
     def covering(self, stream_id: int, start: int, end: int) -> list[Coverage]:
         """The stream's segments overlapping bytes [start, end), in stream order."""

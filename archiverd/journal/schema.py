@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS released_files (
     length INTEGER NOT NULL
 );
 """,
+    # 4: a stream's files, and whether any stream holds a file, are index lookups: with
+    # thousands of streams, a table scan per stream made discovery quadratic.
+    """
+CREATE INDEX IF NOT EXISTS files_stream ON files (stream_id);
+CREATE INDEX IF NOT EXISTS files_identity ON files (dev, ino);
+""",
 )
 """Each entry takes the schema from version ``index`` to ``index + 1``."""
 

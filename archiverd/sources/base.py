@@ -127,6 +127,11 @@ class BaseSource:
         """The keys of every stream present, cheaply (default: via `discover`)."""
         return [info.key for info in self.discover()]
 
+    def stopped(self, key: str) -> bool:
+        """Cheaply, whether the stream has already stopped (an exited container), so that
+        sealing it need not wait behind thousands of running streams (default: no)."""
+        return False
+
     def signature(self, key: str) -> object:
         """Something that changes whenever the stream's files or state may have changed."""
         return _stats(self.watched_paths(key))

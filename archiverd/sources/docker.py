@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from archiverd.errors import FileRefusedError, SourceError
+from archiverd.errors import FileRefusedError, ListingError, SourceError
 from archiverd.fsutil import read_small_file
 from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
 
@@ -22,6 +24,24 @@ CONFIG = "config.v2.json"
 HOSTCONFIG = "hostconfig.json"
 MAX_CONFIG_BYTES = 8 << 20
 """dockerd's config.v2.json is a few KB; anything larger is not one (read at most this)."""
+SETTLED_NS = 2_000_000_000
+"""A directory whose mtime is older than this can be trusted to change its mtime on the next
+change: file systems stamp times at a clock tick's granularity, so a change within the tick
+of an earlier look could leave the mtime as it was."""
+
+Stat = tuple[int, int, int] | None
+
+
+def _stat(path: str) -> Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _settled(st: Stat) -> bool:
+    return st is not None and time.time_ns() - st[2] > SETTLED_NS
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
@@ -42,6 +62,15 @@ class DockerSource(BaseSource):
 
     kind = "docker"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._root_str = str(self.root)
+        self._listing: tuple[Stat, list[str]] = (None, [])
+        self._paths: dict[str, tuple[str, str, str]] = {}
+        self._config_seen: dict[str, tuple[Stat, Stat]] = {}
+        """Per container: its directory's stat (None unless settled when taken), and
+        config.v2.json's taken after it."""
+
     def discover(self) -> list[StreamInfo]:
         """Every container directory with a json-file log."""
         found = []
@@ -55,8 +84,47 @@ class DockerSource(BaseSource):
         return found
 
     def keys(self) -> list[str]:
-        """Container directories (without reading them)."""
-        return [e.name for e in self.listed(self.root) if e.is_dir(follow_symlinks=False)]
+        """Container directories (without reading them). The root is listed again only when
+        its mtime moved (a container directory created, removed or renamed) or is too recent
+        to be trusted (`SETTLED_NS`)."""
+        root = _stat(self._root_str)
+        seen, names = self._listing
+        if root is not None and root == seen:
+            return list(names)
+        try:
+            entries = self.entries(self.root)
+        except ListingError:
+            return []  # reported; the next rescan lists again
+        names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        # trusted next time only if its mtime was already settled when taken (before listing)
+        self._listing = (root if _settled(root) else None, names)
+        listed = set(names)
+        for key in [k for k in self._paths if k not in listed]:  # containers come and go
+            self._paths.pop(key, None)
+            self._config_seen.pop(key, None)
+        return list(names)
+
+    def signature(self, key: str) -> object:
+        """The stats of the container's directory (renames, creations, deletions: rotations,
+        and dockerd replacing config.v2.json by rename) and of its live log (appends change
+        no directory; inotify reports them, and this is the safety net for a missed event).
+        config.v2.json is looked at again only when its directory changed or changed too
+        recently to be trusted: an idle container costs two stats."""
+        paths = self._paths.get(key)
+        if paths is None:
+            base = os.path.join(self._root_str, key)
+            paths = (base, os.path.join(base, f"{key}-json.log"), os.path.join(base, CONFIG))
+            self._paths[key] = paths
+        directory = _stat(paths[0])
+        live = _stat(paths[1])
+        seen = self._config_seen.get(key)
+        if seen is not None and directory is not None and seen[0] == directory:
+            config = seen[1]
+        else:
+            config = _stat(paths[2])
+            # trusted next time only if the directory's mtime was settled when taken
+            self._config_seen[key] = (directory if _settled(directory) else None, config)
+        return (directory, live, config)
 
     def watched_paths(self, key: str) -> list[Path]:
         """Renames/creations change the directory; appends change the live log."""
@@ -85,17 +153,8 @@ class DockerSource(BaseSource):
         if not names:
             return StreamInfo(key, key, "docker", "removed", ())
         config = self._config(directory / CONFIG)
-        state_doc = self._part(config, "State", directory)
         cfg = self._part(config, "Config", directory)
-        # A created-but-never-started container is not running either: not an exit yet.
-        never_ran = str(state_doc.get("FinishedAt", "")).startswith("0001-")
-        exited = (
-            bool(config)
-            and not state_doc.get("Running")
-            and not state_doc.get("Restarting")
-            and not never_ran
-        )
-        state: State = "exited" if exited else "running"
+        state: State = "exited" if self._exited(config, directory) else "running"
         labels = self._part(cfg, "Labels", directory)
         cname, image = config.get("Name"), cfg.get("Image")
         return StreamInfo(
@@ -109,6 +168,22 @@ class DockerSource(BaseSource):
             labels={str(k): str(v) for k, v in labels.items()},
             keeps_rotations=True,
             rotation_limit=self._max_file(directory / HOSTCONFIG),
+        )
+
+    def stopped(self, key: str) -> bool:
+        """Whether ``config.v2.json`` says the container has exited (one small read)."""
+        directory = self.root / key
+        return self._exited(self._config(directory / CONFIG), directory)
+
+    def _exited(self, config: dict[str, Any], directory: Path) -> bool:
+        state_doc = self._part(config, "State", directory)
+        # A created-but-never-started container is not running either: not an exit yet.
+        never_ran = str(state_doc.get("FinishedAt", "")).startswith("0001-")
+        return (
+            bool(config)
+            and not state_doc.get("Running")
+            and not state_doc.get("Restarting")
+            and not never_ran
         )
 
     def _max_file(self, path: Path) -> int | None:
