@@ -285,9 +285,21 @@ class DockerScanner(_RecordScanner):
     read = staticmethod(docker.read)
     malformed = "malformed_json"
 
+    _unusual = 0  # chunks left to count with `count_closing` first (see `_fast`)
+
     def _fast(self, data: bytes, offset: int) -> bool:
-        # Clean chunks (the norm) are counted with bytes.count instead of a Python loop.
-        closing = docker.count_closing(data)
+        # Clean chunks (the norm) are counted with bytes.count instead of a Python loop:
+        # the usual ones (every record closes, no attrs) in fewer passes. A stream whose
+        # chunks are not usual (attrs, long lines) tries that again every 64 chunks.
+        closing = None
+        if self._unusual:
+            self._unusual -= 1
+        else:
+            closing = docker.count_closing_usual(data)
+            if closing is None:
+                self._unusual = 64
+        if closing is None:
+            closing = docker.count_closing(data)
         if closing is None:
             return False
         first = docker.read(data[: data.find(b"\n")], self._times)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from archiverd.formats import docker
 from archiverd.formats.records import CriScanner, Cut, DockerScanner, Scanner
 
 _DOCKER_TOKENS = [
@@ -89,3 +92,109 @@ def test_docker_bulk_path_reads_as_line_by_line(chunks: list[bytes]) -> None:
 def test_cri_bulk_path_reads_as_line_by_line(chunks: list[bytes]) -> None:
     """CriScanner's bulk path: same cuts, lines, times and bad input as line by line."""
     assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+
+
+def _docker_record(text: str, stream: str, stamp: str, *, attrs: bool) -> bytes:
+    """One json-file line as dockerd writes it (``log``, ``stream``, [``attrs``,] ``time``)."""
+    record: dict[str, object] = {"log": text, "stream": stream}
+    if attrs:
+        record["attrs"] = {"tag": "web"}
+    record["time"] = stamp
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+_VARIATIONS = [
+    "partial",  # a piece of a line longer than 16 KiB
+    "attrs",
+    "backslash",  # text ending in backslashes, before the newline or not
+    "offset",  # a time not in UTC
+    "stream",  # another stream name
+    "short",  # a short write (full disk), then the next record on the same line
+    "zeros",  # a block of zeros left by a crash
+    "newline",  # a newline inside a record
+]
+
+
+@st.composite
+def _dockerd_lines(draw: st.DrawFn) -> bytes:
+    """Lines as dockerd writes them (the usual chunk: closing records of stdout and stderr,
+    UTC times), a few of them varied the ways real logs vary (`_VARIATIONS`)."""
+    count = draw(st.integers(1, 10))
+    varied = draw(
+        st.dictionaries(st.integers(0, count - 1), st.sampled_from(_VARIATIONS), max_size=2)
+    )
+    lines = []
+    for i in range(count):
+        kind = varied.get(i)
+        text = draw(st.sampled_from(["a", "b c", 'q"t', "é", "", "\\n"]))
+        if kind == "backslash":
+            text += "\\" * draw(st.integers(1, 4)) + draw(st.sampled_from(["", "n"]))
+        stamp = draw(st.sampled_from(["2026-11-23T08:00:01.000000001Z", "2026-11-23T08:00:02Z"]))
+        line = _docker_record(
+            text if kind == "partial" else text + "\n",
+            "stdin" if kind == "stream" else draw(st.sampled_from(["stdout", "stderr"])),
+            "2026-11-23T09:00:03+01:00" if kind == "offset" else stamp,
+            attrs=kind == "attrs",
+        )
+        if kind == "short":
+            line = line[: draw(st.integers(1, len(line) - 1))]
+        elif kind == "zeros":
+            line = b"\x00" * draw(st.integers(1, 8)) + draw(st.sampled_from([b"", b"\n"])) + line
+        elif kind == "newline":
+            at = draw(st.integers(1, len(line) - 1))
+            line = line[:at] + b"\n" + line[at:]
+        lines.append(line)
+    return b"".join(lines)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_dockerd_lines(), st.lists(st.integers(1, 400), max_size=6))
+def test_docker_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
+    """DockerScanner on dockerd-written lines, clean or damaged as real logs get, chunked
+    anywhere: same cuts, lines, times and bad input as line by line."""
+    chunks, pos = [], 0
+    for size in sizes:
+        chunks.append(data[pos : pos + size])
+        pos += size
+    chunks.append(data[pos:])
+    chunks = [c for c in chunks if c] or [b""]
+    assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_dockerd_lines())
+def test_docker_usual_count_agrees_with_the_general_count(data: bytes) -> None:
+    """`count_closing_usual` answers only for chunks `count_closing` counts, and alike."""
+    usual = docker.count_closing_usual(data)
+    assert usual is None or usual == docker.count_closing(data)
+
+
+def test_docker_usual_path_takes_clean_dockerd_chunks() -> None:
+    """The usual path counts a clean dockerd chunk (stdout and stderr, trimmed times) and
+    leaves one with attrs, a partial record or an escaped backslash to the general count."""
+    clean = b"".join(
+        _docker_record(
+            f"line {i}\n", ("stdout", "stderr")[i % 2], f"2026-11-23T08:00:0{i}.5Z", attrs=False
+        )
+        for i in range(6)
+    )
+    assert docker.count_closing_usual(clean) == 6 == docker.count_closing(clean)
+    stamp = "2026-11-23T08:00:01Z"
+    for odd in (
+        _docker_record("x\n", "stdout", stamp, attrs=True),
+        _docker_record("x", "stdout", stamp, attrs=False),  # a partial record
+        _docker_record("x\\\n", "stdout", stamp, attrs=False),  # a backslash, a newline
+    ):
+        chunk = clean + odd
+        assert docker.count_closing_usual(chunk) is None
+        assert docker.count_closing(chunk) == 6 + odd.count(b'\\n"')
+
+
+def test_docker_bulk_paths_leave_a_line_ending_at_its_time_key_to_line_by_line() -> None:
+    """A line ending right after ``"time":"`` is malformed (its time has no closing quote):
+    the bulk paths, which take lines ending in a UTC time only, report it as line by line."""
+    good = _docker_record("a\n", "stdout", "2026-11-23T08:00:01Z", attrs=False)
+    odd = b'{"log":"b\\n","stream":"stdout","time":"}\n'
+    chunks = [good + odd + good]
+    assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+    assert _run(DockerScanner, chunks)[1] == ["malformed_json"]
