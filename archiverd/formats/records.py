@@ -315,8 +315,21 @@ class CriScanner(_RecordScanner):
     read = staticmethod(cri.read)
     malformed = "malformed_cri"
 
+    _unusual = 0  # chunks left to read with `cri.bulk` first (see `_fast`)
+
     def _fast(self, data: bytes, offset: int) -> bool:
-        # Clean chunks (the norm) are read with one regular expression, not line by line.
+        # Clean chunks (the norm) are read with one regular expression, not line by line:
+        # the usual ones (F records only) with a cheaper one. A stream whose chunks are not
+        # usual (P records) tries that again every 64 chunks.
+        if self._unusual:
+            self._unusual -= 1
+        else:
+            usual = cri.bulk_closing(data)
+            if usual is not None:
+                lines, first_stamp, last_stamp = usual
+                first, last = self._times.parse(first_stamp), self._times.parse(last_stamp)
+                return self._take(offset + len(data), lines, first, last)
+            self._unusual = 64
         found = cri.bulk(data)
         if found is None or found[1][-1] != b"F":
             return False

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiverd.formats import docker
+from archiverd.formats import cri, docker
 from archiverd.formats.records import CriScanner, Cut, DockerScanner, Scanner
 
 _DOCKER_TOKENS = [
@@ -198,3 +198,67 @@ def test_docker_bulk_paths_leave_a_line_ending_at_its_time_key_to_line_by_line()
     chunks = [good + odd + good]
     assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
     assert _run(DockerScanner, chunks)[1] == ["malformed_json"]
+
+
+_CRI_VARIATIONS = [
+    "partial",  # a P piece of a long line
+    "offset",  # a time not in UTC
+    "calendar",  # a time of a day that does not exist
+    "stream",  # another stream name
+    "tag",  # a tag without its space, or another tag
+    "zeros",  # a block of zeros left by a crash
+    "newline",  # a newline inside a line
+]
+
+
+@st.composite
+def _cri_lines(draw: st.DrawFn) -> bytes:
+    """Lines as containerd writes them (the usual chunk: ``F`` records of stdout and stderr,
+    UTC times, any message, also empty), a few of them varied (`_CRI_VARIATIONS`)."""
+    count = draw(st.integers(1, 10))
+    varied = draw(
+        st.dictionaries(st.integers(0, count - 1), st.sampled_from(_CRI_VARIATIONS), max_size=2)
+    )
+    lines = []
+    for i in range(count):
+        kind = varied.get(i)
+        stamp = draw(st.sampled_from(["2026-11-23T08:00:01.000000001Z", "2026-11-23T08:00:02Z"]))
+        stamp = {"offset": "2026-11-23T09:00:01+01:00", "calendar": "2026-11-31T08:00:01Z"}.get(
+            kind or "", stamp
+        )
+        stream = "stdin" if kind == "stream" else draw(st.sampled_from(["stdout", "stderr"]))
+        tag = {"partial": "P ", "tag": draw(st.sampled_from(["Fx", "PF ", "X "]))}.get(
+            kind or "", "F "
+        )
+        text = draw(st.sampled_from(["a", "", "b c", "2026-11-23T08:00:01Z stdout F x", "é"]))
+        line = f"{stamp} {stream} {tag}{text}".rstrip(" ").encode() + b"\n"
+        if kind == "zeros":
+            line = b"\x00" * draw(st.integers(1, 8)) + line
+        elif kind == "newline":
+            at = draw(st.integers(1, len(line) - 1))
+            line = line[:at] + b"\n" + line[at:]
+        lines.append(line)
+    return b"".join(lines)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_cri_lines(), st.lists(st.integers(1, 300), max_size=6))
+def test_cri_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
+    """CriScanner on containerd-written lines, clean or varied, chunked anywhere: same
+    cuts, lines, times and bad input as line by line."""
+    chunks, pos = [], 0
+    for size in sizes:
+        chunks.append(data[pos : pos + size])
+        pos += size
+    chunks.append(data[pos:])
+    chunks = [c for c in chunks if c] or [b""]
+    assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+
+
+def test_cri_usual_path_takes_clean_chunks_only() -> None:
+    """`cri.bulk_closing` reads a chunk of F records with UTC times (lines, first and last
+    time) and leaves one with a P record or a bad calendar day to `cri.bulk`."""
+    clean = b"2026-11-23T08:00:01.5Z stdout F a\n2026-11-23T08:00:02Z stderr F\n"
+    assert cri.bulk_closing(clean) == (2, b"2026-11-23T08:00:01.5Z", b"2026-11-23T08:00:02Z")
+    assert cri.bulk_closing(clean + b"2026-11-23T08:00:03Z stdout P x\n") is None
+    assert cri.bulk_closing(clean + b"2026-11-31T08:00:03Z stdout F x\n") is None
