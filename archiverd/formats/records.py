@@ -122,9 +122,11 @@ class Scanner:
             if self._carry_len > self.max_line_bytes:
                 self._overlong()
             return
-        head, tail = data[: newline + 1], data[newline + 1 :]
-        if self._carry:
-            head = b"".join([*self._carry, head])
+        tail = data[newline + 1 :]
+        if self._carry:  # one copy of the chunk, not two
+            head = b"".join([*self._carry, memoryview(data)[: newline + 1]])
+        else:
+            head = data[: newline + 1]
         self._carry = [tail] if tail else []
         self._carry_len = len(tail)
         self._lines(head, offset)
