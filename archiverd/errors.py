@@ -29,6 +29,8 @@ operator (or the user of a command) must change something first, and the message
     │   └── PermanentDestinationError  403, no such bucket, versioning off: an operator must act
     │       └── ObjectExistsError    a conditional PUT found the key taken (the uploader
     │                                compares checksums: the same body is success)
+    ├── DownloadAbortedError         a download feeding a decrypting worker failed: the worker
+    │                                keeps nothing; the download's own error is the one reported
     ├── NoMatchError                 exit 1: nothing matched the `ls`/`get` filters
     └── RestoreFailedError           some segments of a restore failed; the first one's exit code
 
@@ -191,6 +193,11 @@ class ObjectExistsError(PermanentDestinationError):
         super().__init__(f"an object already exists under {key!r}", "conflict")
         self.key = key
         self.existing = existing
+
+
+class DownloadAbortedError(ArchiverError):
+    """Raised inside a restore worker when the download feeding it failed: give up, keep
+    nothing (`archiverd.restore.streaming`)."""
 
 
 class NoMatchError(ArchiverError):

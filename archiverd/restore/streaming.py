@@ -8,7 +8,7 @@ before the GCM tag verified (`archiverd.pack`), so streaming changes when bytes 
 checked, never what is released.
 
 A short or corrupt transfer (`RetryableDestinationError` at the end of the chunks) stops
-`work` (it sees `StreamAborted` and removes what it wrote) and the whole object is read
+`work` (it sees `DownloadAbortedError` and removes what it wrote) and the whole object is read
 again, up to `attempts` times. An error of `work` (a wrong key, a tampered body) stops the
 download and is raised as is.
 """
@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import stamina
 
 from archiverd.destinations.base import StoredObject
-from archiverd.errors import RetryableDestinationError
+from archiverd.errors import DownloadAbortedError, RetryableDestinationError
 
 _T = TypeVar("_T")
 DEPTH = 4
@@ -42,10 +42,6 @@ class BodyReader(Protocol):
         """The version's metadata and its body's chunks (ending in a retryable error when
         the body came short or corrupt)."""
         ...
-
-
-class StreamAborted(Exception):
-    """Raised inside `work` when the download failed: give up, keep nothing."""
 
 
 _END = object()
@@ -80,7 +76,7 @@ class ChunkPipe:
         self._queue.put(_END)
 
     def abort(self) -> None:
-        """The download failed: the worker's next `read` raises `StreamAborted`."""
+        """The download failed: the worker's next `read` raises `DownloadAbortedError`."""
         self._queue.put(_ABORT)
 
     def read(self, size: int = -1) -> bytes:
@@ -90,7 +86,7 @@ class ChunkPipe:
         item = self._queue.get()
         self._loop.call_soon_threadsafe(self._space.release)
         if item is _ABORT:
-            raise StreamAborted("the download failed")
+            raise DownloadAbortedError("the download failed")
         if item is _END:
             self._ended = True
             return b""
@@ -170,7 +166,7 @@ async def _once(
         except BaseException:
             pipe.abort()
             # Let the worker remove what it wrote before the error goes on (it raises
-            # StreamAborted, or its own error if it failed first: either way this one wins).
+            # DownloadAbortedError, or its own error if it failed first: either way this one wins).
             await asyncio.wait([done])
             if not done.cancelled():
                 done.exception()
