@@ -27,14 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-import stamina
-
 from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ArchiverError,
     EnvelopeMismatchError,
     OutputError,
-    RetryableDestinationError,
 )
 from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
@@ -53,7 +50,7 @@ from archiverd.restore.records import (
     write_blocks,
     write_messages,
 )
-from archiverd.restore.streaming import BodyReader, stream_object
+from archiverd.restore.streaming import BodyReader, download_retries, stream_object
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
@@ -184,16 +181,7 @@ async def download_segment(
     destination: ObjectReader, segment: Segment, body: Path, attempts: int
 ) -> StoredObject:
     """Download, retrying transient failures (network, a short or corrupt transfer)."""
-    retrying = stamina.retry_context(
-        on=RetryableDestinationError,
-        attempts=attempts,
-        timeout=None,
-        wait_initial=0.5,
-        wait_exp_base=4,
-        wait_max=2.0,
-        wait_jitter=0,
-    )
-    async for attempt in retrying:
+    async for attempt in download_retries(attempts):
         with attempt:
             return await destination.download(segment.key, body, segment.version_id or None)
     raise AssertionError("unreachable: stamina re-raises the last failure")

@@ -107,6 +107,20 @@ class ChunkPipe:
 Work = Callable[[ChunkPipe, Mapping[str, str]], _T]
 
 
+def download_retries(attempts: int) -> AsyncIterator[stamina.Attempt]:
+    """The retry policy of every restore download: transient failures (network, a short or
+    corrupt transfer) only, `attempts` in all, waits of 0.5 s then 2 s, no time bound."""
+    return stamina.retry_context(
+        on=RetryableDestinationError,
+        attempts=attempts,
+        timeout=None,
+        wait_initial=0.5,
+        wait_exp_base=4,
+        wait_max=2.0,
+        wait_jitter=0,
+    )
+
+
 async def stream_object(
     reader: BodyReader,
     key: str,
@@ -122,16 +136,7 @@ async def stream_object(
     `check` sees the metadata before any body byte is read (e.g. the identity check) and
     may raise to refuse the object. Retries as the module docstring says.
     """
-    retrying = stamina.retry_context(
-        on=RetryableDestinationError,
-        attempts=attempts,
-        timeout=None,
-        wait_initial=0.5,
-        wait_exp_base=4,
-        wait_max=2.0,
-        wait_jitter=0,
-    )
-    async for attempt in retrying:
+    async for attempt in download_retries(attempts):
         with attempt:
             return await _once(reader, key, version_id, work, executor, check)
     raise AssertionError("unreachable: stamina re-raises the last failure")
