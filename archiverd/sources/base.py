@@ -211,13 +211,19 @@ def oldest_first(items: Sequence[tuple[int, Candidate]]) -> list[Candidate]:
     return [c for _, c in sorted(items, key=lambda item: -item[0])]
 
 
-def _stats(paths: list[Path]) -> tuple[tuple[int, int, int] | None, ...]:
-    out: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
+Stat = tuple[int, int, int] | None
+"""(inode, size, mtime in ns) of a path, or None when it cannot be stat'ed: what a rescan
+compares to notice a change."""
+
+
+def stat_of(path: str | Path) -> Stat:
+    """The `Stat` of `path` (following a final symlink, as reading it would)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _stats(paths: list[Path]) -> tuple[Stat, ...]:
+    return tuple(stat_of(path) for path in paths)

@@ -18,7 +18,15 @@ from typing import Any
 
 from archiverd.errors import FileRefusedError, ListingError, SourceError
 from archiverd.fsutil import read_small_file
-from archiverd.sources.base import BaseSource, Candidate, State, StreamInfo, rotation_index
+from archiverd.sources.base import (
+    BaseSource,
+    Candidate,
+    Stat,
+    State,
+    StreamInfo,
+    rotation_index,
+    stat_of,
+)
 
 CONFIG = "config.v2.json"
 HOSTCONFIG = "hostconfig.json"
@@ -28,16 +36,6 @@ SETTLED_NS = 2_000_000_000
 """A directory whose mtime is older than this can be trusted to change its mtime on the next
 change: file systems stamp times at a clock tick's granularity, so a change within the tick
 of an earlier look could leave the mtime as it was."""
-
-Stat = tuple[int, int, int] | None
-
-
-def _stat(path: str) -> Stat:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _settled(st: Stat) -> bool:
@@ -87,7 +85,7 @@ class DockerSource(BaseSource):
         """Container directories (without reading them). The root is listed again only when
         its mtime moved (a container directory created, removed or renamed) or is too recent
         to be trusted (`SETTLED_NS`)."""
-        root = _stat(self._root_str)
+        root = stat_of(self._root_str)
         seen, names = self._listing
         if root is not None and root == seen:
             return list(names)
@@ -115,13 +113,13 @@ class DockerSource(BaseSource):
             base = os.path.join(self._root_str, key)
             paths = (base, os.path.join(base, f"{key}-json.log"), os.path.join(base, CONFIG))
             self._paths[key] = paths
-        directory = _stat(paths[0])
-        live = _stat(paths[1])
+        directory = stat_of(paths[0])
+        live = stat_of(paths[1])
         seen = self._config_seen.get(key)
         if seen is not None and directory is not None and seen[0] == directory:
             config = seen[1]
         else:
-            config = _stat(paths[2])
+            config = stat_of(paths[2])
             # trusted next time only if the directory's mtime was settled when taken
             self._config_seen[key] = (directory if _settled(directory) else None, config)
         return (directory, live, config)
