@@ -360,10 +360,11 @@ class Collector:
             # made discovering thousands of streams quadratic
             now = len(tail.files) if key in self._tails else 0
             with self._held_lock:
-                self._held_files[key] = now
+                if now:
+                    self._held_files[key] = now
+                else:
+                    self._held_files.pop(key, None)
                 self._held_total += now - held
-                if key not in self._tails:
-                    del self._held_files[key]
                 self.metrics.watched_files.set(self._held_total)
 
     def _tail_pass(
