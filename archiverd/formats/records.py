@@ -206,6 +206,9 @@ class PlainScanner(Scanner):
         self._commit(self._line_start)
 
 
+_RETRY_USUAL = 64
+
+
 class _RecordScanner(Scanner):
     """Formats with partial records: a boundary after a record that closes a line."""
 
@@ -267,6 +270,21 @@ class _RecordScanner(Scanner):
         it was."""
         return False
 
+    _unusual = 0
+    """Chunks left before the usual-chunk path is tried again (see `_usual_worth_trying`)."""
+
+    def _usual_worth_trying(self) -> bool:
+        """Whether to try this format's cheaper path for the usual chunk: a stream whose
+        chunk was not usual (attrs, long lines, P records) tries again only after
+        `_RETRY_USUAL` chunks, so it does not pay for a failed try on every chunk."""
+        if self._unusual:
+            self._unusual -= 1
+            return False
+        return True
+
+    def _not_usual(self) -> None:
+        self._unusual = _RETRY_USUAL
+
     def _take(self, end: int, closing: int, first: int | None, last: int | None) -> bool:
         """Take a clean chunk ending at `end` with a line-closing record, read in bulk."""
         if first is None or last is None:
@@ -287,19 +305,14 @@ class DockerScanner(_RecordScanner):
     read = staticmethod(docker.read)
     malformed = "malformed_json"
 
-    _unusual = 0  # chunks left to count with `count_closing` first (see `_fast`)
-
     def _fast(self, data: bytes, offset: int) -> bool:
         # Clean chunks (the norm) are counted with bytes.count instead of a Python loop:
-        # the usual ones (every record closes, no attrs) in fewer passes. A stream whose
-        # chunks are not usual (attrs, long lines) tries that again every 64 chunks.
+        # the usual ones (every record closes, no attrs) in fewer passes.
         closing = None
-        if self._unusual:
-            self._unusual -= 1
-        else:
+        if self._usual_worth_trying():
             closing = docker.count_closing_usual(data)
             if closing is None:
-                self._unusual = 64
+                self._not_usual()
         if closing is None:
             closing = docker.count_closing(data)
         if closing is None:
@@ -317,21 +330,16 @@ class CriScanner(_RecordScanner):
     read = staticmethod(cri.read)
     malformed = "malformed_cri"
 
-    _unusual = 0  # chunks left to read with `cri.bulk` first (see `_fast`)
-
     def _fast(self, data: bytes, offset: int) -> bool:
         # Clean chunks (the norm) are read with one regular expression, not line by line:
-        # the usual ones (F records only) with a cheaper one. A stream whose chunks are not
-        # usual (P records) tries that again every 64 chunks.
-        if self._unusual:
-            self._unusual -= 1
-        else:
+        # the usual ones (F records only) with a cheaper one.
+        if self._usual_worth_trying():
             usual = cri.bulk_closing(data)
             if usual is not None:
                 lines, first_stamp, last_stamp = usual
                 first, last = self._times.parse(first_stamp), self._times.parse(last_stamp)
                 return self._take(offset + len(data), lines, first, last)
-            self._unusual = 64
+            self._not_usual()
         found = cri.bulk(data)
         if found is None or found[1][-1] != b"F":
             return False
