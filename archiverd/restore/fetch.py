@@ -25,7 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
@@ -52,6 +52,7 @@ from archiverd.restore.records import (
 )
 from archiverd.restore.streaming import BodyReader, download_retries, stream_object
 
+_T = TypeVar("_T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CHUNK = 1024 * 1024
 _NAME_MAX = 255  # bytes in one path component (ext4, xfs, tmpfs); names here are ASCII
@@ -137,28 +138,15 @@ async def fetch_segment(
     temp file in `work` first. Either way `dst` appears only once the tag verified, and is
     removed again if the plaintext SHA-256 is not the metadata's.
     """
-    reader = streaming_reader(destination, segment.key)
-    if reader is not None:
-        metadata, digest = await stream_object(
-            reader,
-            segment.key,
-            segment.version_id or None,
-            partial(_unpack, dst=dst, keyring=keyring),
-            executor,
-            attempts=attempts,
-            check=partial(check_identity, segment),
-        )
-    else:
-        body = work / f".{uuid.uuid4().hex}.body"
-        try:
-            stored = await download_segment(destination, segment, body, attempts)
-            metadata = dict(stored.metadata)
-            check_identity(segment, metadata)
-            digest = await asyncio.get_running_loop().run_in_executor(
-                executor, _unpack_file, body, metadata, dst, keyring
-            )
-        finally:
-            body.unlink(missing_ok=True)
+    metadata, digest = await read_segment(
+        destination,
+        segment,
+        partial(_unpack, dst=dst, keyring=keyring),
+        work,
+        attempts,
+        executor,
+        check=partial(check_identity, segment),
+    )
     expected = metadata.get("archiverd-plaintext-sha256", "")
     if expected and digest != expected:
         await asyncio.to_thread(dst.unlink, missing_ok=True)
@@ -168,6 +156,46 @@ async def fetch_segment(
             "version from `archiverd ls --versions`"
         )
     return metadata
+
+
+async def read_segment(
+    destination: ObjectReader,
+    segment: Segment,
+    work: Callable[[BinaryIO, Mapping[str, str]], _T],
+    scratch: Path,
+    attempts: int,
+    executor: Executor | None,
+    *,
+    check: Callable[[Mapping[str, str]], None],
+) -> tuple[dict[str, str], _T]:
+    """``work(body, metadata)`` on a thread of `executor`, for `get` and `verify` alike:
+    the body streamed as it downloads where the bucket can (`stream_object`), else
+    downloaded to a temp file in `scratch` first (removed after). `check` sees the
+    metadata before `work` starts and may raise to refuse the object."""
+    reader = streaming_reader(destination, segment.key)
+    if reader is not None:
+        return await stream_object(
+            reader,
+            segment.key,
+            segment.version_id or None,
+            work,
+            executor,
+            attempts=attempts,
+            check=check,
+        )
+    body = scratch / f".{uuid.uuid4().hex}.body"
+    try:
+        stored = await download_segment(destination, segment, body, attempts)
+        metadata = dict(stored.metadata)
+        check(metadata)
+
+        def run() -> _T:
+            with body.open("rb") as src:
+                return work(src, metadata)
+
+        return metadata, await asyncio.get_running_loop().run_in_executor(executor, run)
+    finally:
+        body.unlink(missing_ok=True)
 
 
 def streaming_reader(destination: ObjectReader, key: str) -> BodyReader | None:
@@ -203,11 +231,6 @@ def check_identity(segment: Segment, metadata: Mapping[str, str]) -> None:
 
 def _unpack(src: BinaryIO, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
     return str(unpack_to_file(src, metadata, dst, keyring).plaintext_sha256)
-
-
-def _unpack_file(body: Path, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
-    with body.open("rb") as src:
-        return _unpack(src, metadata, dst, keyring)
 
 
 async def restore_to_dir(

@@ -20,7 +20,7 @@ import queue
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 import stamina
 
@@ -104,9 +104,6 @@ class ChunkPipe:
         self._loop.call_soon_threadsafe(self._space.release)
 
 
-Work = Callable[[ChunkPipe, Mapping[str, str]], _T]
-
-
 def download_retries(attempts: int) -> AsyncIterator[stamina.Attempt]:
     """The retry policy of every restore download: transient failures (network, a short or
     corrupt transfer) only, `attempts` in all, waits of 0.5 s then 2 s, no time bound."""
@@ -125,7 +122,7 @@ async def stream_object(
     reader: BodyReader,
     key: str,
     version_id: str | None,
-    work: Callable[[ChunkPipe, Mapping[str, str]], _T],
+    work: Callable[[BinaryIO, Mapping[str, str]], _T],
     executor: Executor | None,
     *,
     attempts: int,
@@ -146,7 +143,7 @@ async def _once(
     reader: BodyReader,
     key: str,
     version_id: str | None,
-    work: Callable[[ChunkPipe, Mapping[str, str]], _T],
+    work: Callable[[BinaryIO, Mapping[str, str]], _T],
     executor: Executor | None,
     check: Callable[[Mapping[str, str]], None],
 ) -> tuple[dict[str, str], _T]:
@@ -158,7 +155,7 @@ async def _once(
 
         def run() -> _T:
             try:
-                return work(pipe, metadata)
+                return work(cast(BinaryIO, pipe), metadata)  # a file to read
             finally:
                 pipe.stop()
 

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,15 +33,9 @@ from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import (
-    DOWNLOAD_ATTEMPTS,
-    check_identity,
-    download_segment,
-    streaming_reader,
-)
+from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, read_segment
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
-from archiverd.restore.streaming import stream_object
 
 if TYPE_CHECKING:
     from archiverd.pack import Keyring
@@ -170,7 +163,6 @@ async def verify(
     failures: list[tuple[Segment, ArchiverError]] = []
     checked: dict[tuple[str, str], Segment] = {}
     work = Path(tempfile.mkdtemp(prefix="archiverd-verify-"))
-    loop = asyncio.get_running_loop()
     # Threads, not processes: inflate, AES-GCM and SHA-256 release the GIL on these buffers,
     # and a thread costs no start-up (the keyring stays in this process's memory).
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="archiverd-verify")
@@ -184,28 +176,15 @@ async def verify(
                 check_identity(segment, metadata)
 
             try:
-                reader = streaming_reader(destination, segment.key)
-                if reader is not None:
-                    metadata, digest = await stream_object(
-                        reader,
-                        segment.key,
-                        segment.version_id or None,
-                        partial(_verify_body, keyring=keyring),
-                        pool,
-                        attempts=attempts,
-                        check=seen,
-                    )
-                else:
-                    body = work / f"{uuid.uuid4().hex}.body"
-                    try:
-                        stored = await download_segment(destination, segment, body, attempts)
-                        metadata = dict(stored.metadata)
-                        seen(metadata)
-                        digest = await loop.run_in_executor(
-                            pool, _verify_file, body, metadata, keyring
-                        )
-                    finally:
-                        body.unlink(missing_ok=True)
+                metadata, digest = await read_segment(
+                    destination,
+                    segment,
+                    partial(_verify_body, keyring=keyring),
+                    work,
+                    attempts,
+                    pool,
+                    check=seen,
+                )
                 expected = metadata.get("archiverd-plaintext-sha256", "")
                 if expected and digest != expected:
                     raise EnvelopeMismatchError(
@@ -237,11 +216,6 @@ def _verify_body(src: BinaryIO, metadata: Mapping[str, str], keyring: Keyring) -
     from archiverd.pack import verify_stream
 
     return verify_stream(src, metadata, keyring).plaintext_sha256
-
-
-def _verify_file(path: Path, metadata: Mapping[str, str], keyring: Keyring) -> str:
-    with path.open("rb") as src:
-        return _verify_body(src, metadata, keyring)
 
 
 def _rows(
