@@ -1,0 +1,76 @@
+"""Worker processes for restore's CPU-bound Python work (indexing segments for the merge).
+
+Threads overlap poorly with the downloads here: indexing a segment is Python code that holds
+the GIL, so next to the event loop and the unpack threads it only takes turns with them.
+`Indexer` runs `index_segment` in a small pool of fresh interpreters instead (the "spawn"
+start method: never a fork of this threaded process), started when the first index is asked
+for, so they load while the first segment downloads. A worker sees only paths in restore's
+private temp dir: no key, no metadata.
+
+An index is an optimisation, never a source of truth: a worker that dies (or a pool that
+cannot start) only means that segment is parsed again by the merge, to the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from pathlib import Path
+
+from archiverd.restore.records import index_segment
+
+
+class Indexer:
+    """`index_segment` beside each restored segment file, in up to `workers` processes.
+
+    `job` is what a worker runs on a path (`index_beside`; a module-level function, as the
+    workers import it by name).
+    """
+
+    def __init__(self, workers: int, job: Callable[[Path], bool] | None = None) -> None:
+        self._workers = max(1, workers)
+        self._job = job if job is not None else index_beside
+        self._pool: ProcessPoolExecutor | None = None
+        self._broken = False
+
+    async def index(self, path: Path) -> Path | None:
+        """`path` once ``path.with_suffix(".idx")`` holds its index; None when there is none
+        (a time beyond 64 bits, an I/O error, a worker that died): the merge then parses."""
+        pool = self._started()
+        if pool is None:
+            return None
+        try:
+            made = await asyncio.get_running_loop().run_in_executor(pool, self._job, path)
+        except (BrokenExecutor, OSError):
+            self._broken = True
+            return None
+        return path if made else None
+
+    def close(self) -> None:
+        """Stop the workers (waiting for those still writing into the temp dir)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _started(self) -> ProcessPoolExecutor | None:
+        if self._pool is None and not self._broken:
+            try:
+                self._pool = ProcessPoolExecutor(
+                    self._workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            except (OSError, ImportError):  # e.g. no /dev/shm for its locks
+                self._broken = True
+        return None if self._broken else self._pool
+
+
+def index_beside(path: Path) -> bool:
+    """In a worker: `index_segment` of `path` into ``path.with_suffix(".idx")``; False when
+    it could not (nothing is left behind then)."""
+    index = path.with_suffix(".idx")
+    try:
+        return index_segment(path, index)
+    except OSError:
+        index.unlink(missing_ok=True)
+        return False
