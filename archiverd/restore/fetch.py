@@ -345,6 +345,8 @@ async def restore_to_stream(
         indexer = Indexer(min(options.parallel, os.cpu_count() or 1)) if merging else None
         pool = ThreadPoolExecutor(options.parallel, thread_name_prefix="archiverd-unpack")
         try:
+            if indexer is not None:
+                indexer.start()
             await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
             indexed = {path for path in await asyncio.gather(*indexing) if path is not None}
         finally:

@@ -3,8 +3,8 @@
 Threads overlap poorly with the downloads here: indexing a segment is Python code that holds
 the GIL, so next to the event loop and the unpack threads it only takes turns with them.
 `Indexer` runs `index_segment` in a small pool of fresh interpreters instead (the "spawn"
-start method: never a fork of this threaded process), started when the first index is asked
-for, so they load while the first segment downloads. A worker sees only paths in restore's
+start method: never a fork of this threaded process), started before the downloads, so they
+load while the first segments download. A worker sees only paths in restore's
 private temp dir: no key, no metadata.
 
 An index is an optimisation, never a source of truth: a worker that dies (or a pool that
@@ -35,6 +35,16 @@ class Indexer:
         self._pool: ProcessPoolExecutor | None = None
         self._broken = False
 
+    def start(self) -> None:
+        """Start the workers now (they load while the first segments download)."""
+        pool = self._started()
+        if pool is not None:
+            try:
+                for _ in range(self._workers):
+                    pool.submit(_ready)  # each submit spawns a worker while none is idle
+            except (BrokenExecutor, OSError):
+                self._broken = True
+
     async def index(self, path: Path) -> Path | None:
         """`path` once ``path.with_suffix(".idx")`` holds its index; None when there is none
         (a time beyond 64 bits, an I/O error, a worker that died): the merge then parses."""
@@ -63,6 +73,10 @@ class Indexer:
             except (OSError, ImportError):  # e.g. no /dev/shm for its locks
                 self._broken = True
         return None if self._broken else self._pool
+
+
+def _ready() -> None:
+    """A worker's first job: nothing (its imports are done by then)."""
 
 
 def index_beside(path: Path) -> bool:

@@ -102,6 +102,7 @@ async def test_a_worker_process_writes_the_index_the_merge_reads(tmp_path: Path)
     )
     indexer = Indexer(2)
     try:
+        indexer.start()
         assert await indexer.index(path) == path
     finally:
         indexer.close()
@@ -124,6 +125,7 @@ async def test_no_worker_pool_means_no_index(
     path = tmp_path / "x.log"
     path.write_bytes(b"plain\n")
     indexer = Indexer(2)
+    indexer.start()
     assert await indexer.index(path) is None
     indexer.close()
 
