@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from pathlib import Path
@@ -68,11 +70,22 @@ class Indexer:
         if self._pool is None and not self._broken:
             try:
                 self._pool = ProcessPoolExecutor(
-                    self._workers, mp_context=multiprocessing.get_context("spawn")
+                    self._workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_setup,
                 )
             except (OSError, ImportError):  # e.g. no /dev/shm for its locks
                 self._broken = True
         return None if self._broken else self._pool
+
+
+def _worker_setup() -> None:
+    """First thing in a worker: its stdout (inherited: `get --out -` writes the merge
+    there) goes nowhere, and Ctrl-C is for the restore process alone (it stops the pool)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ready() -> None:

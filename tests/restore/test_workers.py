@@ -134,3 +134,20 @@ def test_an_index_job_that_fails_leaves_no_index(tmp_path: Path) -> None:
     """`index_beside` on a file it cannot read: False, and no index file."""
     assert not workers.index_beside(tmp_path / "gone.log")
     assert not (tmp_path / "gone.idx").exists()
+
+
+def _print_and_index(path: Path) -> bool:
+    """A worker job that writes to its stdout before indexing."""
+    print("noise from a worker", flush=True)
+    os.write(1, b"more noise\n")
+    return workers.index_beside(path)
+
+
+async def test_a_worker_writes_nothing_into_the_merged_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Workers inherit stdout, where `get --out -` writes: whatever one prints goes nowhere."""
+    segments, dest, _ = two_containers(1)
+    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_print_and_index))
+    await merged(segments, dest, tmp_path)
+    assert "noise" not in capfd.readouterr().out
