@@ -348,7 +348,11 @@ async def restore_to_stream(
             if indexer is not None:
                 indexer.start()
             await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
-            indexed = {path for path in await asyncio.gather(*indexing) if path is not None}
+            indexed = (
+                set()
+                if summary.failures  # nothing will be merged: the indexes are not awaited
+                else {path for path in await asyncio.gather(*indexing) if path is not None}
+            )
         finally:
             pool.shutdown(cancel_futures=True)
             for future in indexing:

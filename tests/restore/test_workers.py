@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archiverd.errors import TamperedError
 from archiverd.formats.layout import SegmentDescription, object_key, parse_key
 from archiverd.restore import fetch, workers
 from archiverd.restore.fetch import FetchOptions, restore_to_stream
@@ -151,3 +152,27 @@ async def test_a_worker_writes_nothing_into_the_merged_output(
     monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_print_and_index))
     await merged(segments, dest, tmp_path)
     assert "noise" not in capfd.readouterr().out
+
+
+async def test_a_damaged_object_in_a_merge_fails_as_without_workers(tmp_path: Path) -> None:
+    """A flipped byte in one segment of a merge whose other segments are indexed in workers:
+    that segment fails (TamperedError, exit 65), nothing is written, no temp file is left."""
+    segments, dest, _ = two_containers(2)
+    victim = segments[1].key
+    body, metadata = dest.objects[victim]
+    middle = len(body) // 2
+    dest.objects[victim] = (
+        body[:middle] + bytes([body[middle] ^ 1]) + body[middle + 1 :],
+        metadata,
+    )
+    out = tmp_path / "merged.log"
+    with out.open("wb") as sink:
+        summary = await restore_to_stream(
+            dest, segments, KEYRING, sink, FetchOptions(parallel=2), lambda n: None, tmp_path
+        )
+    assert [(s.key, type(e), e.exit_code) for s, e in summary.failures] == [
+        (victim, TamperedError, 65)
+    ]
+    assert "body or tag was changed" in str(summary.failures[0][1])
+    assert out.read_bytes() == b""
+    assert list(tmp_path.iterdir()) == [out]
