@@ -68,3 +68,36 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert caught.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_quick_exit_waits_for_threads_still_running() -> None:
+    """`_exit_now` returns (Python exits as usual) while another thread is alive."""
+    import threading
+
+    from archiverd.cli import _exit_now
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        _exit_now(0)  # would end pytest here if it exited
+    finally:
+        release.set()
+        other.join()
+
+
+def test_quick_exit_leaves_a_failed_flush_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_exit_now` returns when stdout cannot be flushed (a reader gone, a full disk), so the
+    interpreter's own exit reports it."""
+    import io
+    import threading
+
+    from archiverd.cli import _exit_now
+
+    class Full(io.StringIO):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert threading.active_count() == 1  # so the flush is what stops it
+    _exit_now(0)  # would end pytest here if it exited
