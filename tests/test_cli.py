@@ -101,3 +101,43 @@ def test_quick_exit_leaves_a_failed_flush_to_python(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "stdout", Full())
     assert threading.active_count() == 1  # so the flush is what stops it
     _exit_now(0)  # would end pytest here if it exited
+
+
+def test_a_restore_process_collects_cycles_less_often_and_still_runs_atexit_hooks(
+    tmp_path: Path,
+) -> None:
+    """`ls` as the executable: the GC runs a hundred times less often, atexit hooks run
+    before the quick exit, the exit code is the command's, and nothing runs after it."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    script = (
+        "import atexit, gc, sys\n"
+        "from archiverd.cli import main\n"
+        "atexit.register(lambda: print('threshold', gc.get_threshold()[0]))\n"
+        "main(['ls', '--config', sys.argv[1]], quick_exit=True)\n"
+        "print('after main')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "FIRST (UTC)  LAST (UTC)  HOST  CONTAINER  SEQ  SIZE",
+        "threshold 70000",
+    ]
+
+
+def test_in_process_callers_keep_the_gc_and_the_interpreter(tmp_path: Path) -> None:
+    """`main` without quick_exit (tests, embedding) leaves the GC thresholds as they were
+    and returns."""
+    import gc
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    before = gc.get_threshold()
+    assert main(["ls", "--config", str(config)]) == 0
+    assert gc.get_threshold() == before
