@@ -80,8 +80,10 @@ def _exit_now(code: int) -> None:
     botocore's service models and pydantic's schemas one by one: about 0.15 s of CPU, a
     sixth of a 134 MB `get` on 2 cores (bench/restore.py). Only once nothing is left to do:
     no other thread, stdout and stderr flushed, the atexit hooks run (logging's flush);
-    otherwise return, and Python exits as usual (reporting a failed flush its own way)."""
-    if threading.active_count() != 1:
+    otherwise return, and Python exits as usual (reporting a failed flush its own way).
+    Never under a profiler or tracer (``python -m cProfile``, a debugger): they write their
+    results after the program returns."""
+    if threading.active_count() != 1 or sys.getprofile() is not None or sys.gettrace():
         return
     try:
         sys.stdout.flush()

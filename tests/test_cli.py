@@ -141,3 +141,20 @@ def test_in_process_callers_keep_the_gc_and_the_interpreter(tmp_path: Path) -> N
     before = gc.get_threshold()
     assert main(["ls", "--config", str(config)]) == 0
     assert gc.get_threshold() == before
+
+
+def test_a_profiled_restore_command_still_writes_its_profile(tmp_path: Path) -> None:
+    """`python -m cProfile -o F -m archiverd ls`: no quick exit under a profiler, so the
+    profile is written when the command returns."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    profile = tmp_path / "ls.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "archiverd", "ls",
+         "--config", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0
