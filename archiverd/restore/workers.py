@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
-import signal
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from pathlib import Path
 
-from archiverd.restore.records import index_segment
+from archiverd.restore.jobs import index_beside, ready, worker_setup
 
 
 class Indexer:
@@ -43,7 +41,7 @@ class Indexer:
         if pool is not None:
             try:
                 for _ in range(self._workers):
-                    pool.submit(_ready)  # each submit spawns a worker while none is idle
+                    pool.submit(ready)  # each submit spawns a worker while none is idle
             except (BrokenExecutor, OSError):
                 self._broken = True
 
@@ -72,32 +70,8 @@ class Indexer:
                 self._pool = ProcessPoolExecutor(
                     self._workers,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_setup,
+                    initializer=worker_setup,
                 )
             except (OSError, ImportError):  # e.g. no /dev/shm for its locks
                 self._broken = True
         return None if self._broken else self._pool
-
-
-def _worker_setup() -> None:
-    """First thing in a worker: its stdout (inherited: `get --out -` writes the merge
-    there) goes nowhere, and Ctrl-C is for the restore process alone (it stops the pool)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _ready() -> None:
-    """A worker's first job: nothing (its imports are done by then)."""
-
-
-def index_beside(path: Path) -> bool:
-    """In a worker: `index_segment` of `path` into ``path.with_suffix(".idx")``; False when
-    it could not (nothing is left behind then)."""
-    index = path.with_suffix(".idx")
-    try:
-        return index_segment(path, index)
-    except OSError:
-        index.unlink(missing_ok=True)
-        return False

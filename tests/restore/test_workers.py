@@ -10,7 +10,7 @@ import pytest
 
 from archiverd.errors import TamperedError
 from archiverd.formats.layout import SegmentDescription, object_key, parse_key
-from archiverd.restore import fetch, workers
+from archiverd.restore import fetch, jobs, workers
 from archiverd.restore.fetch import FetchOptions, restore_to_stream
 from archiverd.restore.listing import Segment
 from archiverd.restore.records import stream_blocks, stream_indexed
@@ -133,7 +133,7 @@ async def test_no_worker_pool_means_no_index(
 
 def test_an_index_job_that_fails_leaves_no_index(tmp_path: Path) -> None:
     """`index_beside` on a file it cannot read: False, and no index file."""
-    assert not workers.index_beside(tmp_path / "gone.log")
+    assert not jobs.index_beside(tmp_path / "gone.log")
     assert not (tmp_path / "gone.idx").exists()
 
 
@@ -141,7 +141,7 @@ def _print_and_index(path: Path) -> bool:
     """A worker job that writes to its stdout before indexing."""
     print("noise from a worker", flush=True)
     os.write(1, b"more noise\n")
-    return workers.index_beside(path)
+    return jobs.index_beside(path)
 
 
 async def test_a_worker_writes_nothing_into_the_merged_output(
