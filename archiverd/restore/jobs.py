@@ -12,7 +12,8 @@ from archiverd.restore.records import index_segment
 
 def worker_setup() -> None:
     """First thing in a worker: its stdout (inherited: `get --out -` writes the merge
-    there) goes nowhere, and Ctrl-C is for the restore process alone (it stops the pool)."""
+    there) goes nowhere, and Ctrl-C stays ignored (the pool spawns its workers so): it is
+    for the restore process alone, which stops the pool."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from pathlib import Path
@@ -37,13 +39,7 @@ class Indexer:
 
     def start(self) -> None:
         """Start the workers now (they load while the first segments download)."""
-        pool = self._started()
-        if pool is not None:
-            try:
-                for _ in range(self._workers):
-                    pool.submit(ready)  # each submit spawns a worker while none is idle
-            except (BrokenExecutor, OSError):
-                self._broken = True
+        self._started()
 
     async def index(self, path: Path) -> Path | None:
         """`path` once ``path.with_suffix(".idx")`` holds its index; None when there is none
@@ -65,13 +61,24 @@ class Indexer:
             self._pool = None
 
     def _started(self) -> ProcessPoolExecutor | None:
+        """The pool, its workers spawned (once) with Ctrl-C ignored from their first
+        instruction: a terminal's SIGINT goes to the whole process group, and a worker
+        still starting would print a traceback. The restore process stops them itself."""
         if self._pool is None and not self._broken:
+            ignoring = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
             try:
                 self._pool = ProcessPoolExecutor(
                     self._workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=worker_setup,
                 )
-            except (OSError, ImportError):  # e.g. no /dev/shm for its locks
+                for _ in range(self._workers):
+                    # Each submit spawns a worker while none is idle (inheriting SIG_IGN).
+                    self._pool.submit(ready)
+            except (OSError, ImportError, BrokenExecutor):  # e.g. no /dev/shm for its locks
                 self._broken = True
+            finally:
+                if ignoring:
+                    signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
         return None if self._broken else self._pool

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -176,3 +178,36 @@ async def test_a_damaged_object_in_a_merge_fails_as_without_workers(tmp_path: Pa
     assert "body or tag was changed" in str(summary.failures[0][1])
     assert out.read_bytes() == b""
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_ctrl_c_while_workers_start_neither_kills_them_nor_prints_tracebacks(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the whole process group (a terminal's Ctrl-C) again and again while the
+    workers load: none prints a traceback or dies (the restore process handles Ctrl-C and
+    stops them), so they still index afterwards."""
+    path = tmp_path / "x.log"
+    path.write_bytes(corpus.segment_records(corpus.CONTAINERS[0], 0, 0, START, START))
+    script = (
+        "import asyncio, os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from archiverd.restore.workers import Indexer\n"
+        "indexer = Indexer(2)\n"
+        "indexer.start()\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the workers are watched here\n"
+        "for _ in range(40):\n"
+        "    os.killpg(0, signal.SIGINT)\n"
+        "    time.sleep(0.005)\n"
+        "print(asyncio.run(indexer.index(Path(sys.argv[1]))) is not None)\n"
+        "indexer.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+    assert "Traceback" not in done.stderr
