@@ -43,7 +43,8 @@ class Indexer:
 
     async def index(self, path: Path) -> Path | None:
         """`path` once ``path.with_suffix(".idx")`` holds its index; None when there is none
-        (a time beyond 64 bits, an I/O error, a worker that died): the merge then parses."""
+        (a time beyond 64 bits, an I/O error, a job that raised, a worker that died): the
+        merge then parses that segment itself."""
         pool = self._started()
         if pool is None:
             return None
@@ -51,6 +52,8 @@ class Indexer:
             made = await asyncio.get_running_loop().run_in_executor(pool, self._job, path)
         except (BrokenExecutor, OSError):
             self._broken = True
+            return None
+        except Exception:  # whatever failed in the job, the merge parses the segment
             return None
         return path if made else None
 

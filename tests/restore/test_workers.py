@@ -211,3 +211,21 @@ def test_ctrl_c_while_workers_start_neither_kills_them_nor_prints_tracebacks(
     )
     assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _raise(path: Path) -> bool:
+    """A worker job that fails with an error of its own."""
+    raise ValueError(f"cannot index {path.name}")
+
+
+async def test_a_job_that_raises_leaves_the_segment_to_the_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index job raising (a bug, not a dead worker): the merge parses that segment and
+    writes the same bytes; the pool keeps serving."""
+    segments, dest, _ = two_containers(2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    expected = await merged(segments, dest, tmp_path / "a")
+    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_raise))
+    assert await merged(segments, dest, tmp_path / "b") == expected
