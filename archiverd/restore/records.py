@@ -369,7 +369,7 @@ NO_INDEX_BELOW = -(1 << 63)
 def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -> bool:
     """Write to `index` the time and byte length of every message of the segment file at
     `path` (what `stream_blocks` reads), so that reading it for a merge later costs no
-    parsing (`stream_indexed`); restore does this on its worker threads while other
+    parsing (`stream_indexed`); restore does this in worker processes while other
     segments still download. False (and no index) when a time does not fit in 64 bits.
 
     Frames of int64s: a count n, the frame's bytes, 1 if every message is one line (then
