@@ -480,9 +480,3 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
 
 def _is_secret(key: str) -> bool:
     return any(word in key for word in ("secret", "access_key", "password", "token"))
-
-
-def credentials_directory() -> Path | None:
-    """systemd's $CREDENTIALS_DIRECTORY (LoadCredential=), when set."""
-    value = os.environ.get("CREDENTIALS_DIRECTORY")
-    return Path(value) if value else None

@@ -13,10 +13,13 @@ the same bytes:
 - ``archiverd run --once`` (discover, seal at record boundaries, pack, spool, upload to a
   ``file://`` destination), the daemon end to end on all cores.
 
-Each prints MB per CPU-second (user+sys of the child and its children), MB/s wall, peak RSS
-(ru_maxrss of the child), and the daemon's ratios against ``gzip -6`` and ``gzip -1`` per
-CPU-second. Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak
-RSS < 128 MiB. The machine may be shared: the load average is printed beside the numbers.
+Each prints MB per CPU-second (user+sys of the child and every descendant: the daemon's
+forkserver and packing processes are reaped by this script as their subreaper), MB/s wall,
+peak RSS (ru_maxrss of the child; "+N MiB each helper" is the largest of those processes,
+whose pages are mostly shared with their forkserver), and the daemon's ratios against
+``gzip -6`` and ``gzip -1`` per CPU-second. Targets (issue 14): >= 300 MB per CPU-second,
+>= 400 MB/s wall on 2 cores, peak RSS < 128 MiB. The machine may be shared: the load average
+is printed beside the numbers.
 --profile DIR also samples the daemon run with py-spy (`pip install py-spy`): DIR/<layout>.txt,
 collapsed stacks of every thread.
 """
@@ -24,6 +27,7 @@ collapsed stacks of every thread.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
@@ -104,10 +108,23 @@ class Run:
     wall: float
     cpu: float
     rss_kib: int
+    helpers_rss_kib: int = 0
+    """Peak RSS of any other process the child started (the daemon's packing processes)."""
+
+
+def _adopt_orphans() -> None:
+    """Become the subreaper of every descendant (Linux), so processes the child starts and
+    does not wait for itself (the daemon's forkserver and packing workers) are reaped here,
+    and their CPU counted."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: bool = False) -> Run:
-    """Run one child (a shell pipeline if `cmd` is a string) and take its own rusage."""
+    """Run one child (a shell pipeline if `cmd` is a string) and take its rusage, plus that
+    of every descendant it left behind (reaped here as their subreaper)."""
+    _adopt_orphans()
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -121,7 +138,15 @@ def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: b
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd!r} failed with {proc.returncode}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+    cpu, helpers_rss = usage.ru_utime + usage.ru_stime, 0
+    while True:  # orphans exit once the child is gone (a forkserver sees its pipe close)
+        try:
+            _, _, orphan = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        cpu += orphan.ru_utime + orphan.ru_stime
+        helpers_rss = max(helpers_rss, orphan.ru_maxrss)
+    return Run(wall, cpu, usage.ru_maxrss, helpers_rss)
 
 
 def write_config(base: Path, root: Path, key: Path) -> Path:
@@ -148,7 +173,8 @@ def line(name: str, run: Run, mb: float, extra: str = "") -> None:
     print(
         f"  {name:22} {mb / run.cpu:7.0f} MB/CPU-s  {mb / run.wall:7.0f} MB/s wall  "
         f"cpu {run.cpu:6.2f} s  wall {run.wall:6.2f} s  peak RSS {run.rss_kib / 1024:5.0f} MiB"
-        f"{extra}"
+        + (f" (+{run.helpers_rss_kib / 1024:.0f} MiB each helper)" if run.helpers_rss_kib else "")
+        + extra
     )
 
 

@@ -5,7 +5,8 @@ The event loop only dispatches. Filesystem events arrive from watchdog's inotify
 catches anything missed. Each dirty stream is processed on a worker thread (at most
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed (packing jobs of different
-streams run on every core, see `pack_workers`).
+streams run on every core, see `pack_workers`: in worker processes when the collector is
+given a `PackPool`, `archiverd.collect.packpool`).
 
 The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
 `archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
@@ -29,6 +30,7 @@ import structlog
 from archiverd.collect.dirty import DirtyStreams, Key
 from archiverd.collect.files import Opener
 from archiverd.collect.packing import SpoolFeeder
+from archiverd.collect.packpool import PackPool
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.config import Settings
@@ -62,14 +64,17 @@ class Pass(NamedTuple):
     """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
 
 
+DEFAULT_WORKERS = 2
+"""Streams read and sealed at once (each on a thread)."""
+
 MAX_PACK_WORKERS = 8
 """Packing jobs at once are bounded by this (each holds a few MiB: a read chunk, ISA-L's and
 the spool file's buffers) as well as by the cores."""
 
 
 def pack_workers(workers: int) -> int:
-    """How many segments are packed at once: one per core (ISA-L, AES-GCM and SHA-256
-    release the GIL on the 1 MiB chunks), at least `workers`, at most `MAX_PACK_WORKERS`."""
+    """How many segments are packed at once: one per core, at least `workers`, at most
+    `MAX_PACK_WORKERS` (the size of a `PackPool` too)."""
     return max(workers, min(os.cpu_count() or 1, MAX_PACK_WORKERS))
 
 
@@ -88,8 +93,9 @@ class Collector:
         spool: Spool | None = None,
         opener: Opener = os.open,
         sources: Iterable[BaseSource] | None = None,
-        workers: int = 2,
+        workers: int = DEFAULT_WORKERS,
         watch: bool = True,
+        pack_pool: PackPool | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -98,7 +104,7 @@ class Collector:
         self.host = host or socket.gethostname()
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
-        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool)
+        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool, pack_pool)
         self.failures = 0
         """Stream passes and pack jobs that failed unexpectedly (retried; `run --once` fails)."""
         self.sources: list[BaseSource] = list(

@@ -11,11 +11,13 @@ reading resumes where it stopped.
 from __future__ import annotations
 
 import errno
+import functools
 import time
 
 import structlog
 
 from archiverd.collect.files import RangeReader, as_binary
+from archiverd.collect.packpool import PackPool
 from archiverd.collect.tail import StreamTail
 from archiverd.config import Settings
 from archiverd.errors import SourceError
@@ -30,7 +32,8 @@ log = structlog.get_logger("archiverd.collect.packing")
 
 class SpoolFeeder:
     """Packs sealed segments and tracks whether the spool is full; owned by the
-    `Collector`. Packing runs on worker threads, one per stream."""
+    `Collector`. Packing runs on worker threads, one per stream, each handing its segment to
+    a worker process when there is a `pool`."""
 
     def __init__(
         self,
@@ -39,8 +42,11 @@ class SpoolFeeder:
         keyring: Keyring,
         metrics: Metrics,
         spool: Spool,
+        pool: PackPool | None = None,
     ) -> None:
         self.settings = settings
+        self.pool = pool
+        """Worker processes to pack in (None: pack on the calling thread)."""
         self.journal = journal
         self.keyring = keyring
         self.metrics = metrics
@@ -112,14 +118,20 @@ class SpoolFeeder:
         assert segment.end_offset is not None
         assert segment.description is not None
         started = time.monotonic()
+        spans, start, end = tail.spans(), segment.start_offset, segment.end_offset
+        level = self.settings.encryption.compression_level
+        in_worker = None
+        if self.pool is not None:
+            in_worker = functools.partial(self.pool.pack, spans, start, end, level=level)
         try:
             result = pack_segment(
                 self.spool,
                 self.journal,
                 self.keyring,
-                as_binary(RangeReader(tail.spans(), segment.start_offset, segment.end_offset)),
+                as_binary(RangeReader(spans, start, end)),
                 segment,
-                level=self.settings.encryption.compression_level,
+                level=level,
+                elsewhere=in_worker,
             )
         except SourceError as exc:
             self._lost(tail, segment, str(exc))

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from archiverd.clock import Clock, SystemClock
+from archiverd.collect.collector import DEFAULT_WORKERS, pack_workers
 from archiverd.collect.collector import Collector as CollectorImpl
+from archiverd.collect.packpool import PackPool
 from archiverd.config import ScheduleSettings, Settings
 from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
@@ -140,8 +142,16 @@ async def build_components(
         parts.destination = open_destination(settings)
     stack.push_async_callback(parts.destination.close)
     if parts.collector is None:
+        pool = PackPool(pack_workers(DEFAULT_WORKERS)) if (os.cpu_count() or 1) > 1 else None
+        if pool is not None:
+            stack.callback(pool.close)  # after the collector's close: it may still be packing
         parts.collector = CollectorImpl(
-            settings, _real(journal), parts.keyring, metrics, host=settings.host_name
+            settings,
+            _real(journal),
+            parts.keyring,
+            metrics,
+            host=settings.host_name,
+            pack_pool=pool,
         )
     stack.push_async_callback(parts.collector.aclose)
     if parts.clock is None:

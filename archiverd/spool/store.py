@@ -35,6 +35,7 @@ from archiverd.formats.layout import segment_metadata
 from archiverd.fsutil import fsync_dir, publish, write_private
 from archiverd.journal.db import Journal, SegmentRow, description_from_json
 from archiverd.pack import Keyring, PackResult, pack_stream
+from archiverd.pack.stream import ObjectKey, object_key
 from archiverd.spool.space import low_on_space
 from archiverd.spool.statedir import private_subdir
 
@@ -256,11 +257,14 @@ def pack_segment(
     segment: SegmentRow,
     *,
     level: int,
+    elsewhere: Callable[[BinaryIO, ObjectKey], PackResult | None] | None = None,
 ) -> PackResult:
     """Pack a sealed segment's bytes (from `reader`) into the spool, then commit 'packed'
     with its object metadata. Raises SourceError (source bytes gone) or OSError (spool).
 
-    The daemon reads the stream's files through `as_binary(RangeReader(...))`."""
+    The daemon reads the stream's files through `as_binary(RangeReader(...))`, and first
+    offers the job to `elsewhere` (a worker process: `archiverd.collect.packpool`), which
+    writes the body with the given key, or returns None having written nothing."""
     assert segment.description is not None
     description: dict[str, Any] = dict(segment.description)
 
@@ -280,9 +284,14 @@ def pack_segment(
             "packed_sha256_b64": result.packed_sha256_b64,
         }
 
-    path, result = spool.write(
-        segment.id, lambda dst: pack_stream(reader, dst, keyring, level=level), describe
-    )
+    def produce(dst: BinaryIO) -> PackResult:
+        if elsewhere is not None:
+            result = elsewhere(dst, object_key(keyring))
+            if result is not None:
+                return result
+        return pack_stream(reader, dst, keyring, level=level)
+
+    path, result = spool.write(segment.id, produce, describe)
     record = describe(result)
     journal.mark_packed(
         segment.id,

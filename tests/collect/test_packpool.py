@@ -1,0 +1,153 @@
+"""Packing in worker processes (`archiverd.collect.packpool`): the bytes a thread would pack,
+read from the daemon's own fds; failures raise as on a thread, or fall back to the thread."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from archiverd.collect.files import OpenFile, RangeReader, Span, as_binary
+from archiverd.collect.packpool import PackPool
+from archiverd.errors import SourceError
+from archiverd.pack import Keyring, unpack_stream
+from archiverd.pack.stream import PackResult, object_key
+
+KEYRING = Keyring.from_raw_keys(os.urandom(32))
+
+
+@pytest.fixture
+def pool() -> Iterator[PackPool]:
+    pool = PackPool(2)
+    yield pool
+    pool.close()
+
+
+def log_bytes(n: int, seed: int) -> bytes:
+    """`n` bytes of compressible log-like lines."""
+    line = f'{{"log":"request {seed} served\\n","stream":"stdout","time":"2026-12-01T00:00:00Z"}}\n'
+    data = line.encode() * (n // len(line) + 1)
+    return data[:n]
+
+
+def place(tmp_path: Path, parts: list[bytes]) -> tuple[list[Span], bytes]:
+    """Files holding `parts`, held open as a stream's spans; and the stream's bytes."""
+    spans, base = [], 0
+    for n, part in enumerate(parts):
+        path = tmp_path / f"part{n}.log"
+        path.write_bytes(part)
+        fd = os.open(path, os.O_RDONLY)
+        spans.append(Span(OpenFile(fd, path=str(path), gz=False), base, len(part)))
+        base += len(part)
+    return spans, b"".join(parts)
+
+
+def unpacked(body: bytes, result: PackResult) -> bytes:
+    out = io.BytesIO()
+    unpack_stream(io.BytesIO(body), result.envelope, out, KEYRING)
+    return out.getvalue()
+
+
+def test_worker_packs_a_range_across_a_deleted_rotation_from_the_daemons_fds(
+    tmp_path: Path, pool: PackPool
+) -> None:
+    """A segment spanning a rotated file deleted since (readable only through the daemon's
+    held fd) and the live file is packed in a worker, and unpacks to exactly its bytes."""
+    spans, stream = place(tmp_path, [log_bytes(3 << 20, 1), log_bytes(2 << 20, 2)])
+    os.unlink(spans[0].file.path)
+    start, end = 1000, len(stream) - 777
+    key = object_key(KEYRING)
+    body = io.BytesIO()
+
+    result = pool.pack(spans, start, end, body, key, level=1)
+
+    assert result is not None
+    assert pool.worker_pids(), "packed in a worker process, not on this thread"
+    assert unpacked(body.getvalue(), result) == stream[start:end]
+    assert result.plaintext_sha256 == hashlib.sha256(stream[start:end]).hexdigest()
+    assert result.packed_bytes == len(body.getvalue())
+    for pid in pool.worker_pids():  # the data key travelled over the pool's pipe only
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            assert key.data_key not in cmdline.read()
+
+
+def test_a_source_shorter_than_recorded_fails_in_the_worker_as_on_a_thread(
+    tmp_path: Path, pool: PackPool
+) -> None:
+    """A file truncated under a sealed segment raises the same SourceError from a worker as
+    the thread's reader does (the caller marks the segment lost from it)."""
+    spans, stream = place(tmp_path, [log_bytes(1 << 20, 3)])
+    os.truncate(spans[0].file.path, 4096)
+    reader = as_binary(RangeReader(spans, 0, len(stream)))
+    assert len(reader.read(1 << 20)) == 4096
+    with pytest.raises(SourceError) as on_thread:
+        reader.read(1 << 20)
+
+    with pytest.raises(SourceError) as in_worker:
+        pool.pack(spans, 0, len(stream), io.BytesIO(), object_key(KEYRING), level=1)
+
+    assert str(in_worker.value) == str(on_thread.value)
+    assert "is shorter than recorded (truncated?)" in str(in_worker.value)
+    assert not pool.broken, "a bad source is the segment's failure, not the pool's"
+
+
+class _KillsWorkersOnFirstWrite(io.BytesIO):
+    """The spool temp file; its first write (the worker is mid-pack) kills the workers."""
+
+    def __init__(self, pool: PackPool) -> None:
+        super().__init__()
+        self.pool = pool
+        self.killed: list[int] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if not self.killed:
+            self.killed = self.pool.worker_pids()
+            for pid in self.killed:
+                os.kill(pid, signal.SIGKILL)
+        return super().write(data)
+
+
+def test_a_worker_killed_mid_pack_leaves_nothing_and_the_segment_to_the_thread(
+    tmp_path: Path, pool: PackPool
+) -> None:
+    """A worker killed halfway (OOM killer, kill -9) is not a failure: the partial body is
+    dropped, pack returns None so the caller packs on its thread, and later segments go
+    straight to the thread."""
+    spans, stream = place(tmp_path, [log_bytes(48 << 20, 4)])
+    body = _KillsWorkersOnFirstWrite(pool)
+
+    assert pool.pack(spans, 0, len(stream), body, object_key(KEYRING), level=1) is None
+
+    assert body.killed, "the workers were killed while packing"
+    assert body.getvalue() == b"", "nothing of the interrupted body is left"
+    assert pool.broken
+    assert pool.pack(spans, 0, 10, io.BytesIO(), object_key(KEYRING), level=1) is None
+
+
+class _DiskFull(io.BytesIO):
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_spool_disk_raises_enospc_and_the_worker_is_free_again(
+    tmp_path: Path, pool: PackPool
+) -> None:
+    """ENOSPC writing the body raises as on a thread (the feeder retries later), and the
+    worker, whose pipe was closed, takes the next segment."""
+    spans, stream = place(tmp_path, [log_bytes(8 << 20, 5)])
+
+    with pytest.raises(OSError, match="No space left") as full:
+        pool.pack(spans, 0, len(stream), _DiskFull(), object_key(KEYRING), level=1)
+    assert full.value.errno == errno.ENOSPC
+
+    body = io.BytesIO()
+    result = pool.pack(spans, 0, len(stream), body, object_key(KEYRING), level=1)
+    assert result is not None
+    assert unpacked(body.getvalue(), result) == stream
+    assert not pool.broken
