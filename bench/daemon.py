@@ -11,7 +11,8 @@ the same bytes:
 - ``gzip -6`` and ``gzip -1`` over every log (one process after another, single-threaded);
 - ``archiverd pack`` of every log (the packer alone: ISA-L gzip + AES-256-GCM);
 - ``archiverd run --once`` (discover, seal at record boundaries, pack, spool, upload to a
-  ``file://`` destination), the daemon end to end on all cores.
+  ``file://`` destination), the daemon end to end on all cores; and the same with
+  ``worker_processes = 0`` (scanning and packing on the daemon's threads), the baseline.
 
 Each prints MB per CPU-second (user+sys of the child and every descendant: the daemon's
 forkserver and packing processes are reaped by this script as their subreaper), MB/s wall,
@@ -50,6 +51,7 @@ from pack import _message  # noqa: E402  (the same message templates as bench/pa
 MB = 1_000_000
 _IMPORTS = "import archiverd.cli, archiverd.service.daemon, archiverd.service.wiring"
 ARCHIVERD = [sys.executable, "-m", "archiverd"]
+THREADS = "run --once, threads"
 
 
 _BLOCKS: dict[int, bytes] = {}
@@ -207,6 +209,12 @@ def layout(
         out = str(profile / f"{name}.txt")
         cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", out, "--", *cmd]
     env["ARCHIVERD_LOG__LEVEL"] = "warning"
+    # the same daemon packing on its own threads (the design before packing processes)
+    threads = {**env, "ARCHIVERD_WORKER_PROCESSES": "0"}
+    once = [*ARCHIVERD, "run", "--once", "--config", str(config)]
+    runs[THREADS] = measure(once, env=threads)
+    shutil.rmtree(base / "bucket", ignore_errors=True)
+    shutil.rmtree(base / "state", ignore_errors=True)
     runs["archiverd run --once"] = measure(cmd, env=env)
     objects = [p for p in (base / "bucket").rglob("*") if p.is_file()]
     stored = sum(p.stat().st_size for p in objects)
@@ -224,10 +232,10 @@ def layout(
         f"  start-up alone: cpu {start.cpu:.2f} s, peak RSS {start.rss_kib / 1024:.0f} MiB; "
         f"daemon without it: {total / marginal:.0f} MB/CPU-s"
     )
-    for base_name in ("gzip -6", "gzip -1", "archiverd pack"):
+    for base_name in ("gzip -6", "gzip -1", "archiverd pack", THREADS):
         ref = runs[base_name]
         print(
-            f"  daemon vs {base_name:15} {ref.cpu / daemon.cpu:5.2f}x per CPU-second, "
+            f"  daemon vs {base_name:20} {ref.cpu / daemon.cpu:5.2f}x per CPU-second, "
             f"{ref.wall / daemon.wall:5.2f}x wall"
         )
     shutil.rmtree(root)

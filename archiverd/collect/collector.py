@@ -6,7 +6,7 @@ catches anything missed. Each dirty stream is processed on a worker thread (at m
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed (packing jobs of different
 streams run on every core, see `pack_workers`: in worker processes when the collector is
-given a `PackPool`, `archiverd.collect.packpool`).
+given a `WorkerPool`, `archiverd.collect.workers`).
 
 The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
 `archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
@@ -30,9 +30,9 @@ import structlog
 from archiverd.collect.dirty import DirtyStreams, Key
 from archiverd.collect.files import Opener
 from archiverd.collect.packing import SpoolFeeder
-from archiverd.collect.packpool import PackPool
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
+from archiverd.collect.workers import WorkerPool
 from archiverd.config import Settings
 from archiverd.errors import ListingError
 from archiverd.journal.db import Journal
@@ -74,7 +74,7 @@ the spool file's buffers) as well as by the cores."""
 
 def pack_workers(workers: int) -> int:
     """How many segments are packed at once: one per core, at least `workers`, at most
-    `MAX_PACK_WORKERS` (the size of a `PackPool` too)."""
+    `MAX_PACK_WORKERS` (the size of a `WorkerPool` too)."""
     return max(workers, min(os.cpu_count() or 1, MAX_PACK_WORKERS))
 
 
@@ -95,7 +95,7 @@ class Collector:
         sources: Iterable[BaseSource] | None = None,
         workers: int = DEFAULT_WORKERS,
         watch: bool = True,
-        pack_pool: PackPool | None = None,
+        workers_pool: WorkerPool | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -104,7 +104,7 @@ class Collector:
         self.host = host or socket.gethostname()
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
-        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool, pack_pool)
+        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool, workers_pool)
         self.failures = 0
         """Stream passes and pack jobs that failed unexpectedly (retried; `run --once` fails)."""
         self.sources: list[BaseSource] = list(
@@ -437,6 +437,7 @@ class Collector:
             on_read=self.metrics.source_bytes_read.labels(source=source.name).inc,
             on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
             opener=self._opener,
+            workers=self.feeder.pool,
         )
         key = (index, info.key)
         attempts = self._reopen_attempts.get(key, 0) + 1

@@ -17,8 +17,8 @@ import time
 import structlog
 
 from archiverd.collect.files import RangeReader, as_binary
-from archiverd.collect.packpool import PackPool
 from archiverd.collect.tail import StreamTail
+from archiverd.collect.workers import WorkerPool
 from archiverd.config import Settings
 from archiverd.errors import SourceError
 from archiverd.journal.db import Journal, SegmentRow
@@ -42,7 +42,7 @@ class SpoolFeeder:
         keyring: Keyring,
         metrics: Metrics,
         spool: Spool,
-        pool: PackPool | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool

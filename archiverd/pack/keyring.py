@@ -39,7 +39,7 @@ from archiverd.pack.wrapping import (
     aes_key_id,
 )
 
-if TYPE_CHECKING:  # annotations only: a packing process imports no settings (packpool)
+if TYPE_CHECKING:  # annotations only: a packing process imports no settings (collect.workers)
     from archiverd.config import EncryptionSettings
     from archiverd.credentials import AwsCredentials
 

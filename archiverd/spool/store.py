@@ -263,7 +263,7 @@ def pack_segment(
     with its object metadata. Raises SourceError (source bytes gone) or OSError (spool).
 
     The daemon reads the stream's files through `as_binary(RangeReader(...))`, and first
-    offers the job to `elsewhere` (a worker process: `archiverd.collect.packpool`), which
+    offers the job to `elsewhere` (a worker process: `archiverd.collect.workers`), which
     writes the body with the given key, or returns None having written nothing."""
     assert segment.description is not None
     description: dict[str, Any] = dict(segment.description)

@@ -1,5 +1,6 @@
-"""Packing in worker processes (`archiverd.collect.packpool`): the bytes a thread would pack,
-read from the daemon's own fds; failures raise as on a thread, or fall back to the thread."""
+"""Worker processes (`archiverd.collect.workers`): a range scanned or a segment packed there
+ends exactly as on the daemon's thread, read from the daemon's own fds; failures raise as on
+a thread, or fall back to the thread."""
 
 from __future__ import annotations
 
@@ -14,17 +15,22 @@ from pathlib import Path
 import pytest
 
 from archiverd.collect.files import OpenFile, RangeReader, Span, as_binary
-from archiverd.collect.packpool import PackPool
+from archiverd.collect.tail import CHUNK
+from archiverd.collect.workers import WorkerPool
+from archiverd.config import SourceSettings
 from archiverd.errors import SourceError
+from archiverd.formats.records import make_scanner
+from archiverd.journal.db import Journal
 from archiverd.pack import Keyring, unpack_stream
 from archiverd.pack.stream import PackResult, object_key
+from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
 
 KEYRING = Keyring.from_raw_keys(os.urandom(32))
 
 
 @pytest.fixture
-def pool() -> Iterator[PackPool]:
-    pool = PackPool(2)
+def pool() -> Iterator[WorkerPool]:
+    pool = WorkerPool(2)
     yield pool
     pool.close()
 
@@ -55,7 +61,7 @@ def unpacked(body: bytes, result: PackResult) -> bytes:
 
 
 def test_worker_packs_a_range_across_a_deleted_rotation_from_the_daemons_fds(
-    tmp_path: Path, pool: PackPool
+    tmp_path: Path, pool: WorkerPool
 ) -> None:
     """A segment spanning a rotated file deleted since (readable only through the daemon's
     held fd) and the live file is packed in a worker, and unpacks to exactly its bytes."""
@@ -78,7 +84,7 @@ def test_worker_packs_a_range_across_a_deleted_rotation_from_the_daemons_fds(
 
 
 def test_a_source_shorter_than_recorded_fails_in_the_worker_as_on_a_thread(
-    tmp_path: Path, pool: PackPool
+    tmp_path: Path, pool: WorkerPool
 ) -> None:
     """A file truncated under a sealed segment raises the same SourceError from a worker as
     the thread's reader does (the caller marks the segment lost from it)."""
@@ -100,7 +106,7 @@ def test_a_source_shorter_than_recorded_fails_in_the_worker_as_on_a_thread(
 class _KillsWorkersOnFirstWrite(io.BytesIO):
     """The spool temp file; its first write (the worker is mid-pack) kills the workers."""
 
-    def __init__(self, pool: PackPool) -> None:
+    def __init__(self, pool: WorkerPool) -> None:
         super().__init__()
         self.pool = pool
         self.killed: list[int] = []
@@ -114,7 +120,7 @@ class _KillsWorkersOnFirstWrite(io.BytesIO):
 
 
 def test_a_worker_killed_mid_pack_leaves_nothing_and_the_segment_to_the_thread(
-    tmp_path: Path, pool: PackPool
+    tmp_path: Path, pool: WorkerPool
 ) -> None:
     """A worker killed halfway (OOM killer, kill -9) is not a failure: the partial body is
     dropped, pack returns None so the caller packs on its thread, and later segments go
@@ -136,7 +142,7 @@ class _DiskFull(io.BytesIO):
 
 
 def test_a_full_spool_disk_raises_enospc_and_the_worker_is_free_again(
-    tmp_path: Path, pool: PackPool
+    tmp_path: Path, pool: WorkerPool
 ) -> None:
     """ENOSPC writing the body raises as on a thread (the feeder retries later), and the
     worker, whose pipe was closed, takes the next segment."""
@@ -151,3 +157,89 @@ def test_a_full_spool_disk_raises_enospc_and_the_worker_is_free_again(
     assert result is not None
     assert unpacked(body.getvalue(), result) == stream
     assert not pool.broken
+
+
+def awkward_docker_log(records: int) -> bytes:
+    """json-file records with what the scanner must get right: partial runs (an 80 KiB line
+    split as dockerd splits at 16 KiB), malformed and binary lines, stderr."""
+    out = []
+    for i in range(records):
+        if i % 997 == 0:
+            text = "x" * (80 << 10) + "\n"
+            pieces = [text[k : k + (16 << 10)] for k in range(0, len(text), 16 << 10)]
+            out += [docker_record(piece, n=i) for piece in pieces]
+        elif i % 1499 == 0:
+            out.append(b'{"log":"torn\n')
+        elif i % 2003 == 0:
+            out.append(b"\x00\x01binary\n")
+        else:
+            out.append(docker_record(f"line {i}\n", n=i, stream="stderr" if i % 7 else "stdout"))
+    return b"".join(out)
+
+
+def test_a_scanner_fed_in_a_worker_ends_as_one_fed_here(tmp_path: Path, pool: WorkerPool) -> None:
+    """Scanning a range in a worker leaves the scanner (boundary, cut, bad input) exactly as
+    feeding it the same reads on this thread does."""
+    data = awkward_docker_log(60_000)
+    path = tmp_path / "c-json.log"
+    path.write_bytes(data)
+    file = OpenFile(os.open(path, os.O_RDONLY), path=str(path), gz=False)
+    offset = 12_345
+    here_bad: list[str] = []
+    here = make_scanner("docker", offset, max_line_bytes=64 << 10, on_bad=here_bad.append)
+    for at in range(offset, len(data), CHUNK):
+        here.feed(data[at : at + CHUNK])
+    there_bad: list[str] = []
+    there = make_scanner("docker", offset, max_line_bytes=64 << 10, on_bad=there_bad.append)
+
+    scanned = pool.scan(file, offset, len(data) - offset, there, chunk=CHUNK, last_bytes=4096)
+
+    assert scanned is not None
+    assert pool.jobs["scan"] == 1
+    assert scanned.bytes_read == len(data) - offset
+    assert scanned.last == data[-4096:]
+    assert {"malformed_json", "binary", "long_line"} <= set(scanned.bad)
+    assert scanned.bad == here_bad
+    assert there_bad == [], "reported by the caller, from `bad`"
+    scanner = scanned.scanner
+    assert (scanner.position, scanner.boundary) == (here.position, here.boundary)
+    assert scanner.cut() == here.cut()
+    assert scanner.cut(everything=True) == here.cut(everything=True)
+    file.close()
+
+
+async def test_collector_with_workers_seals_and_packs_as_without(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """A backlog scanned and packed in worker processes gives the same segments (ranges,
+    line counts, times, bytes) and bad-input counts as on the daemon's threads."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, "b" * 64)
+    container.write(awkward_docker_log(120_000))
+    container.config(running=False)
+    results = []
+    for workers in (None, pool):
+        state = tmp_path / f"state-{workers is not None}"
+        journal = Journal.open(state)
+        source = SourceSettings(kind="docker", path=root)
+        cfg = settings(state, source, max_segment_bytes=9_000_000, max_line_bytes=64 << 10)
+        coll = collector(cfg, journal, workers_pool=workers)
+        assert await coll.seal_all(include_open=False) == 3
+        [arc] = archived(journal, tmp_path).values()
+        bad = {
+            reason: coll.metrics.registry.get_sample_value(
+                "archiverd_bad_input_total", {"reason": reason}
+            )
+            for reason in ("malformed_json", "binary", "long_line")
+        }
+        described = [
+            (d.start_offset, d.end_offset, d.line_count, d.first_ts, d.last_ts)
+            for d, _ in arc.segments
+        ]
+        results.append((described, arc.data, bad))
+        await coll.aclose()
+        journal.close()
+    assert pool.jobs["scan"] == 2, "the two 9 MB ranges (the 1.75 MB rest is read here)"
+    assert pool.jobs["pack"] == 3
+    assert results[0] == results[1]
+    assert results[0][1] == container.log.read_bytes()

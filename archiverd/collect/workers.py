@@ -1,20 +1,25 @@
-"""Packing in worker processes, so independent segments are packed on every core.
+"""Worker processes for the collector's two CPU-bound jobs: scanning backlogs for record
+boundaries, and packing sealed segments, so both run on every core.
 
 Threads are not enough here (measured on 2 cores, issue 14): the record scanner's
 ``bytes.count`` holds the GIL, and a packing thread beside it ran ~1.3x, where the same two
-jobs in two processes ran 2x. So the daemon packs a segment in a worker process:
+jobs in two processes ran 2x. So the daemon hands both to a `WorkerPool`:
 
-- forked from a forkserver that preloaded only this module, never from the threaded daemon;
-- reading the daemon's own held fds, passed over a Unix socket (SCM_RIGHTS, with
-  `multiprocessing.reduction.DupFd`), with the same `RangeReader` as in the daemon, so a
-  rotated, renamed or deleted file is read exactly as it would be there;
-- writing the object body into a pipe that the daemon copies into the spool's temp file, so
-  writing, fsync and disk-full handling stay the spool's;
-- given only the object's data key (`ObjectKey`, drawn and wrapped in the daemon), over the
-  pool's pipe: never the master key, never in a process argument.
+- its processes are forked from a forkserver that preloaded only this module, never from the
+  threaded daemon;
+- they read the daemon's own held fds, passed over a Unix socket (SCM_RIGHTS, with
+  `multiprocessing.reduction.DupFd`), so a rotated, renamed or deleted file is read exactly
+  as it is in the daemon;
+- `scan` feeds a stream's `Scanner` (pickled, without its callback) the bytes of one file
+  range, in the chunks the daemon would read, and returns it with the bad input it met; the
+  daemon reports that and carries on from the scanner's new position;
+- `pack` writes the object body into a pipe that the daemon copies into the spool's temp
+  file, so writing, fsync and disk-full handling stay the spool's. The worker gets only the
+  object's data key (`ObjectKey`, drawn and wrapped in the daemon), over the pool's pipe:
+  never the master key, never in a process argument.
 
 A pool that cannot start (no ``/dev/shm``, a seccomp filter) or a worker that dies is no
-failure: the segment is packed on the calling thread instead, and the pool is not used again.
+failure: the job is done on the calling thread instead, and the pool is not used again.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from typing import Any, BinaryIO
 import structlog
 
 from archiverd.collect.files import OpenFile, RangeReader, Span, as_binary
-from archiverd.pack.stream import ObjectKey, PackResult, pack_with_key
+from archiverd.formats.records import Scanner
+from archiverd.pack.stream import ObjectKey, PackResult, pack_with_key, tune_allocator
 
-log = structlog.get_logger("archiverd.collect.packpool")
+log = structlog.get_logger("archiverd.collect.workers")
 
 _PIPE_BYTES = 1 << 20
 _POLL_SECONDS = 0.2
@@ -54,13 +60,28 @@ class _SpanFd:
     length: int
 
 
-class PackPool:
-    """Packs segments in up to `workers` processes; see the module docstring."""
+@dataclass(frozen=True)
+class Scanned:
+    """What `WorkerPool.scan` did: the scanner after the range, and what it read."""
+
+    scanner: Scanner
+    bytes_read: int
+    """Fewer than asked when the file turned out shorter (truncated meanwhile)."""
+    bad: list[str]
+    """Bad-input reasons met, in order, for the daemon to report."""
+    last: bytes
+    """The last bytes read (up to the `last_bytes` asked for)."""
+
+
+class WorkerPool:
+    """Scans and packs in up to `workers` processes; see the module docstring."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.broken = False
         """The pool failed once; every segment is packed on its calling thread since."""
+        self.jobs = {"scan": 0, "pack": 0}
+        """Jobs done in a worker, by kind."""
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -100,7 +121,9 @@ class PackPool:
             finally:
                 os.close(write_end)  # the worker holds the only write end now
             _copy(read_end, dst, future)
-            return future.result()
+            result = future.result()
+            self._count("pack")
+            return result
         except BrokenProcessPool as exc:
             self._give_up(exc)
             dst.seek(0)
@@ -108,6 +131,38 @@ class PackPool:
             return None
         finally:
             os.close(read_end)
+
+    def scan(
+        self, file: OpenFile, offset: int, n: int, scanner: Scanner, *, chunk: int, last_bytes: int
+    ) -> Scanned | None:
+        """Feed `scanner` bytes [offset, offset + n) of `file` in a worker, in reads of
+        `chunk` from `offset` (as the daemon's tail reads). None when no worker can."""
+        executor = self._running()
+        if executor is None:
+            return None
+        try:
+            job = executor.submit(
+                _scan_in_worker, DupFd(file.fd), offset, n, scanner, chunk, last_bytes
+            )
+            scanned = job.result()
+            self._count("scan")
+            return scanned
+        except BrokenProcessPool as exc:
+            self._give_up(exc)
+            return None
+
+    def warm_up(self) -> None:
+        """Start the workers in the background now, so the first job does not wait for the
+        forkserver to start and import the packer (a few hundred ms)."""
+        threading.Thread(target=self._warm, name="archiverd-workers-start", daemon=True).start()
+
+    def _warm(self) -> None:
+        executor = self._running()
+        if executor is None:
+            return
+        with contextlib.suppress(BrokenProcessPool, RuntimeError):  # RuntimeError: closed
+            for _ in range(self.workers):
+                executor.submit(os.getpid)
 
     def worker_pids(self) -> list[int]:
         """The live workers' pids (for tests and diagnostics)."""
@@ -130,11 +185,17 @@ class PackPool:
                 try:
                     context = multiprocessing.get_context("forkserver")
                     context.set_forkserver_preload([__name__])
-                    self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+                    self._executor = ProcessPoolExecutor(
+                        self.workers, mp_context=context, initializer=tune_allocator
+                    )
                 except (OSError, ValueError, ImportError) as exc:
                     self._give_up_locked(exc)
                     return None
             return self._executor
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.jobs[kind] += 1
 
     def _give_up(self, exc: BaseException) -> None:
         with self._lock:
@@ -170,6 +231,28 @@ def _copy(read_end: int, dst: BinaryIO, future: Future[PackResult]) -> None:
         if not data:
             return
         dst.write(data)
+
+
+def _scan_in_worker(
+    fd: Any, offset: int, n: int, scanner: Scanner, chunk: int, last_bytes: int
+) -> Scanned:
+    """In a worker: feed `scanner` [offset, offset + n) of the file `fd`, stopping early at
+    a short read."""
+    bad: list[str] = []
+    scanner.report_to(bad.append)
+    own = fd.detach()
+    done, last = 0, b""
+    try:
+        while done < n:
+            data = os.pread(own, min(chunk, n - done), offset + done)
+            if not data:
+                break
+            scanner.feed(data)
+            done += len(data)
+            last = (last + data[-last_bytes:])[-last_bytes:]
+    finally:
+        os.close(own)
+    return Scanned(scanner, done, bad, last)  # pickled without `bad.append` (report_to)
 
 
 def _pack_in_worker(
