@@ -83,6 +83,7 @@ class WorkerPool:
         self.jobs = {"scan": 0, "pack": 0}
         """Jobs done in a worker, by kind."""
         self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def pack(
@@ -118,6 +119,8 @@ class WorkerPool:
                     key,
                     level,
                 )
+            except (OSError, RuntimeError) as exc:  # a worker could not be started
+                raise BrokenProcessPool(f"cannot start a worker: {exc}") from exc
             finally:
                 os.close(write_end)  # the worker holds the only write end now
             _copy(read_end, dst, future)
@@ -141,9 +144,12 @@ class WorkerPool:
         if executor is None:
             return None
         try:
-            job = executor.submit(
-                _scan_in_worker, DupFd(file.fd), offset, n, scanner, chunk, last_bytes
-            )
+            try:
+                job = executor.submit(
+                    _scan_in_worker, DupFd(file.fd), offset, n, scanner, chunk, last_bytes
+                )
+            except (OSError, RuntimeError) as exc:  # a worker could not be started
+                raise BrokenProcessPool(f"cannot start a worker: {exc}") from exc
             scanned = job.result()
             self._count("scan")
             return scanned
@@ -160,9 +166,16 @@ class WorkerPool:
         executor = self._running()
         if executor is None:
             return
-        with contextlib.suppress(BrokenProcessPool, RuntimeError):  # RuntimeError: closed
-            for _ in range(self.workers):
-                executor.submit(os.getpid)
+        try:
+            started = [executor.submit(os.getpid) for _ in range(self.workers)]
+            for job in started:
+                job.result()
+        except RuntimeError:  # closed meanwhile
+            return
+        except Exception as exc:  # any failure to start means: use threads
+            self._give_up(exc)
+            return
+        log.info("worker processes started", processes=self.workers)
 
     def worker_pids(self) -> list[int]:
         """The live workers' pids (for tests and diagnostics)."""
@@ -174,12 +187,13 @@ class WorkerPool:
         """Stop the workers (a segment being packed finishes first)."""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._closed = True
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
     def _running(self) -> ProcessPoolExecutor | None:
         with self._lock:
-            if self.broken:
+            if self.broken or self._closed:
                 return None
             if self._executor is None:
                 try:
@@ -202,7 +216,7 @@ class WorkerPool:
             self._give_up_locked(exc)
 
     def _give_up_locked(self, exc: BaseException) -> None:
-        if not self.broken:
+        if not self.broken and not self._closed:
             log.warning(
                 "packing in worker processes failed; packing on threads from now on",
                 error=str(exc) or type(exc).__name__,

@@ -243,3 +243,54 @@ async def test_collector_with_workers_seals_and_packs_as_without(
     assert pool.jobs["pack"] == 3
     assert results[0] == results[1]
     assert results[0][1] == container.log.read_bytes()
+
+
+class _NoProcesses:
+    """A ProcessPoolExecutor on a host that refuses new processes (seccomp, no /dev/shm)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def submit(self, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    def shutdown(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def test_a_pool_that_cannot_start_leaves_every_job_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers that cannot be started are no failure: pack and scan return None (the caller
+    does the job on its thread), the pool says so once, and is not tried again."""
+    monkeypatch.setattr("archiverd.collect.workers.ProcessPoolExecutor", _NoProcesses)
+    pool = WorkerPool(2)
+    spans, stream = place(tmp_path, [log_bytes(1 << 20, 6)])
+    body = io.BytesIO()
+
+    assert pool.pack(spans, 0, len(stream), body, object_key(KEYRING), level=1) is None
+    scanner = make_scanner("docker", 0, max_line_bytes=1 << 20, on_bad=lambda reason: None)
+    assert pool.scan(spans[0].file, 0, len(stream), scanner, chunk=CHUNK, last_bytes=64) is None
+
+    assert pool.broken
+    assert body.getvalue() == b""
+    assert scanner.position == 0, "the scanner was not fed"
+    assert capsys.readouterr().out.count("in worker processes failed") == 1
+    pool.close()
+
+
+def test_a_closed_pool_sends_jobs_back_to_the_thread_quietly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After close() (the daemon stopping) a job is done on its thread, with no new workers
+    and no warning."""
+    pool = WorkerPool(2)
+    spans, stream = place(tmp_path, [log_bytes(1 << 20, 7)])
+    assert pool.pack(spans, 0, len(stream), io.BytesIO(), object_key(KEYRING), level=1)
+    pool.close()
+
+    assert pool.pack(spans, 0, len(stream), io.BytesIO(), object_key(KEYRING), level=1) is None
+
+    assert pool.worker_pids() == []
+    assert not pool.broken
+    assert "in worker processes failed" not in capsys.readouterr().out
