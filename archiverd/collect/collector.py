@@ -258,6 +258,7 @@ class Collector:
     async def aclose(self) -> None:
         """Release every held fd."""
         await self._idle()
+        await asyncio.to_thread(self.feeder.close)
         for tail in self._tails.values():
             tail.close()
         self._tails.clear()
@@ -382,6 +383,8 @@ class Collector:
         complete = tail.refresh(info)
         self.feeder.update_spool_state()
         finish = self._finish_reason(source, info, once)
+        if finish is not None:
+            self.feeder.pack_ahead(tail)  # on another core while this pass scans
         tail.advance(
             may_seal=not self.spool_full,
             finish=finish,

@@ -141,6 +141,16 @@ class StreamFiles:
             return None
         return f.file, offset, min(size - offset, most)
 
+    def data_end(self) -> int | None:
+        """The stream offset where the data ends now, when the file being read is the last
+        one and plain (the places of rotations not yet read are not known); else None."""
+        if self.cur != len(self.files) - 1:
+            return None
+        f = self.files[self.cur]
+        if f.base is None or f.file.gz:
+            return None
+        return f.base + f.file.size()
+
     def bulk_read(self, last: bytes) -> None:
         """What `read` notes of the bytes a `bulk` range was read for: its `last` bytes (up
         to RECENT_BYTES), and the fingerprint, if still short."""
