@@ -11,11 +11,12 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from archiverd.collect.files import OpenFile, RangeReader, Span, as_binary
-from archiverd.collect.tail import CHUNK
+from archiverd.collect.tail import CHUNK, StreamTail
 from archiverd.collect.workers import WorkerPool
 from archiverd.config import SourceSettings
 from archiverd.errors import SourceError
@@ -294,3 +295,64 @@ def test_a_closed_pool_sends_jobs_back_to_the_thread_quietly(
     assert pool.worker_pids() == []
     assert not pool.broken
     assert "in worker processes failed" not in capsys.readouterr().out
+
+
+def spool_files(state: Path) -> list[str]:
+    return sorted(p.name for p in (state / "spool").iterdir() if p.is_file())
+
+
+async def test_a_finished_streams_segment_is_packed_ahead_of_its_seal(
+    tmp_path: Path, pool: WorkerPool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exited container's backlog (one segment) is packed on a worker while it is
+    scanned; the body published after the seal is exactly the log, nothing else is left."""
+    root, state = tmp_path / "containers", tmp_path / "state"
+    container = ContainerDir(root, "a" * 64)
+    container.write(awkward_docker_log(60_000))
+    container.config(running=False)
+    journal = Journal.open(state)
+    cfg = settings(state, SourceSettings(kind="docker", path=root), max_segment_bytes=500_000_000)
+    coll = collector(cfg, journal, workers_pool=pool)
+
+    assert await coll.seal_all(include_open=False) == 1
+
+    assert pool.jobs["pack"] == 1
+    assert "ahead=True" in capsys.readouterr().out
+    [arc] = archived(journal, tmp_path).values()
+    assert arc.data == container.log.read_bytes()
+    await coll.aclose()
+    assert not [name for name in spool_files(state) if name.startswith(".")]
+    journal.close()
+
+
+async def test_bytes_written_after_packing_ahead_began_drop_the_early_body(
+    tmp_path: Path, pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container that wrote more after packing ahead began (it restarted) is sealed
+    further on: the early body is dropped, the segment packed from its real range."""
+    root, state = tmp_path / "containers", tmp_path / "state"
+    container = ContainerDir(root, "d" * 64)
+    container.write(awkward_docker_log(60_000))
+    container.config(running=False)
+    late = docker_record("written while the segment was being packed ahead\n", n=1)
+    read_and_seal = StreamTail.advance
+
+    def advance_after_a_late_write(tail: StreamTail, **kwargs: Any) -> Any:
+        if late not in container.log.read_bytes():
+            container.write(late)
+        return read_and_seal(tail, **kwargs)
+
+    monkeypatch.setattr(StreamTail, "advance", advance_after_a_late_write)
+    journal = Journal.open(state)
+    cfg = settings(state, SourceSettings(kind="docker", path=root), max_segment_bytes=500_000_000)
+    coll = collector(cfg, journal, workers_pool=pool)
+
+    assert await coll.seal_all(include_open=False) == 1
+
+    [arc] = archived(journal, tmp_path).values()
+    assert arc.data == container.log.read_bytes()
+    assert arc.data.endswith(late)
+    assert pool.jobs["pack"] == 2, "packed ahead, then again from the sealed range"
+    await coll.aclose()
+    assert not [name for name in spool_files(state) if name.startswith(".")]
+    journal.close()
