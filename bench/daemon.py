@@ -19,9 +19,10 @@ least CPU: on a shared machine that is what the code costs). Each prints MB per 
 (user+sys of the child and every descendant: the daemon's forkserver and worker processes
 are reaped by this script as their subreaper), MB/s wall, peak RSS (ru_maxrss of the child;
 "+N MiB each helper" is the largest of those processes, whose pages are mostly shared with
-their forkserver), and the daemon's ratios against ``gzip -6``, ``gzip -1``, the packer
-and the threads-only daemon. Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall
-on 2 cores, peak RSS < 128 MiB. The load average is printed beside the numbers.
+their forkserver, and the peak PSS of all of them together, sampled every 20 ms), and the
+daemon's ratios against ``gzip -6``, ``gzip -1``, the packer and the threads-only daemon.
+Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak RSS < 128 MiB.
+The load average is printed beside the numbers.
 --profile DIR also samples the daemon run with py-spy (`pip install py-spy`), one round:
 DIR/<layout>.txt, collapsed stacks of every thread of every process.
 """
@@ -38,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -112,7 +114,50 @@ class Run:
     cpu: float
     rss_kib: int
     helpers_rss_kib: int = 0
-    """Peak RSS of any other process the child started (the daemon's packing processes)."""
+    """Peak RSS of any other process the child started (the daemon's worker processes)."""
+    pss_kib: int = 0
+    """Peak proportional set size of the child and all its descendants together, sampled
+    (shared pages counted once): the memory the whole tree really held."""
+
+
+def _tree_pss_kib(root: int) -> int:
+    """Summed Pss (KiB) of `root` and its descendants now (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        grew = bool(found)
+        tree |= found
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+                for line in rollup:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class _PssSampler(threading.Thread):
+    """Samples `_tree_pss_kib(pid)` every 20 ms until stopped; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak = pid, 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.02):
+            self.peak = max(self.peak, _tree_pss_kib(self.pid))
 
 
 def _adopt_orphans() -> None:
@@ -136,8 +181,12 @@ def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: b
         stderr=subprocess.DEVNULL if quiet else None,
         env=env,
     )
+    sampler = _PssSampler(proc.pid)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    sampler.stopped.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd!r} failed with {proc.returncode}")
@@ -149,7 +198,7 @@ def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: b
             break
         cpu += orphan.ru_utime + orphan.ru_stime
         helpers_rss = max(helpers_rss, orphan.ru_maxrss)
-    return Run(wall, cpu, usage.ru_maxrss, helpers_rss)
+    return Run(wall, cpu, usage.ru_maxrss, helpers_rss, sampler.peak)
 
 
 def write_config(base: Path, root: Path, key: Path) -> Path:
@@ -176,7 +225,12 @@ def line(name: str, run: Run, mb: float, extra: str = "") -> None:
     print(
         f"  {name:22} {mb / run.cpu:7.0f} MB/CPU-s  {mb / run.wall:7.0f} MB/s wall  "
         f"cpu {run.cpu:6.2f} s  wall {run.wall:6.2f} s  peak RSS {run.rss_kib / 1024:5.0f} MiB"
-        + (f" (+{run.helpers_rss_kib / 1024:.0f} MiB each helper)" if run.helpers_rss_kib else "")
+        + (
+            f" (+{run.helpers_rss_kib / 1024:.0f} MiB each helper;"
+            f" all processes: peak PSS {run.pss_kib / 1024:.0f} MiB)"
+            if run.helpers_rss_kib
+            else ""
+        )
         + extra
     )
 
@@ -189,6 +243,7 @@ def best(runs: list[Run]) -> Run:
         min(r.cpu for r in runs),
         max(r.rss_kib for r in runs),
         max(r.helpers_rss_kib for r in runs),
+        max(r.pss_kib for r in runs),
     )
 
 
