@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import select
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -200,7 +201,10 @@ class WorkerPool:
                     context = multiprocessing.get_context("forkserver")
                     context.set_forkserver_preload([__name__])
                     self._executor = ProcessPoolExecutor(
-                        self.workers, mp_context=context, initializer=tune_allocator
+                        self.workers,
+                        mp_context=context,
+                        initializer=_start_worker,
+                        initargs=(os.getpid(),),
                     )
                 except (OSError, ValueError, ImportError) as exc:
                     self._give_up_locked(exc)
@@ -225,6 +229,35 @@ class WorkerPool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_worker(daemon_pid: int) -> None:
+    """In a new worker: glibc tuning as in the daemon, and a watch that ends the worker when
+    the daemon is gone. A killed daemon (kill -9) never tells its workers to stop, and each
+    holds the pool's queue and the forkserver open, so without it all would linger."""
+    tune_allocator()
+    threading.Thread(target=_exit_with, args=(daemon_pid,), daemon=True).start()
+
+
+def _exit_with(daemon_pid: int) -> None:
+    try:
+        handle = os.pidfd_open(daemon_pid)  # readable once that process has exited
+    except OSError:  # gone already, or no pidfd (kernel < 5.3): look every second
+        while _alive(daemon_pid):
+            time.sleep(1.0)
+    else:
+        select.select([handle], [], [])
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _span_fd(span: Span) -> _SpanFd:

@@ -9,6 +9,9 @@ import hashlib
 import io
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,3 +359,48 @@ async def test_bytes_written_after_packing_ahead_began_drop_the_early_body(
     await coll.aclose()
     assert not [name for name in spool_files(state) if name.startswith(".")]
     journal.close()
+
+
+_KILLED_DAEMON = """
+import sys, time
+from multiprocessing import forkserver
+from archiverd.collect.workers import WorkerPool
+pool = WorkerPool(2)
+pool.warm_up()
+while len(pool.worker_pids()) < 2:
+    time.sleep(0.05)
+print("pids", *pool.worker_pids(), forkserver._forkserver._forkserver_pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat", "rb") as stat:  # exited, not yet reaped by its parent
+        return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+
+
+def test_a_daemon_killed_with_sigkill_leaves_no_worker_process_behind() -> None:
+    """kill -9 of the daemon ends its workers and their forkserver too (a daemon killed
+    outright never tells them to stop; without their watch they would run forever)."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_DAEMON], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert daemon.stdout is not None
+        line = next(line for line in daemon.stdout if line.startswith("pids "))
+        pids = [int(pid) for pid in line.split()[1:]]
+        assert len(pids) == 3, "two workers and their forkserver"
+        assert not any(_gone(pid) for pid in pids)
+    finally:
+        daemon.kill()
+        daemon.wait()
+        daemon.stdout.close()  # type: ignore[union-attr]
+
+    deadline = time.monotonic() + 20
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if not _gone(pid)] == []
