@@ -29,6 +29,7 @@ import fcntl
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -232,10 +233,14 @@ class WorkerPool:
 
 
 def _start_worker(daemon_pid: int) -> None:
-    """In a new worker: glibc tuning as in the daemon, and a watch that ends the worker when
-    the daemon is gone. A killed daemon (kill -9) never tells its workers to stop, and each
-    holds the pool's queue and the forkserver open, so without it all would linger."""
+    """In a new worker: glibc tuning as in the daemon; SIGINT and SIGTERM ignored (Ctrl-C
+    or a signal to the process group is the daemon's to handle: it stops the pool itself);
+    and a watch that ends the worker when the daemon is gone. A killed daemon (kill -9)
+    never tells its workers to stop, and each holds the pool's queue and the forkserver
+    open, so without it all would linger."""
     tune_allocator()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(daemon_pid,), daemon=True).start()
 
 

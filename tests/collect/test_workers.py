@@ -404,3 +404,23 @@ def test_a_daemon_killed_with_sigkill_leaves_no_worker_process_behind() -> None:
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in pids if not _gone(pid)] == []
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_workers_to_the_daemon(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    """SIGINT or SIGTERM sent to every process of the group (Ctrl-C in a terminal) does not
+    kill the workers under a daemon that is shutting down gracefully: they keep packing."""
+    spans, stream = place(tmp_path, [log_bytes(1 << 20, 8)])
+    assert pool.pack(spans, 0, len(stream), io.BytesIO(), object_key(KEYRING), level=1)
+    for pid in pool.worker_pids():
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+
+    body = io.BytesIO()
+    result = pool.pack(spans, 0, len(stream), body, object_key(KEYRING), level=1)
+
+    assert result is not None
+    assert not pool.broken
+    assert unpacked(body.getvalue(), result) == stream
