@@ -138,11 +138,12 @@ class StreamTail:
                 sealed.append(self._seal(everything=False, reason="age"))
         return sealed
 
-    def _took(self, n: int) -> None:
-        """Note `n` bytes read at the scanner's position, before it is fed them."""
+    def _took(self, n: int, read_at: datetime | None = None) -> None:
+        """Note `n` bytes read at the scanner's position (from `read_at`, default now),
+        before it is fed them."""
         self.last_growth = self.ctx.clock()
         if self.scanner.position == self.open_segment.start_offset:
-            self._first_read = self.last_growth
+            self._first_read = read_at or self.last_growth
         self.ctx.on_read(n)
 
     def _scan_elsewhere(self, room: int) -> bool:
@@ -155,10 +156,11 @@ class StreamTail:
         if bulk is None or bulk[2] < BULK_BYTES:
             return False
         file, offset, n = bulk
+        read_at = self.ctx.clock()
         scanned = workers.scan(file, offset, n, self.scanner, chunk=CHUNK, last_bytes=RECENT_BYTES)
         if scanned is None or not scanned.bytes_read:
             return False
-        self._took(scanned.bytes_read)
+        self._took(scanned.bytes_read, read_at)
         self.scanner = scanned.scanner
         self.scanner.report_to(self.ctx.on_bad)
         for reason in scanned.bad:
