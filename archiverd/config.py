@@ -345,6 +345,9 @@ class Settings(BaseSettings):
     host: str = ""
     """The host name in object keys; empty means this machine's name. Set it from the node
     name in a Kubernetes DaemonSet so keys survive pod replacement."""
+    worker_processes: int | None = Field(default=None, ge=0, le=64)
+    """Processes that scan backlogs and pack segments (unset: one per core, at most 8, none
+    on one core; 0: all of it on the daemon's own threads)."""
     sources: tuple[SourceSettings, ...] = Field(default_factory=_default_sources)
     """Empty means one `demo` source under <state.dir>/demo (the embedded default)."""
     destination: DestinationSettings = DestinationSettings()
@@ -480,9 +483,3 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
 
 def _is_secret(key: str) -> bool:
     return any(word in key for word in ("secret", "access_key", "password", "token"))
-
-
-def credentials_directory() -> Path | None:
-    """systemd's $CREDENTIALS_DIRECTORY (LoadCredential=), when set."""
-    value = os.environ.get("CREDENTIALS_DIRECTORY")
-    return Path(value) if value else None

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from archiverd.config import DestinationSettings, credentials_directory
+from archiverd.config import DestinationSettings
 from archiverd.errors import ConfigError, FileRefusedError
-from archiverd.fsutil import read_small_file
+from archiverd.fsutil import credentials_directory, read_small_file
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 

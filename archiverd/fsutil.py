@@ -77,3 +77,9 @@ def read_small_file(
         return b"".join(chunks), st
     finally:
         os.close(fd)
+
+
+def credentials_directory() -> Path | None:
+    """systemd's $CREDENTIALS_DIRECTORY (LoadCredential=), when set."""
+    value = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(value) if value else None

@@ -33,11 +33,9 @@ def model_keys() -> set[str]:
     keys: set[str] = set()
     for section, field in Settings.model_fields.items():
         model: Any = SourceSettings if section == "sources" else field.annotation
-        assert isinstance(model, type)
-        if not issubclass(model, BaseModel):  # a top-level key such as `host`
-            keys.add(section)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            keys.add(section)  # a top-level key such as `host` or `worker_processes`
             continue
-        assert issubclass(model, BaseModel)
         keys.update(f"{section}.{name}" for name in model.model_fields)
     return keys
 

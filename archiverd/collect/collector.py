@@ -5,7 +5,8 @@ The event loop only dispatches. Filesystem events arrive from watchdog's inotify
 catches anything missed. Each dirty stream is processed on a worker thread (at most
 ``workers`` at once, one worker per stream at a time): refresh its files, read and seal, then
 pack every sealed segment into the spool and commit it as packed (packing jobs of different
-streams run on every core, see `pack_workers`).
+streams run on every core, see `pack_workers`: in worker processes when the collector is
+given a `WorkerPool`, `archiverd.collect.workers`).
 
 The collector owns the objects it calls: a `DirtyStreams` (event bridging and rescans,
 `archiverd.collect.dirty`), a `SpoolFeeder` (packing and the spool's back-pressure: no new
@@ -31,6 +32,7 @@ from archiverd.collect.files import Opener
 from archiverd.collect.packing import SpoolFeeder
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
+from archiverd.collect.workers import WorkerPool
 from archiverd.config import Settings
 from archiverd.errors import ListingError
 from archiverd.journal.db import Journal
@@ -62,14 +64,17 @@ class Pass(NamedTuple):
     """Seal open segments whose oldest byte is older (``max_segment_age_seconds``)."""
 
 
+DEFAULT_WORKERS = 2
+"""Streams read and sealed at once (each on a thread)."""
+
 MAX_PACK_WORKERS = 8
 """Packing jobs at once are bounded by this (each holds a few MiB: a read chunk, ISA-L's and
 the spool file's buffers) as well as by the cores."""
 
 
 def pack_workers(workers: int) -> int:
-    """How many segments are packed at once: one per core (ISA-L, AES-GCM and SHA-256
-    release the GIL on the 1 MiB chunks), at least `workers`, at most `MAX_PACK_WORKERS`."""
+    """How many segments are packed at once: one per core, at least `workers`, at most
+    `MAX_PACK_WORKERS` (the size of a `WorkerPool` too)."""
     return max(workers, min(os.cpu_count() or 1, MAX_PACK_WORKERS))
 
 
@@ -88,8 +93,9 @@ class Collector:
         spool: Spool | None = None,
         opener: Opener = os.open,
         sources: Iterable[BaseSource] | None = None,
-        workers: int = 2,
+        workers: int = DEFAULT_WORKERS,
         watch: bool = True,
+        workers_pool: WorkerPool | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -98,7 +104,7 @@ class Collector:
         self.host = host or socket.gethostname()
         self.clock = clock
         self.spool = spool or Spool(settings.state.dir, settings.state.spool_max_bytes)
-        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool)
+        self.feeder = SpoolFeeder(settings, journal, keyring, metrics, self.spool, workers_pool)
         self.failures = 0
         """Stream passes and pack jobs that failed unexpectedly (retried; `run --once` fails)."""
         self.sources: list[BaseSource] = list(
@@ -252,6 +258,7 @@ class Collector:
     async def aclose(self) -> None:
         """Release every held fd."""
         await self._idle()
+        await asyncio.to_thread(self.feeder.close)
         for tail in self._tails.values():
             tail.close()
         self._tails.clear()
@@ -376,6 +383,8 @@ class Collector:
         complete = tail.refresh(info)
         self.feeder.update_spool_state()
         finish = self._finish_reason(source, info, once)
+        if finish is not None:
+            self.feeder.pack_ahead(tail)  # on another core while this pass scans
         tail.advance(
             may_seal=not self.spool_full,
             finish=finish,
@@ -431,6 +440,7 @@ class Collector:
             on_read=self.metrics.source_bytes_read.labels(source=source.name).inc,
             on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
             opener=self._opener,
+            workers=self.feeder.pool,
         )
         key = (index, info.key)
         attempts = self._reopen_attempts.get(key, 0) + 1

@@ -28,6 +28,7 @@ from archiverd.collect.files import (
     Span,
     safe_open,
 )
+from archiverd.collect.workers import WorkerPool
 from archiverd.config import RotationSettings
 from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
 from archiverd.formats.records import BadInput, Format, make_scanner
@@ -69,6 +70,8 @@ class TailContext:
     opener: Opener = os.open
     on_lost: Callable[[str, int | None], None] = field(default=lambda reason, n: None)
     """Count a gap (reason, bytes if known); the entry itself goes to the journal."""
+    workers: WorkerPool | None = None
+    """Where backlogs are scanned (None: on the stream's own thread)."""
 
 
 class StreamFiles:
@@ -120,6 +123,41 @@ class StreamFiles:
             self.ctx.journal.finish_file(f.row_id, offset, nxt.row_id)
             self.cur += 1
         return b""
+
+    def bulk(self, position: int, most: int) -> tuple[OpenFile, int, int] | None:
+        """(file, offset in it, byte count) of the next `most` stream bytes or fewer at
+        `position` that `read` would return from the current file with nothing else to do:
+        a plain file, not truncated, no move to the next file. None if there are none."""
+        if self.cur >= len(self.files):
+            return None
+        f = self.files[self.cur]
+        if f.base is None or f.file.gz:
+            return None
+        offset = position - f.base
+        size = f.file.size()
+        if f.length is not None:  # a file before the live one ends where it was finished
+            size = min(size, f.length)
+        if size <= offset:
+            return None
+        return f.file, offset, min(size - offset, most)
+
+    def data_end(self) -> int | None:
+        """The stream offset where the data ends now, when the file being read is the last
+        one and plain (the places of rotations not yet read are not known); else None."""
+        if self.cur != len(self.files) - 1:
+            return None
+        f = self.files[self.cur]
+        if f.base is None or f.file.gz:
+            return None
+        return f.base + f.file.size()
+
+    def bulk_read(self, last: bytes) -> None:
+        """What `read` notes of the bytes a `bulk` range was read for: its `last` bytes (up
+        to RECENT_BYTES), and the fingerprint, if still short."""
+        f = self.files[self.cur]
+        f.recent = (f.recent + last[-RECENT_BYTES:])[-RECENT_BYTES:]
+        if f.identity.fp_len < FP_BYTES:
+            self.grow_fingerprint(f)
 
     def _truncate(self, f: StreamFile, offset: int) -> None:
         """The live file is shorter than what was read from it: truncated in place. With

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from archiverd.collect.files import Span
-from archiverd.collect.streamfiles import StreamFiles, TailContext
+from archiverd.collect.streamfiles import RECENT_BYTES, StreamFiles, TailContext
 from archiverd.errors import FilesMissingError
 from archiverd.formats.layout import format_ts, stream_id
 from archiverd.formats.records import Scanner, make_scanner
@@ -29,6 +29,8 @@ __all__ = ["CHUNK", "FilesMissingError", "StreamTail", "TailContext"]
 log = structlog.get_logger("archiverd.collect.tail")
 
 CHUNK = 1 << 20
+BULK_BYTES = 8 << 20
+"""A backlog this long in one file is scanned in a worker process (`TailContext.workers`)."""
 
 
 class StreamTail:
@@ -112,6 +114,8 @@ class StreamTail:
                     break
                 sealed.append(self._seal(everything=False, reason="size"))
                 continue
+            if self._scan_elsewhere(room):
+                continue
             data = self.files.read(self.scanner.position, CHUNK if room <= 0 else min(room, CHUNK))
             if self.files.truncated:
                 self.files.truncated = False
@@ -120,10 +124,7 @@ class StreamTail:
             if not data:
                 self.at_end = True
                 break
-            self.last_growth = self.ctx.clock()
-            if self.scanner.position == self.open_segment.start_offset:
-                self._first_read = self.last_growth
-            self.ctx.on_read(len(data))
+            self._took(len(data))
             self.scanner.feed(data)
         start = self.open_segment.start_offset
         finished = self._seal_finished(finish) if may_seal and self.at_end and finish else None
@@ -136,6 +137,36 @@ class StreamTail:
             if oldest is not None and oldest < aged_before:
                 sealed.append(self._seal(everything=False, reason="age"))
         return sealed
+
+    def _took(self, n: int, read_at: datetime | None = None) -> None:
+        """Note `n` bytes read at the scanner's position (from `read_at`, default now),
+        before it is fed them."""
+        self.last_growth = self.ctx.clock()
+        if self.scanner.position == self.open_segment.start_offset:
+            self._first_read = read_at or self.last_growth
+        self.ctx.on_read(n)
+
+    def _scan_elsewhere(self, room: int) -> bool:
+        """Scan a backlog of at least BULK_BYTES in the current file (up to `room`) in a
+        worker process, as the loop of `advance` would read it; whether it did."""
+        workers = self.ctx.workers
+        if workers is None or room < BULK_BYTES:
+            return False
+        bulk = self.files.bulk(self.scanner.position, room)
+        if bulk is None or bulk[2] < BULK_BYTES:
+            return False
+        file, offset, n = bulk
+        read_at = self.ctx.clock()
+        scanned = workers.scan(file, offset, n, self.scanner, chunk=CHUNK, last_bytes=RECENT_BYTES)
+        if scanned is None or not scanned.bytes_read:
+            return False
+        self._took(scanned.bytes_read, read_at)
+        self.scanner = scanned.scanner
+        self.scanner.report_to(self.ctx.on_bad)
+        for reason in scanned.bad:
+            self.ctx.on_bad(reason)
+        self.files.bulk_read(scanned.last)
+        return True
 
     def _seal_finished(self, reason: str) -> SegmentRow | None:
         """At the end of a stream that finished: seal everything read, or, when nothing is

@@ -109,6 +109,17 @@ class Scanner:
         self._inside = False  # `boundary` was forced inside an application line
         self._times = TimeCache()
 
+    def __getstate__(self) -> dict[str, object]:
+        """All but the bad-input callback: a scanner may be fed in a worker process
+        (`archiverd.collect.workers`); whoever unpickles it calls `report_to`."""
+        state = self.__dict__.copy()
+        state["_on_bad"] = None
+        return state
+
+    def report_to(self, on_bad: BadInput) -> None:
+        """Report bad input to `on_bad` from now on."""
+        self._on_bad = on_bad
+
     def feed(self, data: bytes) -> None:
         """Consume the next bytes of the stream."""
         if not data:

@@ -15,16 +15,15 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiverd import fsutil
-from archiverd.config import EncryptionSettings, credentials_directory
-from archiverd.credentials import AwsCredentials
 from archiverd.errors import FileRefusedError, KeyMaterialError, TamperedError, WrongKeyError
+from archiverd.fsutil import credentials_directory
 from archiverd.pack.wrapping import (
     KEY_BYTES,
     WRAP_KMS,
@@ -39,6 +38,10 @@ from archiverd.pack.wrapping import (
     Wrapper,
     aes_key_id,
 )
+
+if TYPE_CHECKING:  # annotations only: a packing process imports no settings (collect.workers)
+    from archiverd.config import EncryptionSettings
+    from archiverd.credentials import AwsCredentials
 
 __all__ = [
     "KEY_BYTES",

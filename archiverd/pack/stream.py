@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -34,7 +34,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from isal import isal_zlib
 
-from archiverd.config import DEFAULT_COMPRESSION_LEVEL
 from archiverd.errors import (
     EnvelopeMismatchError,
     IntegrityError,
@@ -43,6 +42,7 @@ from archiverd.errors import (
 )
 from archiverd.pack import envelope as env
 from archiverd.pack.keyring import KEY_BYTES, Keyring
+from archiverd.pack.wrapping import WrappedKey
 
 CHUNK_BYTES = 1024 * 1024
 # Caps what one decompress call may produce, so a gzip bomb cannot balloon memory.
@@ -92,18 +92,45 @@ class UnpackResult:
     """Hex SHA-256 of the plaintext; "" when the caller asked for no hash."""
 
 
+@dataclass(frozen=True)
+class ObjectKey:
+    """One object's data key, sealed by the keyring's active key, and its message id.
+
+    Made where the keyring lives (`object_key`); a packing process gets only this, over its
+    pool's pipe, never the master key. Its repr hides the data key."""
+
+    data_key: bytes = field(repr=False)
+    wrapped: WrappedKey = field(repr=False)
+    message_id: bytes
+    key_id: str
+
+
+def object_key(keyring: Keyring) -> ObjectKey:
+    """A fresh random data key and message id, the key wrapped by `keyring`'s active key."""
+    data_key = os.urandom(KEY_BYTES)
+    wrapped = keyring.wrap(data_key)
+    return ObjectKey(data_key, wrapped, os.urandom(env.MESSAGE_ID_BYTES), keyring.key_id)
+
+
 def pack_stream(
-    src: BinaryIO, dst: BinaryIO, keyring: Keyring, *, level: int = DEFAULT_COMPRESSION_LEVEL
+    src: BinaryIO, dst: BinaryIO, keyring: Keyring, *, level: int | None = None
 ) -> PackResult:
     """Read `src` to EOF; write the object body (ciphertext || tag) to `dst`.
 
     Memory stays at a few MiB whatever the size. A fresh random data key and message id per
-    call; the data key is wrapped by the keyring's active key.
+    call; the data key is wrapped by the keyring's active key. `level`: ISA-L's, the
+    configured default when None.
     """
-    data_key = os.urandom(KEY_BYTES)
-    wrapped = keyring.wrap(data_key)
-    message_id = os.urandom(env.MESSAGE_ID_BYTES)
-    content_key, commitment = env.derive_keys(data_key, message_id)
+    if level is None:  # imported here: the settings (pydantic) stay out of packing processes
+        from archiverd.config import DEFAULT_COMPRESSION_LEVEL
+
+        level = DEFAULT_COMPRESSION_LEVEL
+    return pack_with_key(src, dst, object_key(keyring), level=level)
+
+
+def pack_with_key(src: BinaryIO, dst: BinaryIO, key: ObjectKey, *, level: int) -> PackResult:
+    """`pack_stream` with a data key made beforehand (`object_key`); one key, one object."""
+    content_key, commitment = env.derive_keys(key.data_key, key.message_id)
     encryptor = Cipher(algorithms.AES(content_key), modes.GCM(env.V3_IV)).encryptor()
     encryptor.authenticate_additional_data(env.SUITE_ID_BYTES)
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
@@ -126,8 +153,8 @@ def pack_stream(
     emit(encryptor.update(compressor.flush()) + encryptor.finalize())
     emit(encryptor.tag)
     return PackResult(
-        envelope=env.build_v3(wrapped, message_id, commitment, body_bytes),
-        key_id=keyring.key_id,
+        envelope=env.build_v3(key.wrapped, key.message_id, commitment, body_bytes),
+        key_id=key.key_id,
         plaintext_bytes=plain_bytes,
         plaintext_sha256=plain_hash.hexdigest(),
         packed_bytes=body_bytes,

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from archiverd.clock import Clock, SystemClock
+from archiverd.collect.collector import DEFAULT_WORKERS, pack_workers
 from archiverd.collect.collector import Collector as CollectorImpl
+from archiverd.collect.workers import WorkerPool
 from archiverd.config import ScheduleSettings, Settings
 from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
@@ -140,8 +142,16 @@ async def build_components(
         parts.destination = open_destination(settings)
     stack.push_async_callback(parts.destination.close)
     if parts.collector is None:
+        pool = _workers_pool(settings)
+        if pool is not None:
+            stack.callback(pool.close)  # after the collector's close: it may still be packing
         parts.collector = CollectorImpl(
-            settings, _real(journal), parts.keyring, metrics, host=settings.host_name
+            settings,
+            _real(journal),
+            parts.keyring,
+            metrics,
+            host=settings.host_name,
+            workers_pool=pool,
         )
     stack.push_async_callback(parts.collector.aclose)
     if parts.clock is None:
@@ -180,6 +190,18 @@ async def build_components(
         schedule=parts.schedule,
         schedule_factory=factory,
     )
+
+
+def _workers_pool(settings: Settings) -> WorkerPool | None:
+    """Worker processes for scanning and packing (`worker_processes`; unset: one per core)."""
+    processes = settings.worker_processes
+    if processes is None:
+        processes = pack_workers(DEFAULT_WORKERS) if (os.cpu_count() or 1) > 1 else 0
+    if processes == 0:
+        return None
+    pool = WorkerPool(processes)
+    pool.warm_up()
+    return pool
 
 
 def _real(journal: Journal) -> JournalFile:

@@ -35,6 +35,7 @@ from archiverd.formats.layout import segment_metadata
 from archiverd.fsutil import fsync_dir, publish, write_private
 from archiverd.journal.db import Journal, SegmentRow, description_from_json
 from archiverd.pack import Keyring, PackResult, pack_stream
+from archiverd.pack.stream import ObjectKey, object_key
 from archiverd.spool.space import low_on_space
 from archiverd.spool.statedir import private_subdir
 
@@ -107,8 +108,16 @@ class Spool:
         On any error the temp file is removed and the error re-raised (OSError ENOSPC
         included): nothing partial is ever left under the final name.
         """
-        final = self.path_for(segment_id)
-        temp = self.dir / f".{segment_id}.tmp"
+        temp, result = self.write_temp(segment_id, produce)
+        return self.adopt(segment_id, temp, result, describe), result
+
+    def write_temp(
+        self, segment_id: int, produce: Callable[[BinaryIO], T], *, ahead: bool = False
+    ) -> tuple[Path, T]:
+        """`write`'s first half: run `produce` into a temp file (``ahead``: one of its own,
+        written before the segment is sealed) and return it with the result. On any error
+        the temp file is removed and the error re-raised."""
+        temp = self.dir / f".{segment_id}.{'ahead.' if ahead else ''}tmp"
         temp.unlink(missing_ok=True)
         short = low_on_space(self.dir)
         if short is not None:  # stop sealing before the journal runs out of room
@@ -116,6 +125,21 @@ class Spool:
         try:
             with self._open_temp(temp) as out:
                 result = produce(out)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp, result
+
+    def adopt(
+        self,
+        segment_id: int,
+        temp: Path,
+        result: T,
+        describe: Callable[[T], Mapping[str, Any]] | None = None,
+    ) -> Path:
+        """`write`'s second half: publish the sidecar, then `temp` as the segment's body."""
+        final = self.path_for(segment_id)
+        try:
             if describe is not None:
                 record = json.dumps(dict(describe(result)), sort_keys=True).encode()
                 write_private(sidecar_of(final), record)
@@ -123,7 +147,7 @@ class Spool:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return final, result
+        return final
 
     def recover(self, journal: Journal) -> int:
         """Apply the start-up rules of the module docstring; return how many files were
@@ -256,11 +280,17 @@ def pack_segment(
     segment: SegmentRow,
     *,
     level: int,
+    elsewhere: Callable[[BinaryIO, ObjectKey], PackResult | None] | None = None,
+    ready: tuple[Path, PackResult] | None = None,
 ) -> PackResult:
     """Pack a sealed segment's bytes (from `reader`) into the spool, then commit 'packed'
     with its object metadata. Raises SourceError (source bytes gone) or OSError (spool).
 
-    The daemon reads the stream's files through `as_binary(RangeReader(...))`."""
+    The daemon reads the stream's files through `as_binary(RangeReader(...))`, and first
+    offers the job to `elsewhere` (a worker process: `archiverd.collect.workers`), which
+    writes the body with the given key, or returns None having written nothing. `ready` is
+    a body packed ahead of the seal from exactly the segment's bytes (`Spool.write_temp`
+    with ``ahead``): it is published instead of packing again."""
     assert segment.description is not None
     description: dict[str, Any] = dict(segment.description)
 
@@ -280,9 +310,17 @@ def pack_segment(
             "packed_sha256_b64": result.packed_sha256_b64,
         }
 
-    path, result = spool.write(
-        segment.id, lambda dst: pack_stream(reader, dst, keyring, level=level), describe
-    )
+    def produce(dst: BinaryIO) -> PackResult:
+        if elsewhere is not None:
+            result = elsewhere(dst, object_key(keyring))
+            if result is not None:
+                return result
+        return pack_stream(reader, dst, keyring, level=level)
+
+    if ready is not None:
+        path, result = spool.adopt(segment.id, ready[0], ready[1], describe), ready[1]
+    else:
+        path, result = spool.write(segment.id, produce, describe)
     record = describe(result)
     journal.mark_packed(
         segment.id,

@@ -73,8 +73,9 @@ def test_recover_removes_temps_uploaded_and_quarantines_unrecorded(state_dir: Pa
             )
     journal.mark_uploaded(seg_uploaded.id, key="k", version_id="v", sha256_b64="x")
     (spool.dir / ".9.tmp").write_bytes(b"partial")
+    (spool.dir / ".10.ahead.tmp").write_bytes(b"packed ahead of a seal that never came")
     (spool.dir / "999.seg").write_bytes(b"orphan")
-    assert spool.recover(journal) == 2  # the temp file and the uploaded body
+    assert spool.recover(journal) == 3  # the two temp files and the uploaded body
     assert sorted(p.name for p in spool.dir.iterdir()) == [f"{seg_packed.id}.seg", "quarantine"]
     kept = sorted(p.name.split("-", 1)[1] for p in (spool.dir / "quarantine").iterdir())
     assert kept == [f"{seg_sealed.id}.seg", "999.seg"]  # never deleted: quarantined
