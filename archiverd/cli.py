@@ -83,7 +83,7 @@ def _exit_now(code: int) -> None:
     otherwise return, and Python exits as usual (reporting a failed flush its own way).
     Never under a profiler or tracer (``python -m cProfile``, a debugger): they write their
     results after the program returns."""
-    if threading.active_count() != 1 or sys.getprofile() is not None or sys.gettrace():
+    if not _alone():
         return
     try:
         sys.stdout.flush()
@@ -94,6 +94,11 @@ def _exit_now(code: int) -> None:
     except (OSError, ValueError):
         return
     os._exit(code)
+
+
+def _alone() -> bool:
+    """No other thread, no profiler, no tracer: nothing that still needs the interpreter."""
+    return threading.active_count() == 1 and sys.getprofile() is None and not sys.gettrace()
 
 
 def _process_wide() -> None:
