@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from archiverd.cli import main
+from archiverd.cli import run
 
-raise SystemExit(main())
+run()

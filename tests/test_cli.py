@@ -68,3 +68,93 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert caught.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_quick_exit_waits_for_threads_still_running() -> None:
+    """`_exit_now` returns (Python exits as usual) while another thread is alive."""
+    import threading
+
+    from archiverd.cli import _exit_now
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        _exit_now(0)  # would end pytest here if it exited
+    finally:
+        release.set()
+        other.join()
+
+
+def test_quick_exit_leaves_a_failed_flush_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_exit_now` returns when stdout cannot be flushed (a reader gone, a full disk), so the
+    interpreter's own exit reports it."""
+    import io
+
+    from archiverd import cli
+    from archiverd.cli import _exit_now
+
+    class Full(io.StringIO):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_alone", lambda: True)  # so the flush is what stops it
+    monkeypatch.setattr(sys, "stdout", Full())
+    _exit_now(0)  # would end pytest here if it exited
+
+
+def test_a_restore_process_collects_cycles_less_often_and_still_runs_atexit_hooks(
+    tmp_path: Path,
+) -> None:
+    """`ls` as the executable: the GC runs a hundred times less often, atexit hooks run
+    before the quick exit, the exit code is the command's, and nothing runs after it."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    script = (
+        "import atexit, gc, sys\n"
+        "from archiverd.cli import main\n"
+        "atexit.register(lambda: print('threshold', gc.get_threshold()[0]))\n"
+        "main(['ls', '--config', sys.argv[1]], quick_exit=True)\n"
+        "print('after main')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "FIRST (UTC)  LAST (UTC)  HOST  CONTAINER  SEQ  SIZE",
+        "threshold 70000",
+    ]
+
+
+def test_in_process_callers_keep_the_gc_and_the_interpreter(tmp_path: Path) -> None:
+    """`main` without quick_exit (tests, embedding) leaves the GC thresholds as they were
+    and returns."""
+    import gc
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    before = gc.get_threshold()
+    assert main(["ls", "--config", str(config)]) == 0
+    assert gc.get_threshold() == before
+
+
+def test_a_profiled_restore_command_still_writes_its_profile(tmp_path: Path) -> None:
+    """`python -m cProfile -o F -m archiverd ls`: no quick exit under a profiler, so the
+    profile is written when the command returns."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    profile = tmp_path / "ls.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "archiverd", "ls",
+         "--config", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0

@@ -41,7 +41,6 @@ from archiverd.restore.query import container_name
 from archiverd.restore.records import (
     NO_INDEX_BELOW,
     Block,
-    index_segment,
     keyed,
     merge,
     stream_blocks,
@@ -51,6 +50,7 @@ from archiverd.restore.records import (
     write_messages,
 )
 from archiverd.restore.streaming import BodyReader, download_retries, stream_object
+from archiverd.restore.workers import Indexer
 
 _T = TypeVar("_T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -313,18 +313,20 @@ async def restore_to_stream(
     Nothing is written to `out` unless every segment verified. Streams are per container
     (segments in seq order, so each container's bytes come out exactly as written),
     interleaved by record time. When streams are merged, each verified segment is indexed
-    (`index_segment`) on the worker threads while the others download, so the merge itself
-    parses nothing.
+    (`index_segment`) in worker processes (`archiverd.restore.workers`: indexing is Python
+    code holding the GIL, so threads would only take turns with the downloads) while the
+    others download, so the merge itself parses nothing; a segment whose index could not be
+    made (a worker died, a time beyond 64 bits) is parsed by the merge instead, to the same
+    bytes.
     """
     summary = Summary()
-    loop = asyncio.get_running_loop()
     merging = not options.filtered and (
         options.trimmed or len({(s.parsed.host, s.parsed.container_id) for s in segments}) > 1
     )
     with tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=tmp_root) as tmp:
         work = Path(tmp)
         paths: dict[int, Path] = {}
-        indexed: set[Path] = set()
+        indexing: list[asyncio.Future[Path | None]] = []
 
         async def one(index: int, segment: Segment) -> None:
             dst = work / f"{index:08d}.log"
@@ -333,17 +335,30 @@ async def restore_to_stream(
                     destination, segment, keyring, dst, work, options.attempts, executor=pool
                 )
                 paths[index] = dst
-                if merging and await loop.run_in_executor(pool, _index, dst):
-                    indexed.add(dst)
+                if indexer is not None:
+                    # Not awaited here: the next download need not wait for this index.
+                    indexing.append(asyncio.ensure_future(indexer.index(dst)))
             except ArchiverError as exc:
                 summary.failures.append((segment, exc))
             advance(segment.size)
 
+        indexer = Indexer(min(options.parallel, os.cpu_count() or 1)) if merging else None
         pool = ThreadPoolExecutor(options.parallel, thread_name_prefix="archiverd-unpack")
         try:
+            if indexer is not None:
+                indexer.start()
             await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
+            indexed = (
+                set()
+                if summary.failures  # nothing will be merged: the indexes are not awaited
+                else {path for path in await asyncio.gather(*indexing) if path is not None}
+            )
         finally:
             pool.shutdown(cancel_futures=True)
+            for future in indexing:
+                future.cancel()
+            if indexer is not None:
+                indexer.close()
         if summary.failures:
             return summary
         streams = _streams(segments, paths)
@@ -399,14 +414,6 @@ def _streams(
         streams.append((start, [paths[index] for index, _ in members]))
     streams.sort(key=lambda item: item[0])
     return streams
-
-
-def _index(path: Path) -> bool:
-    """`index_segment` beside `path`; False when it could not (the merge then parses)."""
-    try:
-        return index_segment(path, path.with_suffix(".idx"))
-    except OSError:
-        return False
 
 
 def _blocks(files: list[Path], start: int, indexed: set[Path]) -> Iterator[Block]:

@@ -369,13 +369,17 @@ NO_INDEX_BELOW = -(1 << 63)
 def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -> bool:
     """Write to `index` the time and byte length of every message of the segment file at
     `path` (what `stream_blocks` reads), so that reading it for a merge later costs no
-    parsing (`stream_indexed`); restore does this on its worker threads while other
+    parsing (`stream_indexed`); restore does this in worker processes while other
     segments still download. False (and no index) when a time does not fit in 64 bits.
 
     Frames of int64s: a count n, the frame's bytes, 1 if every message is one line (then
-    no lengths follow), n times (the minimum for none), and else n lengths.
+    no lengths follow), n keys, and else n lengths. A message's key is the greatest time of
+    the segment up to it (the minimum when none has one yet), so the reader only raises the
+    keys below the stream's key before the segment: the running maximum is taken here, off
+    the merge's thread.
     """
     low = NO_INDEX_BELOW
+    top = low
     reader = _Reader()
     fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, path.open("rb", buffering=0) as handle:
@@ -397,7 +401,8 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
                     if real and min(real) <= low:
                         raise OverflowError
                     times = [low if t == NO_TIME else t for t in times]
-                stored = array.array("q", times)  # OverflowError past int64
+                stored = _running_max(times, top)
+                top = stored[-1]
             except OverflowError:
                 out.close()
                 index.unlink()
@@ -407,6 +412,17 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
             if lengths is not None:
                 lengths.tofile(out)
     return True
+
+
+def _running_max(times: list[int], top: int) -> array.array[int]:
+    """Each of `times` raised to the greatest before it (`top` before the first), as int64s
+    (OverflowError past them); the times as they are when already in order (the norm: a
+    sorted check costs a fifth of the running maximum)."""
+    if times[0] >= top and times == sorted(times):
+        return array.array("q", times)
+    stored = array.array("q", itertools.accumulate(times, max, initial=top))
+    del stored[0]
+    return stored
 
 
 def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterator[Block]:
@@ -430,8 +446,10 @@ def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterato
                     raws = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
                 if len(raws) != count or len(data) != size:
                     raise OSError(f"{index}: the index does not match {path}")
-                keys = list(itertools.accumulate(times, max, initial=last))
-                del keys[0]
+                keys = times.tolist()  # the segment's running maximum (`index_segment`)
+                if keys[0] < last:
+                    below = bisect.bisect_left(keys, last)
+                    keys[:below] = itertools.repeat(last, below)
                 last = keys[-1]
                 yield keys, raws
 
@@ -459,6 +477,15 @@ class _Pending:
         self.keys, self.raws, self.start = [], [], 0
         self.done = True
 
+    def end_before(self, limit: tuple[int, int] | None, order: int) -> int:
+        """Where this stream's (number `order`) pending records stop sorting before the
+        ``(bound, order)`` `limit` of another stream (all of them when None)."""
+        if limit is None:
+            return len(self.keys)
+        if order < limit[1]:
+            return bisect.bisect_right(self.keys, limit[0], self.start)
+        return bisect.bisect_left(self.keys, limit[0], self.start)
+
 
 def write_blocks(
     streams: Sequence[tuple[Iterator[Block], int]],
@@ -481,6 +508,7 @@ def write_blocks(
     count = 0
     low = since_ns if since_ns is not None else -(1 << 200)
     high = until_ns if until_ns is not None else 1 << 200
+    trimmed = since_ns is not None or until_ns is not None
     while True:
         for stream in pending:
             if stream.start == len(stream.keys) and not stream.done:
@@ -492,13 +520,9 @@ def write_blocks(
         for order, stream in enumerate(pending):
             if stream.start == len(stream.keys):
                 continue
-            limit = min((bound for bound in live if bound[1] != order), default=None)
-            if limit is None:
-                end = len(stream.keys)
-            elif order < limit[1]:
-                end = bisect.bisect_right(stream.keys, limit[0], stream.start)
-            else:
-                end = bisect.bisect_left(stream.keys, limit[0], stream.start)
+            end = stream.end_before(
+                min((bound for bound in live if bound[1] != order), default=None), order
+            )
             if end > stream.start:
                 keys += stream.keys[stream.start : end]
                 raws += stream.raws[stream.start : end]
@@ -509,12 +533,20 @@ def write_blocks(
             # writes nothing only when every stream is finished.
             break
         if runs > 1:
-            ordered = sorted(range(len(keys)), key=keys.__getitem__)
-            keys = [keys[i] for i in ordered]
-            raws = [raws[i] for i in ordered]
-        first = bisect.bisect_left(keys, low)
-        stop = bisect.bisect_right(keys, high)
-        if first < stop:
-            out.write(b"".join(raws[first:stop]))
-            count += stop - first
+            keys, raws = _in_order(keys, raws, with_keys=trimmed)
+        if trimmed:
+            raws = raws[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)]
+        if raws:
+            out.write(b"".join(raws))
+            count += len(raws)
     return count
+
+
+def _in_order(
+    keys: list[int], raws: list[bytes], *, with_keys: bool
+) -> tuple[list[int], list[bytes]]:
+    """Records of several runs (concatenated in stream order) in merge order: by key, ties
+    in stream order (a stable sort); the keys are put in order too only `with_keys`."""
+    pick = operator.itemgetter(*sorted(range(len(keys)), key=keys.__getitem__))
+    # Several runs, so at least two records: `pick` returns a tuple.
+    return (list(pick(keys)) if with_keys else keys), list(pick(raws))

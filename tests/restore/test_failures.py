@@ -352,3 +352,45 @@ def test_a_tampered_large_object_decrypted_while_downloading_releases_nothing(
     assert result.code == 65
     assert f"problem: {key} (version " in result.err
     assert "body or tag was changed" in result.err
+
+
+def process(small: Small, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`python -m archiverd <args> --config` (the executable: it exits quickly when done)."""
+    return subprocess.run(
+        [sys.executable, "-m", "archiverd", *args, "--config", str(small.config)],
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_executable_writes_every_byte_before_it_exits(small: Small, tmp_path: Path) -> None:
+    """`get --out -` as a process (which skips the interpreter's teardown): exit 0 and the
+    whole archive on stdout; `verify` prints its whole summary."""
+    done = process(small, tmp_path, "get", "--out", "-")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"".join(plain for _, _, plain in small.segs)
+    done = process(small, tmp_path, "verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert b'"objects": 3' in done.stdout
+    assert done.stdout.endswith(b"}\n")
+
+
+def test_the_executable_says_why_it_failed_and_exits_with_the_code(
+    small: Small, tmp_path: Path
+) -> None:
+    """A failing `get` as a process: its message on stderr, its exit code (65), no stdout."""
+    small.store(1, body_filter=flip)
+    done = process(small, tmp_path, "get", "--out", "-")
+    assert (done.returncode, done.stdout) == (65, b"")
+    assert b"body or tag was changed" in done.stderr
+    done = process(small, tmp_path, "get", "--container", "nobody", "--out", "-")
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert b"no archived segment matches these filters" in done.stderr

@@ -1,0 +1,35 @@
+"""What restore's worker processes run (`archiverd.restore.workers`), kept apart from the
+pool's asyncio side so a worker imports only this and the record reader."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from archiverd.restore.records import index_segment
+
+
+def worker_setup() -> None:
+    """First thing in a worker: its stdout (inherited: `get --out -` writes the merge
+    there) goes nowhere, and Ctrl-C stays ignored (the pool spawns its workers so): it is
+    for the restore process alone, which stops the pool."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ready() -> None:
+    """A worker's first job: nothing (its imports are done by then)."""
+
+
+def index_beside(path: Path) -> bool:
+    """In a worker: `index_segment` of `path` into ``path.with_suffix(".idx")``; False when
+    it could not (nothing is left behind then)."""
+    index = path.with_suffix(".idx")
+    try:
+        return index_segment(path, index)
+    except OSError:
+        index.unlink(missing_ok=True)
+        return False
