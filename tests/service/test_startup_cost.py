@@ -42,3 +42,24 @@ def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path
     result = json.loads(probe.stdout.splitlines()[-1])
     assert result == {"code": 0, "heavy": []}
     assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
+
+
+_SCRIPT_PROBE = """
+import sys
+from archiverd.launch import run  # what the `archiverd` console script imports
+print(sorted(m for m in sys.modules if m.startswith(("archiverd", "pydantic", "structlog"))))
+"""
+
+
+def test_the_console_script_imports_nothing_until_it_runs() -> None:
+    """multiprocessing re-runs the main script in every worker it starts: importing what the
+    `archiverd` script imports loads no command line, settings or logging (0.2 s each)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _SCRIPT_PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert probe.stdout.strip() == "['archiverd', 'archiverd.launch']"
