@@ -31,7 +31,6 @@ import os
 import select
 import signal
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -43,6 +42,7 @@ import structlog
 
 from archiverd.collect.files import OpenFile, RangeReader, Span, as_binary
 from archiverd.formats.records import Scanner
+from archiverd.lifeline import end_with
 from archiverd.pack.stream import ObjectKey, PackResult, pack_with_key, tune_allocator
 
 log = structlog.get_logger("archiverd.collect.workers")
@@ -235,34 +235,12 @@ class WorkerPool:
 def _start_worker(daemon_pid: int) -> None:
     """In a new worker: glibc tuning as in the daemon; SIGINT and SIGTERM ignored (Ctrl-C
     or a signal to the process group is the daemon's to handle: it stops the pool itself);
-    and a watch that ends the worker when the daemon is gone. A killed daemon (kill -9)
-    never tells its workers to stop, and each holds the pool's queue and the forkserver
-    open, so without it all would linger."""
+    and its end when the daemon is gone (`archiverd.lifeline`: a killed daemon never stops
+    its pool)."""
     tune_allocator()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(daemon_pid,), daemon=True).start()
-
-
-def _exit_with(daemon_pid: int) -> None:
-    try:
-        handle = os.pidfd_open(daemon_pid)  # readable once that process has exited
-    except OSError:  # gone already, or no pidfd (kernel < 5.3): look every second
-        while _alive(daemon_pid):
-            time.sleep(1.0)
-    else:
-        select.select([handle], [], [])
-    os._exit(0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    end_with(daemon_pid)
 
 
 def _span_fd(span: Span) -> _SpanFd:

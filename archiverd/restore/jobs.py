@@ -7,17 +7,20 @@ import os
 import signal
 from pathlib import Path
 
+from archiverd.lifeline import end_with
 from archiverd.restore.records import index_segment
 
 
-def worker_setup() -> None:
+def worker_setup(owner: int) -> None:
     """First thing in a worker: its stdout (inherited: `get --out -` writes the merge
-    there) goes nowhere, and Ctrl-C stays ignored (the pool spawns its workers so): it is
-    for the restore process alone, which stops the pool."""
+    there) goes nowhere, Ctrl-C stays ignored (the pool spawns its workers so): it is for
+    the restore process `owner` alone, which stops the pool; and the worker ends when that
+    process is gone (`archiverd.lifeline`: a restore killed outright never stops its pool)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    end_with(owner)
 
 
 def ready() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class Indexer:
                     self._workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=worker_setup,
+                    initargs=(os.getpid(),),
                 )
                 for _ in range(self._workers):
                     # Each submit spawns a worker while none is idle (inheriting SIG_IGN).

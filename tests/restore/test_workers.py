@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -229,3 +230,48 @@ async def test_a_job_that_raises_leaves_the_segment_to_the_merge(
     expected = await merged(segments, dest, tmp_path / "a")
     monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_raise))
     assert await merged(segments, dest, tmp_path / "b") == expected
+
+
+_KILLED_RESTORE = """
+import time
+from archiverd.restore.workers import Indexer
+indexer = Indexer(2)
+indexer.start()
+pool = indexer._pool
+while len([p for p in pool._processes.values() if p.is_alive()]) < 2:
+    time.sleep(0.05)
+print("pids", *pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat", "rb") as stat:  # exited, not yet reaped by its parent
+        return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+
+
+def test_a_restore_killed_with_sigkill_leaves_no_index_worker_behind() -> None:
+    """kill -9 of a restore ends its index workers too: it never stops its pool, and they
+    would otherwise wait for work forever."""
+    restore = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RESTORE], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert restore.stdout is not None
+        line = next(line for line in restore.stdout if line.startswith("pids "))
+        pids = [int(pid) for pid in line.split()[1:]]
+        assert len(pids) == 2
+        assert not any(_gone(pid) for pid in pids)
+    finally:
+        restore.kill()
+        restore.wait()
+        restore.stdout.close()  # type: ignore[union-attr]
+
+    deadline = time.monotonic() + 20
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if not _gone(pid)] == []
