@@ -19,8 +19,9 @@ least CPU: on a shared machine that is what the code costs). Each prints MB per 
 (user+sys of the child and every descendant: the daemon's forkserver and worker processes
 are reaped by this script as their subreaper), MB/s wall, peak RSS (ru_maxrss of the child;
 "+N MiB each helper" is the largest of those processes, whose pages are mostly shared with
-their forkserver, and the peak PSS of all of them together, sampled every 20 ms), and the
-daemon's ratios against ``gzip -6``, ``gzip -1``, the packer and the threads-only daemon.
+their forkserver, and the peak PSS of all of them together, sampled every 20 ms in one more,
+untimed run), and the daemon's ratios against ``gzip -6``, ``gzip -1``, the packer and the
+threads-only daemon.
 Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak RSS < 128 MiB.
 The load average is printed beside the numbers.
 --profile DIR also samples the daemon run with py-spy (`pip install py-spy`), one round:
@@ -169,7 +170,13 @@ def _adopt_orphans() -> None:
     libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
-def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: bool = False) -> Run:
+def measure(
+    cmd: list[str] | str,
+    *,
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
+    sample_pss: bool = False,
+) -> Run:
     """Run one child (a shell pipeline if `cmd` is a string) and take its rusage, plus that
     of every descendant it left behind (reaped here as their subreaper)."""
     _adopt_orphans()
@@ -182,11 +189,13 @@ def measure(cmd: list[str] | str, *, env: dict[str, str] | None = None, quiet: b
         env=env,
     )
     sampler = _PssSampler(proc.pid)
-    sampler.start()
+    if sample_pss:  # its own run: sampling takes CPU the timed runs must not lose
+        sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     sampler.stopped.set()
-    sampler.join()
+    if sample_pss:
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd!r} failed with {proc.returncode}")
@@ -294,6 +303,10 @@ def layout(
             shutil.rmtree(base / "state", ignore_errors=True)
             rounds[label].append(measure(command, env=job_env, quiet=silent))
     runs = {label: best(measured) for label, measured in rounds.items()}
+    shutil.rmtree(base / "bucket", ignore_errors=True)
+    shutil.rmtree(base / "state", ignore_errors=True)
+    sampled = measure(once, env=quiet, sample_pss=True)  # untimed: memory of the whole tree
+    runs["archiverd run --once"].pss_kib = sampled.pss_kib
     objects = [p for p in (base / "bucket").rglob("*") if p.is_file()]
     stored = sum(p.stat().st_size for p in objects)
     for label, run in runs.items():
