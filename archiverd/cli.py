@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import gc
 import os
 import sys
 import threading
@@ -32,21 +31,17 @@ def main(argv: Sequence[str] | None = None, *, quick_exit: bool = False) -> int:
     """Run one command; return its exit code.
 
     With `quick_exit` (the executable, `run`; never in-process callers such as tests), a
-    read-only restore command (`QUICK_EXIT`) is run as the short-lived process it is: the
-    cyclic garbage collector runs a hundred times less often (start-up allocates about
-    100,000 long-lived objects, botocore's and pydantic's, in some 150 collections after
-    the command line is read: 0.04 s of a 134 MB `get`), and the process ends itself once
-    done (`_exit_now`).
+    read-only restore command (`QUICK_EXIT`) ends the process itself once done
+    (`_exit_now`). (Collecting cycles a hundred times less often saved 0.035 s of a 134 MB
+    `get` but cost 10-20% of the CPU of 512 MiB restores, bench/restore.py: Python's
+    thresholds stay.)
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level or "info", args.log_format or "auto")
     _process_wide()
-    short_lived = quick_exit and args.command in QUICK_EXIT
-    if short_lived:
-        gc.set_threshold(100 * gc.get_threshold()[0], 50, 100)  # cycles still collected
     code = _handle(args)
-    if short_lived:
+    if quick_exit and args.command in QUICK_EXIT:
         _exit_now(code)
     return code
 
