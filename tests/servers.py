@@ -128,6 +128,11 @@ def start_seaweedfs(data_dir: Path, *, ports: dict[str, int] | None = None) -> S
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # Every bucket (a collection) takes several volumes. Left at 0 the count is free
+        # disk / volume size (65 on a 63 GB disk), and a whole session ran out of them
+        # ("No writable volumes", InternalError on PUT). Volumes grow as written, so slots
+        # cost no disk.
+        "-volume.max=1000",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
     with (data_dir / "weed.log").open("wb") as log:

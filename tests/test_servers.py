@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests import servers
 from tests.servers import S3Server
 
 pytestmark = pytest.mark.slow  # real servers or processes: seconds each
@@ -26,3 +29,16 @@ def test_moto_serves_kms(moto_server: S3Server) -> None:
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     data_key = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256")
     assert len(data_key["Plaintext"]) == 32
+
+
+def test_seaweedfs_takes_writes_in_more_buckets_than_a_session_makes(tmp_path: Path) -> None:
+    """A fresh SeaweedFS accepts an object in each of 80 buckets (each bucket takes several
+    volumes: with the volume count left to free disk / volume size, a session ran out of
+    them and every PUT failed with InternalError)."""
+    server = servers.start_seaweedfs(tmp_path)
+    try:
+        client = server.boto3_client()
+        for n in range(80):
+            client.put_object(Bucket=server.make_bucket(), Key="k", Body=b"%d" % n)
+    finally:
+        servers.stop(server)
