@@ -31,12 +31,12 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.reduction import DupFd
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
@@ -46,6 +46,8 @@ from archiverd.lifeline import end_with
 from archiverd.pack.stream import ObjectKey, PackResult, pack_with_key, tune_allocator
 
 log = structlog.get_logger("archiverd.collect.workers")
+
+T = TypeVar("T")
 
 _PIPE_BYTES = 1 << 20
 _POLL_SECONDS = 0.2
@@ -112,7 +114,8 @@ class WorkerPool:
             with contextlib.suppress(OSError):  # fewer, larger copies; the default works too
                 fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
             try:
-                future = executor.submit(
+                future = _submit(
+                    executor,
                     _pack_in_worker,
                     [_span_fd(span) for span in spans],
                     start,
@@ -121,8 +124,6 @@ class WorkerPool:
                     key,
                     level,
                 )
-            except (OSError, RuntimeError) as exc:  # a worker could not be started
-                raise BrokenProcessPool(f"cannot start a worker: {exc}") from exc
             finally:
                 os.close(write_end)  # the worker holds the only write end now
             _copy(read_end, dst, future)
@@ -146,12 +147,9 @@ class WorkerPool:
         if executor is None:
             return None
         try:
-            try:
-                job = executor.submit(
-                    _scan_in_worker, DupFd(file.fd), offset, n, scanner, chunk, last_bytes
-                )
-            except (OSError, RuntimeError) as exc:  # a worker could not be started
-                raise BrokenProcessPool(f"cannot start a worker: {exc}") from exc
+            job = _submit(
+                executor, _scan_in_worker, DupFd(file.fd), offset, n, scanner, chunk, last_bytes
+            )
             scanned = job.result()
             self._count("scan")
             return scanned
@@ -169,12 +167,9 @@ class WorkerPool:
         if executor is None:
             return
         try:
-            started = [executor.submit(os.getpid) for _ in range(self.workers)]
-            for job in started:
+            for job in [_submit(executor, os.getpid) for _ in range(self.workers)]:
                 job.result()
-        except RuntimeError:  # closed meanwhile
-            return
-        except Exception as exc:  # any failure to start means: use threads
+        except Exception as exc:  # any failure to start means threads (quiet once closed)
             self._give_up(exc)
             return
         log.info("worker processes started", processes=self.workers)
@@ -230,6 +225,16 @@ class WorkerPool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit(executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`executor.submit`, with a worker that could not be started (the pool spawns them on
+    submit: a seccomp filter, no /dev/shm, a pool closed meanwhile) raised as the pool's
+    own failure, `BrokenProcessPool`."""
+    try:
+        return executor.submit(fn, *args)
+    except (OSError, RuntimeError) as exc:
+        raise BrokenProcessPool(f"cannot start a worker: {exc}") from exc
 
 
 def _start_worker(daemon_pid: int) -> None:
