@@ -9,8 +9,6 @@ import hashlib
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from archiverd.formats.records import make_scanner
 from archiverd.journal.db import Journal
 from archiverd.pack import Keyring, unpack_stream
 from archiverd.pack.stream import PackResult, object_key
+from tests.orphans import left_after_sigkill
 from tests.sources.helpers import ContainerDir, archived, collector, docker_record, settings
 
 KEYRING = Keyring.from_raw_keys(os.urandom(32))
@@ -374,36 +373,13 @@ time.sleep(600)
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat", "rb") as stat:  # exited, not yet reaped by its parent
-        return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-
-
 def test_a_daemon_killed_with_sigkill_leaves_no_worker_process_behind() -> None:
     """kill -9 of the daemon ends its workers and their forkserver too (a daemon killed
     outright never tells them to stop; without their watch they would run forever)."""
-    daemon = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_DAEMON], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert daemon.stdout is not None
-        line = next(line for line in daemon.stdout if line.startswith("pids "))
-        pids = [int(pid) for pid in line.split()[1:]]
-        assert len(pids) == 3, "two workers and their forkserver"
-        assert not any(_gone(pid) for pid in pids)
-    finally:
-        daemon.kill()
-        daemon.wait()
-        daemon.stdout.close()  # type: ignore[union-attr]
+    pids, left = left_after_sigkill(_KILLED_DAEMON)
 
-    deadline = time.monotonic() + 20
-    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [pid for pid in pids if not _gone(pid)] == []
+    assert len(pids) == 3, "two workers and their forkserver"
+    assert left == []
 
 
 def test_ctrl_c_to_the_process_group_leaves_the_workers_to_the_daemon(

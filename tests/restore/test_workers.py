@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from archiverd.restore.fetch import FetchOptions, restore_to_stream
 from archiverd.restore.listing import Segment
 from archiverd.restore.records import stream_blocks, stream_indexed
 from archiverd.restore.workers import Indexer
+from tests.orphans import left_after_sigkill
 from tests.restore import corpus
 from tests.restore.test_fetch import KEYRING, ScriptedDestination
 
@@ -245,33 +245,10 @@ time.sleep(600)
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat", "rb") as stat:  # exited, not yet reaped by its parent
-        return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-
-
 def test_a_restore_killed_with_sigkill_leaves_no_index_worker_behind() -> None:
     """kill -9 of a restore ends its index workers too: it never stops its pool, and they
     would otherwise wait for work forever."""
-    restore = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_RESTORE], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert restore.stdout is not None
-        line = next(line for line in restore.stdout if line.startswith("pids "))
-        pids = [int(pid) for pid in line.split()[1:]]
-        assert len(pids) == 2
-        assert not any(_gone(pid) for pid in pids)
-    finally:
-        restore.kill()
-        restore.wait()
-        restore.stdout.close()  # type: ignore[union-attr]
+    pids, left = left_after_sigkill(_KILLED_RESTORE)
 
-    deadline = time.monotonic() + 20
-    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [pid for pid in pids if not _gone(pid)] == []
+    assert len(pids) == 2
+    assert left == []
