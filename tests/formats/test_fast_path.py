@@ -147,17 +147,22 @@ def _dockerd_lines(draw: st.DrawFn) -> bytes:
     return b"".join(lines)
 
 
-@settings(max_examples=600, deadline=None)
-@given(_dockerd_lines(), st.lists(st.integers(1, 400), max_size=6))
-def test_docker_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
-    """DockerScanner on dockerd-written lines, clean or damaged as real logs get, chunked
-    anywhere: same cuts, lines, times and bad input as line by line."""
+def _chunked(data: bytes, sizes: list[int]) -> list[bytes]:
+    """`data` cut into pieces of `sizes`, then the rest (no empty piece unless all is)."""
     chunks, pos = [], 0
     for size in sizes:
         chunks.append(data[pos : pos + size])
         pos += size
     chunks.append(data[pos:])
-    chunks = [c for c in chunks if c] or [b""]
+    return [c for c in chunks if c] or [b""]
+
+
+@settings(max_examples=600, deadline=None)
+@given(_dockerd_lines(), st.lists(st.integers(1, 400), max_size=6))
+def test_docker_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
+    """DockerScanner on dockerd-written lines, clean or damaged as real logs get, chunked
+    anywhere: same cuts, lines, times and bad input as line by line."""
+    chunks = _chunked(data, sizes)
     assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
 
 
@@ -246,12 +251,7 @@ def _cri_lines(draw: st.DrawFn) -> bytes:
 def test_cri_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
     """CriScanner on containerd-written lines, clean or varied, chunked anywhere: same
     cuts, lines, times and bad input as line by line."""
-    chunks, pos = [], 0
-    for size in sizes:
-        chunks.append(data[pos : pos + size])
-        pos += size
-    chunks.append(data[pos:])
-    chunks = [c for c in chunks if c] or [b""]
+    chunks = _chunked(data, sizes)
     assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
 
 
