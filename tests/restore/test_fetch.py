@@ -74,30 +74,51 @@ class ScriptedDestination:
         return None
 
 
+def scripted_segment(
+    objects: dict[str, tuple[bytes, dict[str, str]]],
+    records: corpus.Container,
+    seq: int,
+    first: datetime,
+    *,
+    container_id: str,
+    container_name: str,
+) -> tuple[Segment, bytes]:
+    """Segment `seq` of `records`' log lines from `first`, packed and put in `objects` (a
+    `ScriptedDestination`'s): its listing, and its plaintext."""
+    desc = SegmentDescription(
+        host="h",
+        container_id=container_id,
+        seq=seq,
+        first_ts=first,
+        last_ts=first + timedelta(minutes=5),
+        start_offset=0,
+        end_offset=0,
+        line_count=3,
+        plaintext_sha256="",
+        container_name=container_name,
+    )
+    plain = corpus.segment_records(records, 0, seq, first, desc.last_ts)
+    body, metadata = corpus.pack(plain, desc, KEYRING)
+    key = object_key("", desc)
+    objects[key] = (body, metadata)
+    parsed = parse_key("", key)
+    assert parsed is not None
+    return Segment(key, parsed, "v1", len(body), first, metadata=metadata), plain
+
+
 def segments(count: int) -> tuple[list[Segment], ScriptedDestination]:
     objects: dict[str, tuple[bytes, dict[str, str]]] = {}
-    found = []
-    for seq in range(count):
-        first = START + timedelta(hours=seq)
-        desc = SegmentDescription(
-            host="h",
+    found = [
+        scripted_segment(
+            objects,
+            corpus.CONTAINERS[0],
+            seq,
+            START + timedelta(hours=seq),
             container_id="c" * 64,
-            seq=seq,
-            first_ts=first,
-            last_ts=first + timedelta(minutes=5),
-            start_offset=0,
-            end_offset=0,
-            line_count=3,
-            plaintext_sha256="",
             container_name="app",
-        )
-        plain = corpus.segment_records(corpus.CONTAINERS[0], 0, seq, first, desc.last_ts)
-        body, metadata = corpus.pack(plain, desc, KEYRING)
-        key = object_key("", desc)
-        objects[key] = (body, metadata)
-        parsed = parse_key("", key)
-        assert parsed is not None
-        found.append(Segment(key, parsed, "v1", len(body), first, metadata=metadata))
+        )[0]
+        for seq in range(count)
+    ]
     return found, ScriptedDestination(objects)
 
 

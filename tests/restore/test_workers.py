@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from archiverd.errors import TamperedError
-from archiverd.formats.layout import SegmentDescription, object_key, parse_key
 from archiverd.restore import fetch, jobs, workers
 from archiverd.restore.fetch import FetchOptions, restore_to_stream
 from archiverd.restore.listing import Segment
@@ -19,7 +19,7 @@ from archiverd.restore.records import stream_blocks, stream_indexed
 from archiverd.restore.workers import Indexer
 from tests.orphans import left_after_sigkill
 from tests.restore import corpus
-from tests.restore.test_fetch import KEYRING, ScriptedDestination
+from tests.restore.test_fetch import KEYRING, ScriptedDestination, scripted_segment
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -37,26 +37,16 @@ def two_containers(per: int) -> tuple[list[Segment], ScriptedDestination, bytes]
     for seq in range(per):
         for n, container in enumerate(corpus.CONTAINERS[:2]):
             first = START + timedelta(minutes=seq * 10 + n)
-            desc = SegmentDescription(
-                host="h",
+            segment, plain = scripted_segment(
+                objects,
+                container,
+                seq,
+                first,
                 container_id=container.id,
-                seq=seq,
-                first_ts=first,
-                last_ts=first + timedelta(minutes=5),
-                start_offset=0,
-                end_offset=0,
-                line_count=3,
-                plaintext_sha256="",
                 container_name=container.name,
             )
-            plain = corpus.segment_records(container, 0, seq, first, desc.last_ts)
+            found.append(segment)
             everything += plain
-            body, metadata = corpus.pack(plain, desc, KEYRING)
-            key = object_key("", desc)
-            objects[key] = (body, metadata)
-            parsed = parse_key("", key)
-            assert parsed is not None
-            found.append(Segment(key, parsed, "v1", len(body), first, metadata=metadata))
     return found, ScriptedDestination(objects), everything
 
 
@@ -70,17 +60,30 @@ async def merged(segments: list[Segment], dest: ScriptedDestination, tmp: Path) 
     return out.read_bytes()
 
 
+async def merged_both_ways(
+    segments: list[Segment],
+    dest: ScriptedDestination,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    job: Callable[[Path], bool],
+) -> tuple[bytes, bytes]:
+    """The merge with the usual index workers (in ``tmp_path/a``), then with workers
+    running `job` instead (in ``tmp_path/b``)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    expected = await merged(segments, dest, tmp_path / "a")
+    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=job))
+    return expected, await merged(segments, dest, tmp_path / "b")
+
+
 async def test_a_worker_that_dies_leaves_the_segments_to_the_merge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Index workers killed mid-restore: the merged output is byte for byte what it is with
     them, every record is there, and no temp file is left."""
     segments, dest, everything = two_containers(3)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    expected = await merged(segments, dest, tmp_path / "a")
-    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_die))
-    assert await merged(segments, dest, tmp_path / "b") == expected
+    expected, with_job = await merged_both_ways(segments, dest, tmp_path, monkeypatch, _die)
+    assert with_job == expected
     assert sorted(expected.splitlines()) == sorted(everything.splitlines())
     assert list((tmp_path / "b").iterdir()) == [tmp_path / "b" / "merged.log"]
 
@@ -225,11 +228,8 @@ async def test_a_job_that_raises_leaves_the_segment_to_the_merge(
     """An index job raising (a bug, not a dead worker): the merge parses that segment and
     writes the same bytes; the pool keeps serving."""
     segments, dest, _ = two_containers(2)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    expected = await merged(segments, dest, tmp_path / "a")
-    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_raise))
-    assert await merged(segments, dest, tmp_path / "b") == expected
+    expected, with_job = await merged_both_ways(segments, dest, tmp_path, monkeypatch, _raise)
+    assert with_job == expected
 
 
 _KILLED_RESTORE = """
