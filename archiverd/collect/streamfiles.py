@@ -111,9 +111,7 @@ class StreamFiles:
                 continue
             data = f.file.read_at(offset, n)
             if data:
-                f.recent = (f.recent + data[-RECENT_BYTES:])[-RECENT_BYTES:]
-                if f.identity.fp_len < FP_BYTES:
-                    self.grow_fingerprint(f)
+                self._noted(f, data)
                 return data
             if self.cur + 1 >= len(self.files):
                 return b""
@@ -152,10 +150,14 @@ class StreamFiles:
         return f.base + f.file.size()
 
     def bulk_read(self, last: bytes) -> None:
-        """What `read` notes of the bytes a `bulk` range was read for: its `last` bytes (up
-        to RECENT_BYTES), and the fingerprint, if still short."""
-        f = self.files[self.cur]
-        f.recent = (f.recent + last[-RECENT_BYTES:])[-RECENT_BYTES:]
+        """Note a `bulk` range as read, as `read` notes what it returns, from its `last`
+        bytes (at least RECENT_BYTES of them, or all)."""
+        self._noted(self.files[self.cur], last)
+
+    def _noted(self, f: StreamFile, data: bytes) -> None:
+        """Note bytes just read from `f`: its last RECENT_BYTES (a copy must hold them too),
+        and its fingerprint, if still short."""
+        f.recent = (f.recent + data[-RECENT_BYTES:])[-RECENT_BYTES:]
         if f.identity.fp_len < FP_BYTES:
             self.grow_fingerprint(f)
 
