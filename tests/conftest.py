@@ -10,7 +10,10 @@ import pytest
 import stamina
 
 from tests import servers
-from tests.dockerd import dockerd  # noqa: F401 - session fixture: a private real dockerd
+from tests.dockerd import (  # noqa: F401 - fixtures: a private real dockerd, per-test cleanup
+    _containers_removed,
+    dockerd,
+)
 
 # Tests never reach a real AWS account, whatever the developer's shell has configured.
 for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):

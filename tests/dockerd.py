@@ -163,11 +163,28 @@ class DockerDaemon:
                 raise TimeoutError(f"{container_id}: config.v2.json still says Running")
             time.sleep(0.05)
 
+    def container_ids(self) -> set[str]:
+        """Full ids of every container of this daemon, running or not."""
+        return set(self.docker("ps", "-aq", "--no-trunc").split())
+
     def remove_all_containers(self) -> None:
         """Remove every container of this daemon (used at session end)."""
         ids = self.docker("ps", "-aq", "--no-trunc", check=False).split()
         if ids:
             self.docker("rm", "-f", *ids, check=False)
+
+    @contextlib.contextmanager
+    def removing_new_containers(self) -> Iterator[None]:
+        """Remove (``rm -f``) every container created inside the block when it ends, however
+        it ends: a test that fails half-way must not leave containers whose logs the next
+        test's collector (watching the same containers directory) would find."""
+        before = self.container_ids()
+        try:
+            yield
+        finally:
+            left = sorted(self.container_ids() - before)
+            if left:
+                self.docker("rm", "-f", *left)
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -332,3 +349,16 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     finally:
         stop_dockerd(daemon)
         atexit.unregister(stop_dockerd)
+
+
+@pytest.fixture(autouse=True)
+def _containers_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses `dockerd` has the containers it created removed after it, pass
+    or fail (`DockerDaemon.removing_new_containers`). Containers of wider-scoped fixtures,
+    set up before this one, are left to them."""
+    if "dockerd" not in request.fixturenames:
+        yield
+        return
+    daemon: DockerDaemon = request.getfixturevalue("dockerd")
+    with daemon.removing_new_containers():
+        yield

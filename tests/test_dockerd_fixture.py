@@ -134,3 +134,23 @@ def test_stop_leaves_no_daemon_shim_or_mount(
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(second.data_root) not in mounts
     assert not second.exec_root.exists()
+
+
+def _fail_half_way(dockerd: DockerDaemon, made: list[str]) -> None:
+    with dockerd.removing_new_containers():
+        made.append(dockerd.run_container("sleep 300"))
+        made.append(dockerd.run_container("true", detach=False))
+        raise AssertionError("the test failed half-way")
+
+
+def test_containers_of_a_failing_block_are_removed(dockerd: DockerDaemon) -> None:
+    """`removing_new_containers` (every docker test's teardown) removes the containers made
+    in a block that raised, running or exited, and leaves the ones that were there before."""
+    kept = dockerd.run_container("true", detach=False)
+    made: list[str] = []
+    with pytest.raises(AssertionError, match="half-way"):
+        _fail_half_way(dockerd, made)
+    assert len(made) == 2
+    assert dockerd.container_ids() & {kept, *made} == {kept}
+    assert not any((dockerd.containers_dir / cid).exists() for cid in made)
+    dockerd.rm(kept)
