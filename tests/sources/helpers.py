@@ -151,10 +151,13 @@ def archived(
     return out
 
 
-def lost_entries(journal: Journal) -> list[dict[str, Any]]:
-    """Every "lost" entry in the descriptions of the packed segments, in seal order."""
+def lost_entries(journal: Journal, container_id: str | None = None) -> list[dict[str, Any]]:
+    """Every "lost" entry in the descriptions of the packed segments (of `container_id`
+    only, when given), in seal order."""
     out: list[dict[str, Any]] = []
     for packed in journal.packed_segments():
+        if container_id is not None and packed.description.container_id != container_id:
+            continue
         row = journal.segment(packed.segment_id)
         assert row is not None
         assert row.description is not None

@@ -66,6 +66,7 @@ async def test_fast_rotation_reads_every_file_exactly_once(
     stop = asyncio.Event()
     task = asyncio.create_task(coll.run(stop))
     failures: dict[str, str] = {}
+    lost: list[dict[str, object]] = []
     try:
         for batch in range(ROUNDS // BATCH):
             cids = []
@@ -93,8 +94,8 @@ async def test_fast_rotation_reads_every_file_exactly_once(
                         f"{len(numbers) - len(set(numbers))} duplicated"
                     )
             for cid in cids:
+                lost += lost_entries(journal, container_id=cid)
                 await asyncio.to_thread(dockerd.rm, cid)
-        lost = lost_entries(journal)
     finally:
         stop.set()
         await task
@@ -161,7 +162,7 @@ async def test_small_max_file_loss_is_reported_never_silent(
             early: ["rotated_before_seen"],
             cid: ["rotated_unread"],
         }
-        [lost] = [e for e in lost_entries(journal) if e["reason"] == "rotated_unread"]
+        [lost] = lost_entries(journal, container_id=cid)
         assert lost["after_ts"] < lost["before_ts"]
         gaps = coll.metrics.registry.get_sample_value(
             "archiverd_source_gaps_total", {"reason": "rotated_unread"}
