@@ -470,15 +470,20 @@ class StreamFiles:
     def _new_files(
         self, opened_all: list[OpenFile | None], after: int
     ) -> tuple[list[OpenFile], bool]:
-        """The candidates to append, in order, and whether every one could be looked at."""
+        """The candidates to append, in order, and whether every one could be looked at.
+
+        An empty live file is held too (known by its inode until it has bytes): a writer may
+        fill it, rotate it and delete it before the next look, and the held fd still reads
+        it. An empty rotated file has nothing to read."""
         new: list[OpenFile] = []
-        for opened in opened_all[after:]:
+        last = len(opened_all) - 1
+        for index, opened in enumerate(opened_all[after:], start=after):
             if opened is None:
                 return new, False  # cannot open it yet: keep order, retry on the next pass
             if opened.gz and not self._complete_gz(opened):
                 return new, False
-            if opened.size() == 0:
-                continue  # nothing to identify it by yet (nor to lose): add it once written
+            if opened.size() == 0 and (index < last or opened.gz):
+                continue
             new.append(opened)
         return new, True
 

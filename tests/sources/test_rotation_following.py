@@ -240,3 +240,40 @@ async def test_directory_removed_entry_by_entry_is_not_read_again(
     assert lost_entries(journal) == []
     await coll.aclose()
     journal.close()
+
+
+async def test_live_file_seen_empty_is_held_through_rotations(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """The live file is held from the first look even while empty: when dockerd fills it,
+    rotates it and deletes it (max-file=3) before the next look, its lines are still read
+    from the held fd. Whether a file came between, archiverd cannot tell (the files it sees
+    then are as many as max-file keeps): that possible gap is recorded, right after them."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    (container.dir / "hostconfig.json").write_text(
+        json.dumps({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}})
+    )
+    container.log.touch()
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    await coll.seal_all(include_open=False)  # the container's log is still empty
+    for n in range(3):  # file 0 (lines 0-9) is filled, rotated twice, then deleted
+        container.write(_lines(n * 10, 10))
+        container.rotate(3)
+    container.write(_lines(30, 10))
+    container.config(running=False)
+    await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == _lines(0, 40)
+    assert lost_entries(journal) == [
+        {
+            "bytes": None,
+            "after_ts": "2026-11-23T08:00:00.000009+00:00",
+            "before_ts": "2026-11-23T08:00:00.000010+00:00",
+            "reason": "rotated_unread",
+        }
+    ]
+    await coll.aclose()
+    journal.close()
