@@ -400,7 +400,12 @@ class StreamFiles:
         return False
 
     def _after_known(self, opened_all: list[OpenFile | None]) -> int:
-        """Index just past the last candidate that is one of our files (0: none is)."""
+        """Index just past the last candidate that is one of our files (0: none is).
+
+        The held files' fingerprints are grown first: a file held while empty may since have
+        been filled, rotated and compressed into a copy known only by its first bytes."""
+        for f in self.files:
+            self.grow_fingerprint(f)
         known = [f.identity for f in self.files]
         after = 0
         for index, opened in enumerate(opened_all):

@@ -277,3 +277,28 @@ async def test_live_file_seen_empty_is_held_through_rotations(
     ]
     await coll.aclose()
     journal.close()
+
+
+async def test_live_file_seen_empty_then_compressed_is_read_once(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """A live file held while empty, then filled, rotated and compressed (compress=true: the
+    plain file is replaced by a `.1.gz` copy) before the next look: the copy is known as the
+    held file (by its first bytes), so its lines are archived once."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    container.log.touch()
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+    await coll.seal_all(include_open=False)  # the container's log is still empty
+    container.write(_lines(0, 10))
+    container.rotate(5, compress=True)
+    container.write(_lines(10, 10))
+    container.config(running=False)
+    await coll.seal_all(include_open=False)
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert arc.data == _lines(0, 20)
+    assert lost_entries(journal) == []
+    await coll.aclose()
+    journal.close()
