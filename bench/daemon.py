@@ -1,6 +1,6 @@
 """Benchmark the daemon end to end against gzip and `archiverd pack`, on the same bytes.
 
-    .venv/bin/python bench/daemon.py [--containers 8] [--container-mib 24] [--big-mib 256]
+    .venv/bin/python bench/daemon.py [--containers 8] [--container-mib 48] [--big-mib 256]
                                      [--only many|big] [--rounds 3] [--profile DIR]
 
 Generates realistic docker json-file logs (templated messages, times rising within each
@@ -12,7 +12,12 @@ the same bytes:
 - ``archiverd pack`` of every log (the packer alone: ISA-L gzip + AES-256-GCM);
 - ``archiverd run --once`` (discover, seal at record boundaries, pack, spool, upload to a
   ``file://`` destination), the daemon end to end on all cores; and the same with
-  ``worker_processes = 0`` (scanning and packing on the daemon's threads), the baseline.
+  ``worker_processes = 0`` (scanning and packing on the daemon's threads), the baseline;
+  and the same as installed where no C compiler is (``pure Python``: the scanner counts
+  records with ``bytes.count`` passes instead of its compiled pass, `archiverd/formats/_scan.c`).
+
+The daemon runs from this checkout, with its bytecode compiled first (as an install has it:
+a shell with PYTHONDONTWRITEBYTECODE would otherwise compile every module in every run).
 
 Every command runs --rounds times, interleaved, and the best run of each counts (least wall,
 least CPU: on a shared machine that is what the code costs). Each prints MB per CPU-second
@@ -31,6 +36,7 @@ DIR/<layout>.txt, collapsed stacks of every thread of every process.
 from __future__ import annotations
 
 import argparse
+import compileall
 import ctypes
 import io
 import json
@@ -56,6 +62,22 @@ MB = 1_000_000
 _IMPORTS = "import archiverd.cli, archiverd.service.daemon, archiverd.service.wiring"
 ARCHIVERD = [sys.executable, "-m", "archiverd"]
 THREADS = "run --once, threads"
+PURE = "run --once, pure Python"
+_NO_COMPILED_SCAN = """\
+import sys
+
+
+class _NotBuilt:
+    \"\"\"The compiled scanner as if no C compiler had built it.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "archiverd.formats._scan":
+            raise ImportError(name)
+        return None
+
+
+sys.meta_path.insert(0, _NotBuilt())
+"""
 
 
 _BLOCKS: dict[int, bytes] = {}
@@ -187,6 +209,7 @@ def measure(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if quiet else None,
         env=env,
+        cwd=REPO,  # `-m archiverd` imports this checkout's package
     )
     sampler = _PssSampler(proc.pid)
     if sample_pss:  # its own run: sampling takes CPU the timed runs must not lose
@@ -289,11 +312,16 @@ def layout(
     quiet = {**env, "ARCHIVERD_LOG__LEVEL": "warning"}
     # the same daemon scanning and packing on its own threads (the design before workers)
     threads = {**quiet, "ARCHIVERD_WORKER_PROCESSES": "0"}
+    shim = base / "no-compiled-scan"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(_NO_COMPILED_SCAN)
+    pure = {**quiet, "PYTHONPATH": f"{shim}{os.pathsep}{REPO}"}
     jobs: dict[str, tuple[list[str] | str, dict[str, str] | None, bool]] = {
         "gzip -6": (f"cat {files} | gzip -6 -c > /dev/null", None, False),
         "gzip -1": (f"cat {files} | gzip -1 -c > /dev/null", None, False),
         "archiverd pack": (packs, env, True),
         THREADS: (once, threads, False),
+        PURE: (once, pure, False),
         "archiverd run --once": (cmd, quiet, False),
     }
     rounds: dict[str, list[Run]] = {label: [] for label in jobs}
@@ -323,7 +351,7 @@ def layout(
         f"  start-up alone: cpu {start.cpu:.2f} s, peak RSS {start.rss_kib / 1024:.0f} MiB; "
         f"daemon without it: {total / marginal:.0f} MB/CPU-s"
     )
-    for base_name in ("gzip -6", "gzip -1", "archiverd pack", THREADS):
+    for base_name in ("gzip -6", "gzip -1", "archiverd pack", THREADS, PURE):
         ref = runs[base_name]
         print(
             f"  daemon vs {base_name:20} {ref.cpu / daemon.cpu:5.2f}x per CPU-second, "
@@ -338,7 +366,7 @@ def layout(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--containers", type=int, default=8)
-    parser.add_argument("--container-mib", type=float, default=24)
+    parser.add_argument("--container-mib", type=float, default=48)
     parser.add_argument("--big-mib", type=float, default=256)
     parser.add_argument("--only", choices=("many", "big"))
     parser.add_argument("--profile", type=Path)
@@ -346,6 +374,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 1 if args.profile is not None else args.rounds
     print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    compileall.compile_dir(REPO / "archiverd", quiet=1)
     with tempfile.TemporaryDirectory(prefix="archiverd-bench-daemon-") as tmp:
         base = Path(tmp)
         key = base / "archive.key"

@@ -20,8 +20,22 @@ is not a record. Lines may be passed with or without their trailing ``\\n``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from archiverd.formats.timestamps import TimeCache
+
+compiled_closing: Callable[[bytes], int | None] | None
+"""`count_closing` in one compiled pass over each line, exact for every line as `read` reads
+it (`archiverd/formats/_scan.c`); None where it was not built (no C compiler at install):
+then `count_closing_usual` and `count_closing` count in ``bytes.count`` passes."""
+compiled_keys: Callable[[bytes, int], bytes | None] | None
+"""Restore's merge keys of a block of usual dockerd records in one compiled pass (int64
+bytes; see `archiverd/formats/_scan.c`); None where it was not built."""
+try:
+    from archiverd.formats._scan import docker_closing as compiled_closing
+    from archiverd.formats._scan import docker_keys as compiled_keys
+except ImportError:
+    compiled_closing = compiled_keys = None
 
 PREFIX = b'{"log":"'
 STREAM = b'","stream":"'

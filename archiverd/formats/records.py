@@ -317,15 +317,14 @@ class DockerScanner(_RecordScanner):
     malformed = "malformed_json"
 
     def _fast(self, data: bytes, offset: int) -> bool:
-        # Clean chunks (the norm) are counted with bytes.count instead of a Python loop:
-        # the usual ones (every record closes, no attrs) in fewer passes.
+        # Clean chunks (the norm) are counted in one compiled pass, or where that was not
+        # built with bytes.count instead of a Python loop: the usual ones (every record
+        # closes, no attrs) in fewer passes.
         closing = None
-        if self._usual_worth_trying():
-            closing = docker.count_closing_usual(data)
-            if closing is None:
-                self._not_usual()
-        if closing is None:
-            closing = docker.count_closing(data)
+        if docker.compiled_closing is not None:
+            closing = docker.compiled_closing(data)
+        else:
+            closing = self._count_in_passes(data)
         if closing is None:
             return False
         first = docker.read(data[: data.find(b"\n")], self._times)
@@ -333,6 +332,14 @@ class DockerScanner(_RecordScanner):
         if first is None or last is None or not last[0]:
             return False
         return self._take(offset + len(data), closing, first[1], last[1])
+
+    def _count_in_passes(self, data: bytes) -> int | None:
+        closing = None
+        if self._usual_worth_trying():
+            closing = docker.count_closing_usual(data)
+            if closing is None:
+                self._not_usual()
+        return docker.count_closing(data) if closing is None else closing
 
 
 class CriScanner(_RecordScanner):

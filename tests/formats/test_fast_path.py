@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archiverd.formats import cri, docker
 from archiverd.formats.records import CriScanner, Cut, DockerScanner, Scanner
+from archiverd.formats.timestamps import TimeCache
 
 _DOCKER_TOKENS = [
     b'{"log":"',
@@ -80,11 +84,60 @@ def _chunks(tokens: list[bytes]) -> st.SearchStrategy[list[bytes]]:
     )
 
 
+@contextmanager
+def _docker_counting(how: str) -> Iterator[None]:
+    """Docker's bulk path counting as `how` says: in its ``compiled`` pass (as installed) or
+    in ``passes`` of ``bytes.count`` (as where no C compiler built it)."""
+    built = docker.compiled_closing
+    docker.compiled_closing = built if how == "compiled" else None
+    try:
+        yield
+    finally:
+        docker.compiled_closing = built
+
+
+_COUNTING = pytest.mark.parametrize("how", ["compiled", "passes"])
+
+
+@_COUNTING
 @settings(max_examples=400, deadline=None)
-@given(_chunks(_DOCKER_TOKENS))
-def test_docker_bulk_path_reads_as_line_by_line(chunks: list[bytes]) -> None:
-    """DockerScanner's bulk path: same cuts, lines, times and bad input as line by line."""
-    assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+@given(chunks=_chunks(_DOCKER_TOKENS))
+def test_docker_bulk_path_reads_as_line_by_line(how: str, chunks: list[bytes]) -> None:
+    """DockerScanner's bulk path (compiled or in passes): same cuts, lines, times and bad
+    input as line by line."""
+    with _docker_counting(how):
+        assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+
+
+def test_the_compiled_count_is_built() -> None:
+    """The install built the compiled count (setup.py; scripts/setup brings a C compiler):
+    without it the daemon still works, at a fraction of its scanning speed."""
+    assert docker.compiled_closing is not None, "archiverd.formats._scan is not built"
+
+
+def _closing_line_by_line(data: bytes) -> int | None:
+    """How many lines of `data` close a line, read one by one with `docker.read`; None if
+    one is no record."""
+    times, closing = TimeCache(), 0
+    for line in data.split(b"\n")[:-1]:
+        record = docker.read(line, times)
+        if record is None:
+            return None
+        closing += record[0]
+    return closing
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_chunks(_DOCKER_TOKENS).map(b"".join), st.just(b"")))
+def test_the_compiled_count_is_the_count_of_read(data: bytes) -> None:
+    """The compiled count answers only where every line is a record and then counts what
+    `read` counts; it answers for every chunk either count in passes answers, alike."""
+    assert docker.compiled_closing is not None
+    counted = docker.compiled_closing(data)
+    if counted is not None:
+        assert counted == _closing_line_by_line(data)
+    for passes in (docker.count_closing_usual(data), docker.count_closing(data)):
+        assert passes is None or passes == counted
 
 
 @settings(max_examples=400, deadline=None)
@@ -157,13 +210,64 @@ def _chunked(data: bytes, sizes: list[int]) -> list[bytes]:
     return [c for c in chunks if c] or [b""]
 
 
+@_COUNTING
 @settings(max_examples=600, deadline=None)
-@given(_dockerd_lines(), st.lists(st.integers(1, 400), max_size=6))
-def test_docker_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
-    """DockerScanner on dockerd-written lines, clean or damaged as real logs get, chunked
-    anywhere: same cuts, lines, times and bad input as line by line."""
+@given(data=_dockerd_lines(), sizes=st.lists(st.integers(1, 400), max_size=6))
+def test_docker_usual_path_reads_as_line_by_line(how: str, data: bytes, sizes: list[int]) -> None:
+    """DockerScanner (compiled or in passes) on dockerd-written lines, clean or damaged as
+    real logs get, chunked anywhere: same cuts, lines, times and bad input as line by line."""
     chunks = _chunked(data, sizes)
-    assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+    with _docker_counting(how):
+        assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
+
+
+_T = b'"time":"2026-11-23T08:00:01Z"}'
+_EDGES = [
+    # (line, whether `read` reads it as closing a line; None: the compiled count leaves it)
+    (b'{"log":"a\\n","stream":"stdout",' + _T, True),
+    (b'{"log":"\\n","stream":"stderr",' + _T, True),  # the text is the newline alone
+    (b'{"log":"a","stream":"stdout",' + _T, False),  # a partial record
+    (b'{"log":"","stream":"stdout",' + _T, False),
+    (b'{"log":"a\\\\n","stream":"stdout",' + _T, False),  # a backslash, then "n"
+    (b'{"log":"a\\\\\\n","stream":"stdout",' + _T, True),  # a backslash, a newline
+    (b'{"log":"\\\\\\\\n","stream":"stdout",' + _T, False),
+    (b'{"log":"a\\n","stream":"stdout","attrs":{"tag":"web"},' + _T, True),
+    (b'{"log":"a\\n","stream":"stdin",' + _T, True),  # read takes any stream name
+    (b'{"log":"a\\n","stream":"' + _T, True),  # the stream's value starts the time key
+    # the first stream key starts at the prefix's quote: the text before it is empty
+    (b'{"log":","stream":"x\\n","stream":"stdout",' + _T, False),
+    (b'{"log":"a\\n","stream":"stdout","time":"Z"}', True),
+    (b'{"log":"a\\n","stream":"stdout","time":"}', None),  # no closing quote
+    (b'{"log":"a\\n","time":"2026-11-23T08:00:01Z","stream":"stdoutZ"}', None),
+    (b'{"log":"a\\n","stream":"stdout","time":"2026-11-23T08:00:01+01:00"}', None),
+    (b'{"log": "a\\n","stream":"stdout",' + _T, None),  # another layout: JSON decoding
+    (b"\x00\x00", None),
+]
+
+
+@pytest.mark.parametrize(("line", "closes"), _EDGES)
+def test_the_compiled_count_reads_edge_lines_as_read(line: bytes, closes: bool | None) -> None:
+    """Lines at the edges of dockerd's layout: the compiled count is `read`'s where it
+    answers, and leaves the others to `read`."""
+    assert docker.compiled_closing is not None
+    good = _docker_record("b\n", "stdout", "2026-11-23T08:00:02Z", attrs=False)
+    data = good + line + b"\n" + good
+    counted = docker.compiled_closing(data)
+    assert counted == (None if closes is None else 2 + closes)
+    if closes is not None:
+        assert counted == _closing_line_by_line(data)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_dockerd_lines())
+def test_the_compiled_count_reads_dockerd_lines_as_read(data: bytes) -> None:
+    """On dockerd-written lines, clean or damaged: the compiled count is `read`'s count, and
+    it answers for every clean chunk."""
+    assert docker.compiled_closing is not None
+    counted = docker.compiled_closing(data)
+    assert counted == _closing_line_by_line(data) or counted is None
+    if docker.count_closing(data) is not None:
+        assert counted == docker.count_closing(data)
 
 
 @settings(max_examples=300, deadline=None)

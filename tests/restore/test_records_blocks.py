@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import array
 import io
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from archiverd.formats import docker
+from archiverd.formats.timestamps import parse_ns
 from archiverd.restore.records import (
+    NO_INDEX_BELOW,
     index_segment,
     stream_blocks,
     stream_indexed,
@@ -89,6 +95,19 @@ def _write(tmp: str, files: list[list[bytes]]) -> list[list[Path]]:
     return streams
 
 
+@contextmanager
+def _keying(how: str) -> Iterator[None]:
+    """The bulk path keying records in its ``compiled`` pass (as installed) or in Python
+    (``passes``, as where no C compiler built it)."""
+    built = docker.compiled_keys
+    docker.compiled_keys = built if how == "compiled" else None
+    try:
+        yield
+    finally:
+        docker.compiled_keys = built
+
+
+@pytest.mark.parametrize("how", ["compiled", "passes"])
 @settings(max_examples=300, deadline=None)
 @given(
     files=st.lists(st.lists(_FILE, min_size=1, max_size=3), min_size=1, max_size=4),
@@ -101,16 +120,17 @@ def _write(tmp: str, files: list[list[bytes]]) -> list[list[Path]]:
 )
 @pytest.mark.slow
 def test_block_merge_equals_record_merge(
+    how: str,
     files: list[list[bytes]],
     starts: list[int],
     block_bytes: int,
     since: int | None,
     until: int | None,
 ) -> None:
-    """Same keys per stream (read in blocks, or from an index) and same merged bytes and
-    count, for any interleaving, any block size (blocks cutting lines anywhere), ties, trims
-    and records off the bulk path."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """Same keys per stream (read in blocks, or from an index; keyed compiled or in Python)
+    and same merged bytes and count, for any interleaving, any block size (blocks cutting
+    lines anywhere), ties, trims and records off the bulk path."""
+    with _keying(how), tempfile.TemporaryDirectory() as tmp:
         streams = _write(tmp, files)
         starts = starts[: len(streams)]
         for n, (paths, start) in enumerate(zip(streams, starts, strict=True)):
@@ -176,3 +196,38 @@ def test_an_index_is_not_written_for_times_beyond_64_bits(tmp_path: Path) -> Non
     path.write_bytes(json.dumps(record, separators=(",", ":")).encode() + b"\n")
     assert not index_segment(path, tmp_path / "old.idx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.log"]
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=2, max_size=2)
+
+
+@st.composite
+def _stamp(draw: st.DrawFn) -> str:
+    """A time in the bulk path's shape, its fields at and past every calendar edge."""
+    year = draw(
+        st.sampled_from(["0000", "0001", "1677", "1678", "1900", "1970", "2000", "2024"])
+        | st.sampled_from(["2026", "2100", "2261", "2262", "2263", "9999"])
+    )
+    month = draw(st.sampled_from(["00", "01", "02", "04", "09", "12", "13"]) | _DIGITS)
+    day = draw(st.sampled_from(["00", "01", "28", "29", "30", "31", "32"]) | _DIGITS)
+    hour = draw(st.sampled_from(["00", "23", "24"]) | _DIGITS)
+    minute = draw(st.sampled_from(["00", "59", "60"]) | _DIGITS)
+    second = draw(st.sampled_from(["00", "59", "60", "61"]) | _DIGITS)
+    fraction = draw(st.sampled_from(["000000000", "999999999", "145224192", "854775807"]))
+    return f"{year}-{month}-{day}T{hour}:{minute}:{second}.{fraction}Z"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_stamp())
+def test_the_compiled_keys_read_a_time_as_the_time_parser_does(stamp: str) -> None:
+    """The compiled pass reads a record's time as `parse_ns` does (calendar, leap years and
+    seconds), and leaves a block to Python where it is none or past int64 ns."""
+    assert docker.compiled_keys is not None
+    line = json.dumps({"log": "x\n", "stream": "stdout", "time": stamp}, separators=(",", ":"))
+    raw = docker.compiled_keys(line.encode() + b"\n", NO_INDEX_BELOW)
+    ns = parse_ns(stamp.encode())
+    if ns is None or not NO_INDEX_BELOW < ns < 1 << 63:
+        assert raw is None
+    else:
+        assert raw is not None
+        assert array.array("q", raw).tolist() == [ns]
