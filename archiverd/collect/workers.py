@@ -1,9 +1,12 @@
 """Worker processes for the collector's two CPU-bound jobs: scanning backlogs for record
 boundaries, and packing sealed segments, so both run on every core.
 
-Threads are not enough here (measured on 2 cores, issue 14): the record scanner's
-``bytes.count`` holds the GIL, and a packing thread beside it ran ~1.3x, where the same two
-jobs in two processes ran 2x. So the daemon hands both to a `WorkerPool`:
+Threads were not enough here (measured on 2 cores, issue 14): the record scanner's Python
+``bytes.count`` passes held the GIL, and a packing thread beside it ran ~1.3x, where the same
+two jobs in two processes ran 2x. The scanner's compiled pass (`archiverd/formats/_scan.c`)
+now releases the GIL and costs a tenth of packing, so processes matter mostly for packing
+segments side by side, and where the scanner was not built. The daemon hands both jobs to a
+`WorkerPool`:
 
 - its processes are forked from a forkserver that preloaded only this module, never from the
   threaded daemon;

@@ -28,6 +28,12 @@
  *   its line, and at least `floor`, as native int64s (an `array("q")`'s bytes). None when a
  *   line is not such a record or a time does not fit in int64 nanoseconds (above its least
  *   value, which restore's index keeps for "no time").
+ *
+ * cri_closing(data) -> int | None
+ *   How many lines of `data` (whole lines) close an application line (tag F), when every
+ *   one is a CRI record as `archiverd.formats.cri.read` reads one, with a UTC time:
+ *   YYYY-MM-DDTHH:MM:SS[.1-9 digits]Z (a real calendar time), a space, stdout or stderr, a
+ *   space, P or F, then a space or the line's end. Otherwise None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -128,18 +134,18 @@ days_from_civil(long long y, long long m, long long d)
     return era * 146097 + doe - 719468;
 }
 
-/* The UTC time YYYY-MM-DDTHH:MM:SS.fffffffff at `s` (29 bytes) in ns since the epoch, in
- * *ns; 0 if it is no time `archiverd.formats.timestamps` parses or does not fit in int64. */
+/* The calendar time YYYY-MM-DDTHH:MM:SS at `s` (19 bytes) in seconds since the epoch, in
+ * *seconds; 0 if it is none `archiverd.formats.timestamps` reads: a real day (year 1 on),
+ * hour <= 23, minute <= 59, second <= 60 (a leap second). */
 static int
-utc_ns(const char *s, long long *ns)
+civil_seconds(const char *s, long long *seconds)
 {
     static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    long long y, mo, d, h, mi, sec, frac;
+    long long y, mo, d, h, mi, sec;
     if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':'
-        || s[19] != '.' || !read_digits(s, 4, &y) || !read_digits(s + 5, 2, &mo)
-        || !read_digits(s + 8, 2, &d) || !read_digits(s + 11, 2, &h)
-        || !read_digits(s + 14, 2, &mi) || !read_digits(s + 17, 2, &sec)
-        || !read_digits(s + 20, 9, &frac)) {
+        || !read_digits(s, 4, &y) || !read_digits(s + 5, 2, &mo) || !read_digits(s + 8, 2, &d)
+        || !read_digits(s + 11, 2, &h) || !read_digits(s + 14, 2, &mi)
+        || !read_digits(s + 17, 2, &sec)) {
         return 0;
     }
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -147,8 +153,19 @@ utc_ns(const char *s, long long *ns)
         || d > month_days[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 || sec > 60) {
         return 0;
     }
-    long long seconds = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
-    long long whole;
+    *seconds = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    return 1;
+}
+
+/* The UTC time YYYY-MM-DDTHH:MM:SS.fffffffff at `s` (29 bytes) in ns since the epoch, in
+ * *ns; 0 if it is no time `archiverd.formats.timestamps` parses or does not fit in int64. */
+static int
+utc_ns(const char *s, long long *ns)
+{
+    long long seconds, frac, whole;
+    if (s[19] != '.' || !read_digits(s + 20, 9, &frac) || !civil_seconds(s, &seconds)) {
+        return 0;
+    }
     /* int64's least value is restore's index mark for "no time" */
     return !__builtin_mul_overflow(seconds, 1000000000LL, &whole)
            && !__builtin_add_overflow(whole, frac, ns) && *ns != LLONG_MIN;
@@ -256,6 +273,60 @@ docker_closing(PyObject *Py_UNUSED(module), PyObject *arg)
     return PyLong_FromSsize_t(closing);
 }
 
+/* The CRI line [p, eol): 1 a record that closes an application line (tag F), 0 one that
+ * does not (P), -1 none with a UTC time (see cri_closing). */
+static int
+cri_record(const char *p, const char *eol)
+{
+    long long seconds;
+    if (eol - p < 19 + 2 + 6 + 2 || !civil_seconds(p, &seconds)) {
+        return -1;
+    }
+    const char *q = p + 19;
+    if (*q == '.') { /* a fraction of 1 to 9 digits */
+        const char *digits = ++q;
+        while (q < eol && q - digits < 10 && *q >= '0' && *q <= '9') {
+            q++;
+        }
+        if (q == digits || q - digits > 9) {
+            return -1;
+        }
+    }
+    /* Z, a space, the stream, a space, the tag, then a space or the line's end */
+    if (eol - q < 1 + 1 + 6 + 1 + 1 || q[0] != 'Z' || q[1] != ' '
+        || (memcmp(q + 2, "stdout ", 7) != 0 && memcmp(q + 2, "stderr ", 7) != 0)
+        || (q[9] != 'F' && q[9] != 'P') || (q + 10 < eol && q[10] != ' ')) {
+        return -1;
+    }
+    return q[9] == 'F';
+}
+
+static PyObject *
+cri_closing(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const char *p = view.buf;
+    const char *end = p + view.len;
+    Py_ssize_t closing = 0;
+    int record = view.len > 0 && end[-1] == '\n' ? 0 : -1;
+    Py_BEGIN_ALLOW_THREADS
+    while (record >= 0 && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        record = cri_record(p, eol);
+        closing += record;
+        p = eol + 1;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (record < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSsize_t(closing);
+}
+
 static PyMethodDef methods[] = {
     {"docker_closing", docker_closing, METH_O,
      "docker_closing(data, /)\n--\n\n"
@@ -265,6 +336,10 @@ static PyMethodDef methods[] = {
      "docker_keys(data, floor, /)\n--\n\n"
      "Restore's merge keys of `data` (int64 bytes) when every line is a usual dockerd\n"
      "record closing its line; else None."},
+    {"cri_closing", cri_closing, METH_O,
+     "cri_closing(data, /)\n--\n\n"
+     "How many lines of `data` close an application line (F), when every one is a CRI\n"
+     "record with a UTC time; else None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,8 +19,18 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 
 from archiverd.formats.timestamps import TimeCache, parse_ns
+
+compiled_closing: Callable[[bytes], int | None] | None
+"""How many lines of a chunk close a line, when every one is a record with a UTC time, in
+one compiled pass (`archiverd/formats/_scan.c`); None where it was not built (then `bulk`
+and `bulk_closing` read chunks with regular expressions)."""
+try:
+    from archiverd.formats._scan import cri_closing as compiled_closing
+except ImportError:
+    compiled_closing = None
 
 _TAGS = {
     stream + b" " + tag + tail: tag == b"F"

@@ -349,8 +349,18 @@ class CriScanner(_RecordScanner):
     malformed = "malformed_cri"
 
     def _fast(self, data: bytes, offset: int) -> bool:
-        # Clean chunks (the norm) are read with one regular expression, not line by line:
-        # the usual ones (F records only) with a cheaper one.
+        # Clean chunks (the norm) are counted in one compiled pass, or where that was not
+        # built read with one regular expression, not line by line: the usual ones (F
+        # records only) with a cheaper one.
+        if cri.compiled_closing is not None:
+            closing = cri.compiled_closing(data)
+            if closing is None:
+                return False
+            ending = cri.read(data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1], self._times)
+            if ending is None or not ending[0]:
+                return False
+            start = self._times.parse(data[: data.find(b" ")])
+            return self._take(offset + len(data), closing, start, ending[1])
         if self._usual_worth_trying():
             usual = cri.bulk_closing(data)
             if usual is not None:

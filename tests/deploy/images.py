@@ -71,6 +71,9 @@ class Rootfs:
 PYTHON_SLIM = Rootfs(
     "python-slim", ("python3", "python3-venv", "python3-pip", "python-is-python3", "passwd")
 )
+# Stands in for python:3.11.x-<suite>, the build stage: the same Python with a C compiler and
+# its headers, which build archiverd's C module.
+PYTHON_BUILD = Rootfs("python-build", (*PYTHON_SLIM.packages, "gcc", "libc6-dev", "python3-dev"))
 # A machine to boot systemd in, able to run the image's venv (/opt/archiverd/bin/python links
 # to /usr/bin/python); procps has /bin/kill, which the unit's ExecReload= runs.
 SYSTEMD = Rootfs(
@@ -247,10 +250,9 @@ def docker_build(daemon: DockerDaemon, context: Path, tag: str, *args: str) -> s
 
 def build_archiverd_image(daemon: DockerDaemon, tag: str) -> str:
     """Build the repository's Dockerfile as `tag`, pip fed from the cached wheelhouse."""
-    python_slim = from_images()
-    assert len(python_slim) == 1, python_slim
-    base = rootfs_tarball(PYTHON_SLIM)
-    import_rootfs(daemon, base, python_slim[0], 'CMD ["python3"]')
+    build, runtime = from_images()
+    import_rootfs(daemon, rootfs_tarball(PYTHON_BUILD), build, 'CMD ["python3"]')
+    import_rootfs(daemon, rootfs_tarball(PYTHON_SLIM), runtime, 'CMD ["python3"]')
     with serve_directory(wheelhouse()) as url:
         return docker_build(
             daemon, ROOT, tag,

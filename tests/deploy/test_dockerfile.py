@@ -61,13 +61,17 @@ def test_hadolint_catches_a_careless_dockerfile(tmp_path: Path) -> None:
 
 
 def test_multi_stage_pinned_non_root_exec_form() -> None:
-    """Two pinned slim stages, the venv copied over, a numeric non-root USER, exec-form entry."""
+    """Two pinned stages of one Python (a full build stage, with the C compiler for the
+    scanner, and a slim runtime), the venv copied over, a numeric non-root USER, exec-form
+    entry."""
     instructions = _instructions()
     froms = [args for word, args in instructions if word == "FROM"]
     assert len(froms) == 2
-    for image in froms:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+( AS \w+)?", image), image
-    assert froms[0].endswith(" AS build")
+    build = re.fullmatch(r"python:(3\.11\.\d+)-(\w+) AS build", froms[0])
+    runtime = re.fullmatch(r"python:(3\.11\.\d+)-slim-(\w+)", froms[1])
+    assert build is not None, froms[0]
+    assert runtime is not None, froms[1]
+    assert build.groups() == runtime.groups()  # the venv's Python is the runtime's
     assert ("COPY", "--from=build /opt/archiverd /opt/archiverd") in instructions
     user = [args for word, args in instructions if word == "USER"]
     assert user == ["10001:10001"]

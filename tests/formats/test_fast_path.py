@@ -140,11 +140,74 @@ def test_the_compiled_count_is_the_count_of_read(data: bytes) -> None:
         assert passes is None or passes == counted
 
 
+@contextmanager
+def _cri_counting(how: str) -> Iterator[None]:
+    """CRI's bulk path counting as `how` says: ``compiled`` (as installed) or with regular
+    expressions (``passes``, as where no C compiler built it)."""
+    built = cri.compiled_closing
+    cri.compiled_closing = built if how == "compiled" else None
+    try:
+        yield
+    finally:
+        cri.compiled_closing = built
+
+
+@_COUNTING
 @settings(max_examples=400, deadline=None)
-@given(_chunks(_CRI_TOKENS))
-def test_cri_bulk_path_reads_as_line_by_line(chunks: list[bytes]) -> None:
-    """CriScanner's bulk path: same cuts, lines, times and bad input as line by line."""
-    assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+@given(chunks=_chunks(_CRI_TOKENS))
+def test_cri_bulk_path_reads_as_line_by_line(how: str, chunks: list[bytes]) -> None:
+    """CriScanner's bulk path (compiled or not): same cuts, lines, times and bad input as
+    line by line."""
+    with _cri_counting(how):
+        assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+
+
+def _cri_closing_line_by_line(data: bytes) -> int | None:
+    """How many lines of `data` close a line, read one by one with `cri.read`; None if one
+    is no record."""
+    times, closing = TimeCache(), 0
+    for line in data.split(b"\n")[:-1]:
+        record = cri.read(line, times)
+        if record is None:
+            return None
+        closing += record[0]
+    return closing
+
+
+_CRI_EDGES = [
+    # (line, whether `read` reads it as closing; None: the compiled count leaves it)
+    (b"2026-11-23T08:00:01Z stdout F a", True),
+    (b"2026-11-23T08:00:01Z stderr F", True),  # an empty message
+    (b"2026-11-23T08:00:01.5Z stdout P a", False),
+    (b"2026-11-23T08:00:01.123456789Z stdout F  two spaces", True),
+    (b"2024-02-29T23:59:60Z stdout F leap day, leap second", True),
+    (b"2026-11-23T08:00:01.1234567891Z stdout F ten digits", None),
+    (b"2026-11-23T08:00:01z stdout F lower-case z", None),
+    (b"2026-11-23t08:00:01Z stdout F lower-case t", None),
+    (b"2026-11-23T09:00:01+01:00 stdout F an offset", None),
+    (b"2026-02-29T08:00:01Z stdout F no such day", None),
+    (b"1900-02-29T08:00:01Z stdout F no such day", None),
+    (b"0000-01-01T08:00:01Z stdout F year 0", None),
+    (b"2026-11-23T24:00:00Z stdout F", None),
+    (b"2026-11-23T08:00:01.Z stdout F", None),
+    (b"2026-11-23T08:00:01Z stdin F a", None),
+    (b"2026-11-23T08:00:01Z stdout Fx", None),
+    (b"2026-11-23T08:00:01Z stdout F\r", None),
+    (b"2026-11-23T08:00:01Z  stdout F a", None),
+]
+
+
+@pytest.mark.parametrize(("line", "closes"), _CRI_EDGES)
+def test_the_compiled_cri_count_reads_edge_lines_as_read(line: bytes, closes: bool | None) -> None:
+    """Lines at the edges of a CRI record: the compiled count is `read`'s where it answers,
+    and leaves the others to `read`."""
+    assert cri.compiled_closing is not None
+    good = b"2026-11-23T08:00:02.5Z stdout F b\n"
+    data = good + line + b"\n" + good
+    counted = cri.compiled_closing(data)
+    assert counted == (None if closes is None else 2 + closes)
+    if closes is not None:
+        assert counted == _cri_closing_line_by_line(data)
 
 
 def _docker_record(text: str, stream: str, stamp: str, *, attrs: bool) -> bytes:
@@ -350,13 +413,28 @@ def _cri_lines(draw: st.DrawFn) -> bytes:
     return b"".join(lines)
 
 
+@_COUNTING
 @settings(max_examples=600, deadline=None)
-@given(_cri_lines(), st.lists(st.integers(1, 300), max_size=6))
-def test_cri_usual_path_reads_as_line_by_line(data: bytes, sizes: list[int]) -> None:
-    """CriScanner on containerd-written lines, clean or varied, chunked anywhere: same
-    cuts, lines, times and bad input as line by line."""
+@given(data=_cri_lines(), sizes=st.lists(st.integers(1, 300), max_size=6))
+def test_cri_usual_path_reads_as_line_by_line(how: str, data: bytes, sizes: list[int]) -> None:
+    """CriScanner (compiled or not) on containerd-written lines, clean or varied, chunked
+    anywhere: same cuts, lines, times and bad input as line by line."""
     chunks = _chunked(data, sizes)
-    assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+    with _cri_counting(how):
+        assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_cri_lines())
+def test_the_compiled_cri_count_is_the_count_of_read(data: bytes) -> None:
+    """On containerd-written lines, clean or varied: the compiled count is `read`'s count
+    where it answers, and it answers for every chunk `bulk` reads."""
+    assert cri.compiled_closing is not None
+    counted = cri.compiled_closing(data)
+    assert counted is None or counted == _cri_closing_line_by_line(data)
+    found = cri.bulk(data)
+    if found is not None:
+        assert counted == found[1].count(b"F")
 
 
 def test_cri_usual_path_takes_clean_chunks_only() -> None:
