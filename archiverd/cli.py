@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import structlog
 
-from archiverd import __version__
+from archiverd import __version__, startup
 from archiverd.config import Settings, load_settings
 from archiverd.errors import ArchiverError
 from archiverd.logs import configure_logging, printable
@@ -31,13 +31,15 @@ def main(argv: Sequence[str] | None = None, *, quick_exit: bool = False) -> int:
     """Run one command; return its exit code.
 
     With `quick_exit` (the executable, `run`; never in-process callers such as tests), a
-    read-only restore command (`QUICK_EXIT`) ends the process itself once done
-    (`_exit_now`). (Collecting cycles a hundred times less often saved 0.035 s of a 134 MB
-    `get` but cost 10-20% of the CPU of 512 MiB restores, bench/restore.py: Python's
-    thresholds stay.)
+    read-only restore command (`QUICK_EXIT`) loads without the cycle collector
+    (`archiverd.startup`) and ends the process itself once done (`_exit_now`). (Collecting
+    cycles a hundred times less often saved 0.035 s of a 134 MB `get` but cost 10-20% of the
+    CPU of 512 MiB restores, bench/restore.py: Python's thresholds stay.)
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if quick_exit and args.command in QUICK_EXIT:
+        startup.pause()  # the command resumes collecting once loaded (`archiverd.startup`)
     configure_logging(args.log_level or "info", args.log_format or "auto")
     _process_wide()
     code = _handle(args)
@@ -68,6 +70,8 @@ def _handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        startup.resume()
 
 
 def _exit_now(code: int) -> None:
@@ -267,18 +271,15 @@ def _unpack(args: argparse.Namespace) -> int:
 
 
 def _restore_args(parser: argparse.ArgumentParser, command: str) -> None:
-    from archiverd.restore import commands
-    from archiverd.restore.archives import add_url_arguments
+    from archiverd.restore import arguments
 
-    add_url_arguments(parser)
+    arguments.add_url_arguments(parser)
     if command == "ls":
-        commands.add_ls_arguments(parser)
+        arguments.add_ls_arguments(parser)
     elif command == "verify":
-        from archiverd.restore.verify import add_verify_arguments
-
-        add_verify_arguments(parser)
+        arguments.add_verify_arguments(parser)
     else:
-        commands.add_get_arguments(parser)
+        arguments.add_get_arguments(parser)
 
 
 def _ls(args: argparse.Namespace) -> int:

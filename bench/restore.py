@@ -21,11 +21,16 @@ It also times `archiverd get` with a filter that matches nothing (interpreter an
 S3 client, listing: what every `get` costs before its first byte) and prints, for each
 `get`, the MB/s of what is left after that fixed cost, so per-byte changes stay visible
 when start-up dominates a small restore.
+
+archiverd runs from this checkout with its bytecode compiled first, as an install has it
+(a shell with PYTHONDONTWRITEBYTECODE would otherwise compile every module in every run,
+some 0.05 s of each start-up), as in bench/daemon.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import hashlib
 import io
@@ -120,6 +125,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="best of N per contender")
     args = parser.parse_args()
+    compileall.compile_dir(ROOT / "archiverd", quiet=1)
 
     work = Path(tempfile.mkdtemp(prefix="archiverd-bench-restore-"))
     server = servers.start_seaweedfs(work / "seaweedfs")

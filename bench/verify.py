@@ -14,12 +14,17 @@ and prints MB/s of *ciphertext* (the bytes in the bucket) for each and the ratio
 baseline. verify must exit 0 (the stream is complete) or the bench fails. It also times a
 verify that matches nothing (start-up, client, listing) and prints each verify's MB/s of
 *plaintext* after that fixed cost, the figure `bench/restore.py` prints for `get`.
+
+archiverd runs from this checkout with its bytecode compiled first, as an install has it
+(a shell with PYTHONDONTWRITEBYTECODE would otherwise compile every module in every run,
+some 0.05 s of each start-up), as in bench/daemon.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import hashlib
 import io
 import os
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="best of N per contender")
     args = parser.parse_args()
+    compileall.compile_dir(ROOT / "archiverd", quiet=1)
 
     work = Path(tempfile.mkdtemp(prefix="archiverd-bench-verify-"))
     server = servers.start_seaweedfs(work / "seaweedfs")

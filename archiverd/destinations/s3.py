@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import aiobotocore.session
 from aiobotocore.config import AioConfig
+from aiobotocore.httpchecksum import AioStreamingChecksumBody
 
 from archiverd.config import DestinationSettings
 from archiverd.credentials import resolve_credentials
@@ -401,18 +402,20 @@ class S3Destination:
         if version_id:
             args["VersionId"] = version_id
         temp = destination.with_name(f".{destination.name}.part-{os.getpid()}")
-        digest, received = hashlib.sha256(), 0
+        received = 0
         with translated(translate, self._where("GET", key)), _removed_on_error(temp):
             answer = await client.get_object(**args)
             stored = _stored(key, answer)
+            digest = _own_digest(stored, answer["Body"])
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 async with answer["Body"] as body:
                     while chunk := await body.read(_READ_CHUNK):
                         out.write(chunk)
-                        digest.update(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
                         received += len(chunk)
-        problem = _body_problem(stored, received, digest.digest())
+        problem = _body_problem(stored, received, digest)
         if problem:
             temp.unlink(missing_ok=True)
             raise RetryableFailure(f"GET s3://{self.bucket}/{key}: {problem}", "truncated")
@@ -442,7 +445,7 @@ class S3Destination:
             yield stored, self._chunks(stored, body, where)
 
     async def _chunks(self, stored: StoredObject, body: Any, where: str) -> AsyncIterator[bytes]:
-        digest, received = hashlib.sha256(), 0
+        digest, received = _own_digest(stored, body), 0
         pending: list[bytes] = []
         size = 0
         while True:
@@ -450,14 +453,15 @@ class S3Destination:
                 chunk = await body.read(_READ_CHUNK)
             if not chunk:
                 break
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             received += len(chunk)
             pending.append(chunk)
             size += len(chunk)
             if size >= _READ_CHUNK:
                 yield b"".join(pending)
                 pending, size = [], 0
-        problem = _body_problem(stored, received, digest.digest())
+        problem = _body_problem(stored, received, digest)
         if problem:
             raise RetryableFailure(f"{where}: {problem}", "truncated")
         if pending:
@@ -577,12 +581,28 @@ def _version(entry: Mapping[str, Any], marker: bool) -> ObjectVersion:
     )
 
 
-def _body_problem(stored: StoredObject, received: int, digest: bytes) -> str:
+def _own_digest(stored: StoredObject, body: object) -> hashlib._Hash | None:
+    """A SHA-256 to check a GET's body against `stored.sha256_b64`; None where it would be
+    work for nothing: no whole-body value to compare it with, or a `body` that botocore
+    already checks against a whole-object checksum the server sent (with ChecksumMode
+    ENABLED it wraps such a body, and raises at its end if the bytes differ). Every
+    download's bytes pass through the event loop's one thread, which is what limits a
+    `get` on two cores (bench/restore.py): a second hash there costs about 8% of it."""
+    if not stored.sha256_b64 or "-" in stored.sha256_b64:
+        return None
+    if isinstance(body, AioStreamingChecksumBody):
+        return None
+    return hashlib.sha256()
+
+
+def _body_problem(stored: StoredObject, received: int, digest: hashlib._Hash | None) -> str:
     import base64
 
     if received != stored.size:
         return f"got {received} of {stored.size} bytes (truncated); retry"
-    actual = base64.b64encode(digest).decode()
-    if stored.sha256_b64 and "-" not in stored.sha256_b64 and actual != stored.sha256_b64:
+    if digest is None:
+        return ""
+    actual = base64.b64encode(digest.digest()).decode()
+    if actual != stored.sha256_b64:
         return f"body hashes to {actual}, not {stored.sha256_b64} (corrupt in transit); retry"
     return ""

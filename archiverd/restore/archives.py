@@ -22,17 +22,6 @@ from archiverd.restore.listing import Selection, select
 from archiverd.restore.query import Query
 
 
-def add_url_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--url`` (and its endpoint/region) for `ls`, `get` and `verify`."""
-    parser.add_argument(
-        "--url",
-        help="read this one bucket (s3://bucket/prefix/ or file:///dir) instead of the "
-        "configured destination and archives; no config file needed",
-    )
-    parser.add_argument("--endpoint-url", help="with --url: S3 endpoint (empty: AWS)")
-    parser.add_argument("--region", help="with --url: S3 region (default us-east-1)")
-
-
 def reader_settings(settings: Settings, args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(url, DestinationSettings) of every bucket to read, in order of preference."""
     base = settings.destination.model_copy(update={"object_lock_mode": "", "object_lock_days": 0})

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from archiverd import startup
 from archiverd.config import Settings
 from archiverd.errors import (
     ArchiverError,
@@ -40,42 +41,7 @@ from archiverd.restore.query import Query
 if TYPE_CHECKING:
     from archiverd.pack import Keyring
 
-DEFAULT_PARALLEL = 4
 _T = TypeVar("_T")
-
-
-def add_ls_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options `ls` adds to the shared filters."""
-    _lookback_arg(parser)
-    parser.add_argument(
-        "--long", "-l", action="store_true", help="also show name and lines (one HEAD per object)"
-    )
-
-
-def add_get_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options `get` adds to the shared filters."""
-    _lookback_arg(parser)
-    parser.add_argument(
-        "--parallel",
-        type=int,
-        default=DEFAULT_PARALLEL,
-        metavar="N",
-        help=f"downloads at once (default {DEFAULT_PARALLEL})",
-    )
-    parser.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="restore streams with holes too, with a warning per hole (default: refuse them)",
-    )
-
-
-def _lookback_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        help="with --since: also search partitions this far before it for segments that "
-        "began earlier (default 1d)",
-    )
 
 
 def query_from_args(args: argparse.Namespace, now: datetime) -> Query:
@@ -100,7 +66,7 @@ def run_ls(args: argparse.Namespace, settings: Settings, out: TextIO | None = No
     async def go(archives: Archives) -> Selection:
         return await archives.select(query, now, versions=args.versions, with_metadata=args.long)
 
-    selection = asyncio.run(_with_archives(settings, args, go))
+    selection = _with_archives(settings, args, go)
     if args.json:
         write_json_lines(selection.segments, stream)
     else:
@@ -185,7 +151,7 @@ def run_get(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         return 0
 
-    return asyncio.run(_with_archives(settings, args, go))
+    return _with_archives(settings, args, go)
 
 
 def _continuity(
@@ -241,14 +207,22 @@ def load_restore_keyring(settings: Settings, key_files: Sequence[Path]) -> Keyri
     return load_keyring(settings.encryption, credentials=resolve_credentials(settings.destination))
 
 
-async def _with_archives(
+def _with_archives(
     settings: Settings, args: argparse.Namespace, work: Callable[[Archives], Awaitable[_T]]
 ) -> _T:
+    """`work` on the buckets `args`/`settings` name, in an event loop of its own. The buckets
+    are opened (their modules, the S3 stack, imported) before it: that ends start-up
+    (`archiverd.startup`)."""
     archives = Archives.open(settings, args)
-    try:
-        return await work(archives)
-    finally:
-        await archives.close()
+    startup.resume()
+
+    async def closing() -> _T:
+        try:
+            return await work(archives)
+        finally:
+            await archives.close()
+
+    return asyncio.run(closing())
 
 
 def _ns(moment: datetime | None) -> int | None:

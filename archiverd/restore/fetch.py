@@ -25,7 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
@@ -38,19 +38,10 @@ from archiverd.formats.timestamps import to_ns
 from archiverd.pack import Keyring, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.query import container_name
-from archiverd.restore.records import (
-    NO_INDEX_BELOW,
-    Block,
-    keyed,
-    merge,
-    stream_blocks,
-    stream_indexed,
-    stream_messages,
-    write_blocks,
-    write_messages,
-)
 from archiverd.restore.streaming import BodyReader, download_retries, stream_object
-from archiverd.restore.workers import Indexer
+
+if TYPE_CHECKING:
+    from archiverd.restore.records import Block
 
 _T = TypeVar("_T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -318,7 +309,13 @@ async def restore_to_stream(
     others download, so the merge itself parses nothing; a segment whose index could not be
     made (a worker died, a time beyond 64 bits) is parsed by the merge instead, to the same
     bytes.
+
+    The record parser and the worker processes are imported here, not with the module:
+    `get --out DIR` and `verify` use neither.
     """
+    from archiverd.restore.records import merge, stream_messages, write_blocks, write_messages
+    from archiverd.restore.workers import Indexer
+
     summary = Summary()
     merging = not options.filtered and (
         options.trimmed or len({(s.parsed.host, s.parsed.container_id) for s in segments}) > 1
@@ -418,6 +415,8 @@ def _streams(
 
 def _blocks(files: list[Path], start: int, indexed: set[Path]) -> Iterator[Block]:
     """One stream's blocks, from the segments' indexes when every one has one."""
+    from archiverd.restore.records import NO_INDEX_BELOW, stream_blocks, stream_indexed
+
     if start > NO_INDEX_BELOW and all(path in indexed for path in files):
         return stream_indexed([(path, path.with_suffix(".idx")) for path in files], start)
     return stream_blocks(files, start)
@@ -430,6 +429,8 @@ def _copy(paths: Sequence[Path], out: BinaryIO) -> None:
 
 
 def _filter_file(src: Path, dst: Path, options: FetchOptions) -> int:
+    from archiverd.restore.records import keyed, stream_messages, write_messages
+
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         count = write_messages(

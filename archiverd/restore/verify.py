@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
+from archiverd import startup
 from archiverd.config import Settings
 from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
 from archiverd.formats.layout import losses_of
@@ -42,29 +43,6 @@ if TYPE_CHECKING:
 
 EXIT_PROBLEM = os.EX_DATAERR
 EXIT_LOST_AT_SOURCE = os.EX_NOINPUT
-
-
-def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options `verify` adds to the shared filters."""
-    parser.add_argument(
-        "--versions", action="store_true", help="verify every stored version, not only the latest"
-    )
-    parser.add_argument("--json", action="store_true", help="the summary as one JSON object")
-    parser.add_argument(
-        "--key-file", type=Path, action="append", help="master key; repeat for old keys"
-    )
-    parser.add_argument(
-        "--parallel",
-        type=int,
-        default=os.cpu_count() or 1,
-        metavar="N",
-        help="objects verified at once, one worker thread each (default: one per core)",
-    )
-    parser.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        help="with --since: also search partitions this far before it (default 1d)",
-    )
 
 
 @dataclass
@@ -303,6 +281,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
             progress.finish()
 
     archives = Archives.open(settings, args)
+    startup.resume()  # loaded: see `archiverd.startup`
     verdict = asyncio.run(_closing(archives, go()))
     for message in verdict.problems:
         print(f"problem: {message}", file=sys.stderr)

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiverd.config import Settings
+from archiverd.destinations import s3
 from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
     ObjectExistsError,
@@ -284,3 +285,29 @@ async def test_reading_ends_a_corrupt_transfer_with_a_retryable_error(seaweedfs:
             assert seen == [data[:MIB]]  # the last (short) chunk is never handed out
         stored = StoredObject("k", "v", len(data), good)
         assert b"".join([c async for c in dest._chunks(stored, Body(data), "GET")]) == data
+
+
+async def test_a_get_hashes_its_body_only_where_nothing_else_checks_it(
+    seaweedfs: S3Server, tmp_path: Path
+) -> None:
+    """A single-part upload comes back as a body botocore checks against the server's
+    whole-object SHA-256 (ChecksumMode ENABLED): no second SHA-256 of it on the event loop.
+    A multipart upload's composite checksum leaves the check to ours, against the metadata;
+    a body with no whole-body value to compare with is not hashed at all."""
+    bucket = seaweedfs.make_bucket()
+    small, small_sha = _body(tmp_path, MIB, "small")
+    big, big_sha = _body(tmp_path, 20 * MIB, "big")
+    async with s3_destination(seaweedfs, bucket, max_concurrency=2) as dest:
+        await dest.put_file("arch/small", small, {}, small_sha)
+        await dest.put_file("arch/big", big, {}, big_sha)
+        client = await dest.client()
+        hashed = {}
+        for key, path in (("arch/small", small), ("arch/big", big)):
+            async with dest.reading(key) as (stored, chunks):
+                assert b"".join([c async for c in chunks]) == path.read_bytes()
+            answer = await client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            async with answer["Body"] as body:
+                digest = s3._own_digest(s3._stored(key, answer), body)
+                hashed[key] = (stored.sha256_b64, digest is not None)
+    assert hashed == {"arch/small": (small_sha, False), "arch/big": (big_sha, True)}
+    assert s3._own_digest(StoredObject("k", "v", 1, ""), object()) is None

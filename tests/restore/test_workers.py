@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.errors import TamperedError
-from archiverd.restore import fetch, jobs, workers
+from archiverd.restore import jobs, workers
 from archiverd.restore.fetch import FetchOptions, restore_to_stream
 from archiverd.restore.listing import Segment
 from archiverd.restore.records import stream_blocks, stream_indexed
@@ -72,7 +72,7 @@ async def merged_both_ways(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     expected = await merged(segments, dest, tmp_path / "a")
-    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=job))
+    monkeypatch.setattr(workers, "Indexer", lambda n: Indexer(n, job=job))
     return expected, await merged(segments, dest, tmp_path / "b")
 
 
@@ -155,7 +155,7 @@ async def test_a_worker_writes_nothing_into_the_merged_output(
 ) -> None:
     """Workers inherit stdout, where `get --out -` writes: whatever one prints goes nowhere."""
     segments, dest, _ = two_containers(1)
-    monkeypatch.setattr(fetch, "Indexer", lambda n: Indexer(n, job=_print_and_index))
+    monkeypatch.setattr(workers, "Indexer", lambda n: Indexer(n, job=_print_and_index))
     await merged(segments, dest, tmp_path)
     assert "noise" not in capfd.readouterr().out
 
