@@ -93,6 +93,7 @@ def translate(exc: BaseException, *, where: str) -> ArchiverError:
         exc,
         botocore.exceptions.IncompleteReadError
         | botocore.exceptions.ResponseStreamingError
+        | botocore.exceptions.FlexibleChecksumError  # a body not matching its checksum
         | botocore.parsers.ResponseParserError
         | aiohttp.ClientPayloadError,
     ):

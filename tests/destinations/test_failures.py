@@ -68,12 +68,20 @@ def test_precondition_failed_is_object_exists() -> None:
         (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), "network"),
         (botocore.exceptions.IncompleteReadError(actual_bytes=1, expected_bytes=2), "truncated"),
         (aiohttp.ClientPayloadError("cut"), "truncated"),
+        # botocore's own check of a GET body against the object's whole-body checksum
+        (
+            botocore.exceptions.FlexibleChecksumError(
+                error_msg="Expected checksum x did not match"
+            ),
+            "truncated",
+        ),
         (ConnectionResetError(104, "reset"), "network"),
         (TimeoutError(), "timeout"),
     ],
 )
 def test_transport_errors_are_retryable(exc: Exception, reason: str) -> None:
-    """Timeouts, resets and truncated bodies are retryable, each with its reason."""
+    """Timeouts, resets and truncated or corrupted bodies are retryable, each with its
+    reason."""
     error = translate(exc, where="GET s3://b/k")
     assert isinstance(error, RetryableDestinationError)
     assert reason_of(error) == reason
