@@ -346,8 +346,9 @@ class Settings(BaseSettings):
     """The host name in object keys; empty means this machine's name. Set it from the node
     name in a Kubernetes DaemonSet so keys survive pod replacement."""
     worker_processes: int | None = Field(default=None, ge=0, le=64)
-    """Processes that scan backlogs and pack segments (unset: one per core, at most 8, none
-    on one core; 0: all of it on the daemon's own threads)."""
+    """Processes that scan backlogs and pack segments (0: all of it on the daemon's own
+    threads). Unset: none where the record scanner is compiled (the usual install: threads
+    do better there, bench/daemon.py), else one per core, at most 8, none on one core."""
     sources: tuple[SourceSettings, ...] = Field(default_factory=_default_sources)
     """Empty means one `demo` source under <state.dir>/demo (the embedded default)."""
     destination: DestinationSettings = DestinationSettings()

@@ -11,10 +11,12 @@ the same bytes:
 - ``gzip -6`` and ``gzip -1`` over every log (one process after another, single-threaded);
 - ``archiverd pack`` of every log (the packer alone: ISA-L gzip + AES-256-GCM);
 - ``archiverd run --once`` (discover, seal at record boundaries, pack, spool, upload to a
-  ``file://`` destination), the daemon end to end on all cores; and the same with
-  ``worker_processes = 0`` (scanning and packing on the daemon's threads), the baseline;
-  and the same as installed where no C compiler is (``pure Python``: the scanner counts
-  records with ``bytes.count`` passes instead of its compiled pass, `archiverd/formats/_scan.c`).
+  ``file://`` destination), the daemon end to end on all cores, as configured by default
+  (scanning and packing on its threads); the same with one worker process per core
+  (``worker_processes``, the default where the scanner is not compiled); and the same as
+  installed where no C compiler is (``pure Python``: the scanner counts records with
+  ``bytes.count`` passes instead of its compiled pass, `archiverd/formats/_scan.c`, and so
+  runs worker processes).
 
 The daemon runs from this checkout, with its bytecode compiled first (as an install has it:
 a shell with PYTHONDONTWRITEBYTECODE would otherwise compile every module in every run).
@@ -25,8 +27,8 @@ least CPU: on a shared machine that is what the code costs). Each prints MB per 
 are reaped by this script as their subreaper), MB/s wall, peak RSS (ru_maxrss of the child;
 "+N MiB each helper" is the largest of those processes, whose pages are mostly shared with
 their forkserver, and the peak PSS of all of them together, sampled every 20 ms in one more,
-untimed run), and the daemon's ratios against ``gzip -6``, ``gzip -1``, the packer and the
-threads-only daemon.
+untimed run), and the daemon's ratios against ``gzip -6``, ``gzip -1``, the packer, the
+daemon with worker processes and the pure-Python daemon.
 Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak RSS < 128 MiB.
 The load average is printed beside the numbers.
 --profile DIR also samples the daemon run with py-spy (`pip install py-spy`), one round:
@@ -61,7 +63,7 @@ from pack import _message  # noqa: E402  (the same message templates as bench/pa
 MB = 1_000_000
 _IMPORTS = "import archiverd.cli, archiverd.service.daemon, archiverd.service.wiring"
 ARCHIVERD = [sys.executable, "-m", "archiverd"]
-THREADS = "run --once, threads"
+PROCESSES = "run --once, processes"
 PURE = "run --once, pure Python"
 _NO_COMPILED_SCAN = """\
 import sys
@@ -310,8 +312,8 @@ def layout(
         out = str(profile / f"{name}.txt")
         cmd = [spy, "record", "--subprocesses", "-r", "250", "-f", "raw", "-o", out, "--", *cmd]
     quiet = {**env, "ARCHIVERD_LOG__LEVEL": "warning"}
-    # the same daemon scanning and packing on its own threads (the design before workers)
-    threads = {**quiet, "ARCHIVERD_WORKER_PROCESSES": "0"}
+    # the same daemon scanning and packing in worker processes, one per core
+    processes = {**quiet, "ARCHIVERD_WORKER_PROCESSES": str(os.cpu_count() or 1)}
     shim = base / "no-compiled-scan"
     shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(_NO_COMPILED_SCAN)
@@ -320,7 +322,7 @@ def layout(
         "gzip -6": (f"cat {files} | gzip -6 -c > /dev/null", None, False),
         "gzip -1": (f"cat {files} | gzip -1 -c > /dev/null", None, False),
         "archiverd pack": (packs, env, True),
-        THREADS: (once, threads, False),
+        PROCESSES: (once, processes, False),
         PURE: (once, pure, False),
         "archiverd run --once": (cmd, quiet, False),
     }
@@ -351,7 +353,7 @@ def layout(
         f"  start-up alone: cpu {start.cpu:.2f} s, peak RSS {start.rss_kib / 1024:.0f} MiB; "
         f"daemon without it: {total / marginal:.0f} MB/CPU-s"
     )
-    for base_name in ("gzip -6", "gzip -1", "archiverd pack", THREADS, PURE):
+    for base_name in ("gzip -6", "gzip -1", "archiverd pack", PROCESSES, PURE):
         ref = runs[base_name]
         print(
             f"  daemon vs {base_name:20} {ref.cpu / daemon.cpu:5.2f}x per CPU-second, "

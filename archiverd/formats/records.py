@@ -376,6 +376,11 @@ class CriScanner(_RecordScanner):
         return self._take(offset + len(data), tags.count(b"F"), first, last)
 
 
+COMPILED = docker.compiled_closing is not None and cri.compiled_closing is not None
+"""Whether the scanners count in their compiled pass (`archiverd/formats/_scan.c`, built
+where a C compiler was at install), not in Python."""
+
+
 def _datetime(ns: int | None) -> datetime | None:
     return None if ns is None else from_ns(ns)
 

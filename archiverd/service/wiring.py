@@ -25,6 +25,7 @@ from archiverd.config import ScheduleSettings, Settings
 from archiverd.credentials import resolve_credentials
 from archiverd.destinations import open_destination
 from archiverd.destinations.base import Destination
+from archiverd.formats import records
 from archiverd.journal.db import Journal as JournalFile
 from archiverd.metrics import Metrics
 from archiverd.pack import load_keyring
@@ -192,11 +193,23 @@ async def build_components(
     )
 
 
+def worker_processes(setting: int | None, *, cpus: int, compiled: bool) -> int:
+    """How many worker processes to scan and pack in: `setting` when set; unset, none where
+    the record scanner is `compiled` (it releases the GIL, so the daemon's threads pack
+    side by side: bench/daemon.py measured threads ahead on CPU, wall and memory) or on one
+    core, else one per core (`pack_workers`: the Python scanner holds the GIL)."""
+    if setting is not None:
+        return setting
+    if compiled or cpus < 2:
+        return 0
+    return pack_workers(DEFAULT_WORKERS)
+
+
 def _workers_pool(settings: Settings) -> WorkerPool | None:
-    """Worker processes for scanning and packing (`worker_processes`; unset: one per core)."""
-    processes = settings.worker_processes
-    if processes is None:
-        processes = pack_workers(DEFAULT_WORKERS) if (os.cpu_count() or 1) > 1 else 0
+    """The pool of worker processes for scanning and packing, if any (`worker_processes`)."""
+    processes = worker_processes(
+        settings.worker_processes, cpus=os.cpu_count() or 1, compiled=records.COMPILED
+    )
     if processes == 0:
         return None
     pool = WorkerPool(processes)

@@ -44,6 +44,10 @@ KEY = "/etc/archiverd/archive.key"
 CONFIG = "/etc/archiverd/archiverd.toml"
 STATE = "/var/lib/private/archiverd"  # DynamicUser=yes: /var/lib/archiverd links here
 MACHINE_CONFIG = f"""\
+# the worker processes too, under the hardened unit (the default runs none where the
+# record scanner is compiled)
+worker_processes = 2
+
 [[sources]]
 kind = "directory"
 path = "/var/log/app"
