@@ -246,8 +246,10 @@ docker_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     return keys;
 }
 
+/* How many lines of `arg` (whole lines) `classify` reads as closing an application line
+ * (1), when it reads each as a record (1 or 0); else None. */
 static PyObject *
-docker_closing(PyObject *Py_UNUSED(module), PyObject *arg)
+count_closing(PyObject *arg, int (*classify)(const char *, const char *))
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
@@ -260,8 +262,7 @@ docker_closing(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_BEGIN_ALLOW_THREADS
     while (record >= 0 && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *stream;
-        record = closing_record(p, eol, &stream);
+        record = classify(p, eol);
         closing += record;
         p = eol + 1;
     }
@@ -271,6 +272,19 @@ docker_closing(PyObject *Py_UNUSED(module), PyObject *arg)
         Py_RETURN_NONE;
     }
     return PyLong_FromSsize_t(closing);
+}
+
+static int
+docker_record(const char *p, const char *eol)
+{
+    const char *stream;
+    return closing_record(p, eol, &stream);
+}
+
+static PyObject *
+docker_closing(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    return count_closing(arg, docker_record);
 }
 
 /* The CRI line [p, eol): 1 a record that closes an application line (tag F), 0 one that
@@ -304,27 +318,7 @@ cri_record(const char *p, const char *eol)
 static PyObject *
 cri_closing(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    const char *p = view.buf;
-    const char *end = p + view.len;
-    Py_ssize_t closing = 0;
-    int record = view.len > 0 && end[-1] == '\n' ? 0 : -1;
-    Py_BEGIN_ALLOW_THREADS
-    while (record >= 0 && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        record = cri_record(p, eol);
-        closing += record;
-        p = eol + 1;
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (record < 0) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromSsize_t(closing);
+    return count_closing(arg, cri_record);
 }
 
 static PyMethodDef methods[] = {
