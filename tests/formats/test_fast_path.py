@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +10,7 @@ from hypothesis import strategies as st
 
 from archiverd.formats import cri, docker
 from archiverd.formats.records import CriScanner, Cut, DockerScanner, Scanner
-from archiverd.formats.timestamps import TimeCache
+from tests.compiled import BOTH_WAYS, closing_line_by_line, counting
 
 _DOCKER_TOKENS = [
     b'{"log":"',
@@ -84,28 +82,13 @@ def _chunks(tokens: list[bytes]) -> st.SearchStrategy[list[bytes]]:
     )
 
 
-@contextmanager
-def _docker_counting(how: str) -> Iterator[None]:
-    """Docker's bulk path counting as `how` says: in its ``compiled`` pass (as installed) or
-    in ``passes`` of ``bytes.count`` (as where no C compiler built it)."""
-    built = docker.compiled_closing
-    docker.compiled_closing = built if how == "compiled" else None
-    try:
-        yield
-    finally:
-        docker.compiled_closing = built
-
-
-_COUNTING = pytest.mark.parametrize("how", ["compiled", "passes"])
-
-
-@_COUNTING
+@BOTH_WAYS
 @settings(max_examples=400, deadline=None)
 @given(chunks=_chunks(_DOCKER_TOKENS))
 def test_docker_bulk_path_reads_as_line_by_line(how: str, chunks: list[bytes]) -> None:
     """DockerScanner's bulk path (compiled or in passes): same cuts, lines, times and bad
     input as line by line."""
-    with _docker_counting(how):
+    with counting(docker, "compiled_closing", how):
         assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
 
 
@@ -113,18 +96,6 @@ def test_the_compiled_count_is_built() -> None:
     """The install built the compiled count (setup.py; scripts/setup brings a C compiler):
     without it the daemon still works, at a fraction of its scanning speed."""
     assert docker.compiled_closing is not None, "archiverd.formats._scan is not built"
-
-
-def _closing_line_by_line(data: bytes) -> int | None:
-    """How many lines of `data` close a line, read one by one with `docker.read`; None if
-    one is no record."""
-    times, closing = TimeCache(), 0
-    for line in data.split(b"\n")[:-1]:
-        record = docker.read(line, times)
-        if record is None:
-            return None
-        closing += record[0]
-    return closing
 
 
 @settings(max_examples=1000, deadline=None)
@@ -135,43 +106,19 @@ def test_the_compiled_count_is_the_count_of_read(data: bytes) -> None:
     assert docker.compiled_closing is not None
     counted = docker.compiled_closing(data)
     if counted is not None:
-        assert counted == _closing_line_by_line(data)
+        assert counted == closing_line_by_line(docker.read, data)
     for passes in (docker.count_closing_usual(data), docker.count_closing(data)):
         assert passes is None or passes == counted
 
 
-@contextmanager
-def _cri_counting(how: str) -> Iterator[None]:
-    """CRI's bulk path counting as `how` says: ``compiled`` (as installed) or with regular
-    expressions (``passes``, as where no C compiler built it)."""
-    built = cri.compiled_closing
-    cri.compiled_closing = built if how == "compiled" else None
-    try:
-        yield
-    finally:
-        cri.compiled_closing = built
-
-
-@_COUNTING
+@BOTH_WAYS
 @settings(max_examples=400, deadline=None)
 @given(chunks=_chunks(_CRI_TOKENS))
 def test_cri_bulk_path_reads_as_line_by_line(how: str, chunks: list[bytes]) -> None:
     """CriScanner's bulk path (compiled or not): same cuts, lines, times and bad input as
     line by line."""
-    with _cri_counting(how):
+    with counting(cri, "compiled_closing", how):
         assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
-
-
-def _cri_closing_line_by_line(data: bytes) -> int | None:
-    """How many lines of `data` close a line, read one by one with `cri.read`; None if one
-    is no record."""
-    times, closing = TimeCache(), 0
-    for line in data.split(b"\n")[:-1]:
-        record = cri.read(line, times)
-        if record is None:
-            return None
-        closing += record[0]
-    return closing
 
 
 _CRI_EDGES = [
@@ -207,7 +154,7 @@ def test_the_compiled_cri_count_reads_edge_lines_as_read(line: bytes, closes: bo
     counted = cri.compiled_closing(data)
     assert counted == (None if closes is None else 2 + closes)
     if closes is not None:
-        assert counted == _cri_closing_line_by_line(data)
+        assert counted == closing_line_by_line(cri.read, data)
 
 
 def _docker_record(text: str, stream: str, stamp: str, *, attrs: bool) -> bytes:
@@ -273,14 +220,14 @@ def _chunked(data: bytes, sizes: list[int]) -> list[bytes]:
     return [c for c in chunks if c] or [b""]
 
 
-@_COUNTING
+@BOTH_WAYS
 @settings(max_examples=600, deadline=None)
 @given(data=_dockerd_lines(), sizes=st.lists(st.integers(1, 400), max_size=6))
 def test_docker_usual_path_reads_as_line_by_line(how: str, data: bytes, sizes: list[int]) -> None:
     """DockerScanner (compiled or in passes) on dockerd-written lines, clean or damaged as
     real logs get, chunked anywhere: same cuts, lines, times and bad input as line by line."""
     chunks = _chunked(data, sizes)
-    with _docker_counting(how):
+    with counting(docker, "compiled_closing", how):
         assert _run(DockerScanner, chunks) == _run(_SlowDocker, chunks)
 
 
@@ -318,7 +265,7 @@ def test_the_compiled_count_reads_edge_lines_as_read(line: bytes, closes: bool |
     counted = docker.compiled_closing(data)
     assert counted == (None if closes is None else 2 + closes)
     if closes is not None:
-        assert counted == _closing_line_by_line(data)
+        assert counted == closing_line_by_line(docker.read, data)
 
 
 @settings(max_examples=600, deadline=None)
@@ -328,7 +275,7 @@ def test_the_compiled_count_reads_dockerd_lines_as_read(data: bytes) -> None:
     it answers for every clean chunk."""
     assert docker.compiled_closing is not None
     counted = docker.compiled_closing(data)
-    assert counted == _closing_line_by_line(data) or counted is None
+    assert counted == closing_line_by_line(docker.read, data) or counted is None
     if docker.count_closing(data) is not None:
         assert counted == docker.count_closing(data)
 
@@ -413,14 +360,14 @@ def _cri_lines(draw: st.DrawFn) -> bytes:
     return b"".join(lines)
 
 
-@_COUNTING
+@BOTH_WAYS
 @settings(max_examples=600, deadline=None)
 @given(data=_cri_lines(), sizes=st.lists(st.integers(1, 300), max_size=6))
 def test_cri_usual_path_reads_as_line_by_line(how: str, data: bytes, sizes: list[int]) -> None:
     """CriScanner (compiled or not) on containerd-written lines, clean or varied, chunked
     anywhere: same cuts, lines, times and bad input as line by line."""
     chunks = _chunked(data, sizes)
-    with _cri_counting(how):
+    with counting(cri, "compiled_closing", how):
         assert _run(CriScanner, chunks) == _run(_SlowCri, chunks)
 
 
@@ -431,7 +378,7 @@ def test_the_compiled_cri_count_is_the_count_of_read(data: bytes) -> None:
     where it answers, and it answers for every chunk `bulk` reads."""
     assert cri.compiled_closing is not None
     counted = cri.compiled_closing(data)
-    assert counted is None or counted == _cri_closing_line_by_line(data)
+    assert counted is None or counted == closing_line_by_line(cri.read, data)
     found = cri.bulk(data)
     if found is not None:
         assert counted == found[1].count(b"F")

@@ -6,8 +6,6 @@ import array
 import io
 import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from archiverd.restore.records import (
     write_blocks,
     write_records,
 )
+from tests.compiled import BOTH_WAYS, counting
 
 # Mostly dockerd records with UTC nanosecond times (the bulk path), few distinct seconds so
 # ties across streams are common; and every shape that must leave it: partials, an escaped
@@ -95,19 +94,7 @@ def _write(tmp: str, files: list[list[bytes]]) -> list[list[Path]]:
     return streams
 
 
-@contextmanager
-def _keying(how: str) -> Iterator[None]:
-    """The bulk path keying records in its ``compiled`` pass (as installed) or in Python
-    (``passes``, as where no C compiler built it)."""
-    built = docker.compiled_keys
-    docker.compiled_keys = built if how == "compiled" else None
-    try:
-        yield
-    finally:
-        docker.compiled_keys = built
-
-
-@pytest.mark.parametrize("how", ["compiled", "passes"])
+@BOTH_WAYS
 @settings(max_examples=300, deadline=None)
 @given(
     files=st.lists(st.lists(_FILE, min_size=1, max_size=3), min_size=1, max_size=4),
@@ -130,7 +117,7 @@ def test_block_merge_equals_record_merge(
     """Same keys per stream (read in blocks, or from an index; keyed compiled or in Python)
     and same merged bytes and count, for any interleaving, any block size (blocks cutting
     lines anywhere), ties, trims and records off the bulk path."""
-    with _keying(how), tempfile.TemporaryDirectory() as tmp:
+    with counting(docker, "compiled_keys", how), tempfile.TemporaryDirectory() as tmp:
         streams = _write(tmp, files)
         starts = starts[: len(streams)]
         for n, (paths, start) in enumerate(zip(streams, starts, strict=True)):
