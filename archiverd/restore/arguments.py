@@ -68,11 +68,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="objects verified at once, one worker thread each (default: one per core)",
     )
-    parser.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        help="with --since: also search partitions this far before it (default 1d)",
-    )
+    _lookback_arg(parser)
 
 
 def _lookback_arg(parser: argparse.ArgumentParser) -> None:
