@@ -275,8 +275,17 @@ class StreamFiles:
 
     def reopen(self, start: int, *, allow_loss: bool) -> None:
         """After a restart: find each journaled file again (by identity, any name) and
-        place reading at stream offset `start` (the open segment's)."""
+        place reading at stream offset `start` (the open segment's).
+
+        A file journaled while empty is forgotten instead: nothing was read from it, and its
+        inode alone does not identify it (deleted while archiverd was down, its number may
+        now be another file's). Whatever it became is listed after the last file read, which
+        `release` keeps for this."""
         rows = self.ctx.journal.files(self.stream_id)
+        unread = [row for row in rows if row.fp_len == 0]
+        if unread:
+            self.ctx.journal.drop_files([row.id for row in unread])
+            rows = [row for row in rows if row.fp_len > 0]
         lost: list[FileRow] = []
         for row in rows:
             known = Identity(row.dev, row.ino, row.fp, row.fp_len)
@@ -534,10 +543,13 @@ class StreamFiles:
 
     def release(self, low: int) -> None:
         """Close and forget files wholly before stream offset `low` (the first unpacked
-        byte, sealed or open)."""
+        byte, sealed or open). The last file with bytes is kept while only empty ones follow
+        it: a restart finds the stream's place after it (see `reopen`)."""
+        with_bytes = [i for i, f in enumerate(self.files) if f.identity.fp_len > 0]
+        keep_from = min(self.cur, with_bytes[-1]) if with_bytes else self.cur
         done = [
             f
-            for f in self.files[: self.cur]
+            for f in self.files[:keep_from]
             if f.base is not None and f.length is not None and f.base + f.length <= low
         ]
         if not done:

@@ -71,7 +71,7 @@ async def test_age_sealed_segments_restore_byte_identical(tmp_path: Path, state_
 
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == written
+    arc.assert_data(written)
     reasons = journal._query("SELECT reason FROM segments WHERE state = 'packed' ORDER BY seq")
     assert [r for (r,) in reasons].count("age") == 8
     assert reasons[-1] == ("exit",)
@@ -153,5 +153,5 @@ async def test_young_segments_and_idle_files_wait(tmp_path: Path, state_dir: Pat
         assert await coll.seal_due() == (1 if age else 0)
         await coll.aclose()
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == b"one\ntwo\n"
+    arc.assert_data(b"one\ntwo\n")
     journal.close()

@@ -41,7 +41,7 @@ async def test_inotify_drives_tailing_and_exit_sealing(tmp_path: Path, state_dir
     stop.set()
     await task
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == expect
+    arc.assert_data(expect)
     assert (
         coll.metrics.registry.get_sample_value(
             "archiverd_segments_sealed_total", {"reason": "exit"}
@@ -69,7 +69,7 @@ async def test_shutdown_seal_all_includes_open_segments(tmp_path: Path, state_di
     await task
     assert await coll.seal_all(include_open=True) == 1
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == whole  # the partial record waits for its end
+    arc.assert_data(whole)  # the partial record waits for its end
     await coll.aclose()
     journal.close()
 

@@ -13,20 +13,30 @@ from pathlib import Path
 import pytest
 
 from archiverd.journal.db import Journal
-from tests.sources.helpers import ContainerDir, archived, docker_record
+from tests.sources.helpers import ContainerDir, archived, docker_record, lost_entries
 
 REPO = Path(__file__).parents[2]
 CIDS = ("a1" * 32, "b2" * 32)
 
 
-def _worker(state: Path, root: Path, mode: str, log: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.collect.crash_worker", str(state), str(root), "40000", mode],
-        cwd=REPO,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+def _worker(state: Path, root: Path, mode: str, log: Path) -> subprocess.Popen[bytes]:
+    """The crash worker in `mode`, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.collect.crash_worker",
+                str(state),
+                str(root),
+                "40000",
+                mode,
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
 
 
 @pytest.mark.slow
@@ -38,9 +48,9 @@ def test_kill_9_at_random_points_archives_every_byte_once(tmp_path: Path) -> Non
     expected = dict.fromkeys(CIDS, b"")
     observed = {"tmp_in_spool": 0, "sealed_unpacked": 0}
     n = 0
-    errors = (tmp_path / "worker.err").open("wb")
+    errors = tmp_path / "worker.err"
     for _ in range(15):
-        proc = _worker(state, root, "run", errors.fileno())
+        proc = _worker(state, root, "run", errors)
         deadline = time.monotonic() + rng.uniform(0.6, 2.0)
         while time.monotonic() < deadline:
             for container in containers:
@@ -69,16 +79,16 @@ def test_kill_9_at_random_points_archives_every_byte_once(tmp_path: Path) -> Non
             journal.close()
     for container in containers:
         container.config(running=False)
-    final = _worker(state, root, "once", errors.fileno())
-    assert final.wait(timeout=120) == 0, (tmp_path / "worker.err").read_text()
+    final = _worker(state, root, "once", errors)
+    assert final.wait(timeout=120) == 0, errors.read_text()
     print("kill points observed:", observed)
     journal = Journal.open(state)
     bad = journal._query("SELECT state, reason FROM segments WHERE state NOT IN ('packed', 'open')")
     assert bad == []
+    assert lost_entries(journal) == []
     arcs = archived(journal, tmp_path)
     for cid in CIDS:
         arcs[cid].assert_contiguous()
-        assert arcs[cid].data == expected[cid]
+        arcs[cid].assert_data(expected[cid])
     assert sorted(p.name for p in (state / "spool").iterdir() if p.name.startswith(".")) == []
     journal.close()
-    errors.close()

@@ -54,7 +54,7 @@ async def test_600_mb_stream_sealed_at_500_mb_record_boundary(
     [small] = archived(journal, tmp_path, [segments[1]]).values()
     with container.log.open("rb") as src:
         src.seek(second.start_offset)
-        assert small.data == src.read()
+        small.assert_data(src.read())
     await coll.aclose()
     journal.close()
     container.log.unlink()
@@ -82,7 +82,7 @@ async def test_truncated_source_is_counted_and_new_data_archived(
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == b"before 1\nbefore 2\nafter\n"
+    arc.assert_data(b"before 1\nbefore 2\nafter\n")
     assert (
         coll.metrics.registry.get_sample_value("archiverd_bad_input_total", {"reason": "truncated"})
         == 1

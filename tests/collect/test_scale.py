@@ -145,7 +145,7 @@ async def test_rescan_without_inotify_finds_appends_and_exit(
     stop.set()
     await task
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == target.log.read_bytes()
+    arc.assert_data(target.log.read_bytes())
     await coll.aclose()
     journal.close()
 
@@ -226,7 +226,7 @@ async def test_watched_files_gauge_follows_discovery_and_removal(
     gone.dir.rmdir()
     await coll.seal_due()
     assert gauge._value.get() == 5
-    assert archived(journal, tmp_path)[gone.cid].data == written  # nothing lost
+    archived(journal, tmp_path)[gone.cid].assert_data(written)  # nothing lost
     await coll.aclose()
     assert gauge._value.get() == 0
     journal.close()

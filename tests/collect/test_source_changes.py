@@ -64,7 +64,7 @@ async def test_copytruncate_reads_the_copy(tmp_path: Path, state_dir: Path, line
     await coll.seal_all(include_open=True)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == _plain(0, lines + 6)
+    arc.assert_data(_plain(0, lines + 6))
     assert _bad(coll, "truncated") == 0
     await coll.aclose()
     journal.close()
@@ -90,7 +90,7 @@ async def test_file_moved_away_and_back_continues_where_it_stopped(
     await coll.seal_all(include_open=True)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == _plain(0, 60)
+    arc.assert_data(_plain(0, 60))
     await coll.aclose()
     journal.close()
 
@@ -178,7 +178,7 @@ async def test_listing_denied_for_a_while_is_not_a_removal(shm_path: Path) -> No
     journal.close()
     assert list(arcs) == [CID]
     arcs[CID].assert_contiguous()
-    assert arcs[CID].data == _docker(0, 5)
+    arcs[CID].assert_data(_docker(0, 5))
 
 
 def _labels_list(path: Path) -> None:
@@ -226,7 +226,7 @@ async def test_docker_metadata_of_any_shape_or_type(
         await coll.seal_all(include_open=True)
     arcs = archived(journal, tmp_path)
     assert list(arcs) == [CID]
-    assert arcs[CID].data == _docker(0, 20)
+    arcs[CID].assert_data(_docker(0, 20))
     assert _bad(coll, "malformed_config") == 1
     assert [e["reason"] for e in logs if e["event"] == "source input skipped"] == [
         "malformed_config"

@@ -45,9 +45,9 @@ async def test_cri_rotation_gzip_restart_and_removal(tmp_path: Path, state_dir: 
     assert len(arcs) == 2
     zero = arcs["0c1d-uid-nginx-0"]
     zero.assert_contiguous()
-    assert zero.data == _cri(0, 60)
+    zero.assert_data(_cri(0, 60))
     one = arcs["0c1d-uid-nginx-1"]
-    assert one.data == _cri(100, 5)
+    one.assert_data(_cri(100, 5))
     desc = zero.segments[0][0]
     assert desc.container_name == "default/web-7d9f/nginx"
     assert desc.labels["io.kubernetes.pod.uid"] == "0c1d-uid"
@@ -68,7 +68,7 @@ async def test_cri_idle_finishes_only_with_once(tmp_path: Path, state_dir: Path)
     )
     assert await coll.seal_all(include_open=False) == 1
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == _cri(0, 3) + cri_line("half", tag="P")
+    arc.assert_data(_cri(0, 3) + cri_line("half", tag="P"))
     await coll.aclose()
     journal.close()
 
@@ -98,6 +98,6 @@ async def test_directory_rename_rotation_and_deletion(tmp_path: Path, state_dir:
     arcs = archived(journal, tmp_path)
     [arc] = arcs.values()
     arc.assert_contiguous()
-    assert arc.data == b"a1\na2\na3\nb1\nb2 no newline"
+    arc.assert_data(b"a1\na2\na3\nb1\nb2 no newline")
     await coll.aclose()
     journal.close()

@@ -59,7 +59,7 @@ async def test_rotations_and_exit_archive_every_byte_once(
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == expect
+    arc.assert_data(expect)
     assert all(d.end_offset - d.start_offset <= 5000 for d, _ in arc.segments)
     assert arc.segments[-1][0].container_name == "app"
     assert arc.segments[-1][0].labels == {"team": "core"}
@@ -98,7 +98,7 @@ async def test_compressed_rotations_and_existing_history(
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    assert arc.data == expect
+    arc.assert_data(expect)
     await coll.aclose()
     journal.close()
 
@@ -118,7 +118,7 @@ async def test_docker_rm_after_write_loses_nothing(
     shutil.rmtree(container.dir)
     assert await coll.seal_all(include_open=False) == 1
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == first + second
+    arc.assert_data(first + second)
     assert journal.active_streams(coll.sources[0].name) == []
     await coll.aclose()
     journal.close()
@@ -177,7 +177,7 @@ async def test_config_rewrite_updates_metadata_and_restart_continues(
     arc.assert_contiguous()
     assert [d.container_name for d, _ in arc.segments] == ["first", "renamed"]
     assert [d.labels for d, _ in arc.segments] == [{"v": "1"}, {"v": "2"}]
-    assert arc.data == _lines(0, 10)
+    arc.assert_data(_lines(0, 10))
     await coll.aclose()
     journal.close()
 
@@ -198,6 +198,6 @@ async def test_gzip_rotation_being_compressed_is_read_from_plain_file(
     coll = collector(_cfg(state_dir, root), journal)  # type: ignore[arg-type]
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
-    assert arc.data == data + newer
+    arc.assert_data(data + newer)
     await coll.aclose()
     journal.close()
