@@ -49,6 +49,58 @@ def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path
     assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
 
 
+_DAEMON_PROBE = """
+import atexit, gc, json, sys
+from archiverd.service.daemon import Daemon
+seen = {}
+original = Daemon.run_once
+async def run_once(self, **kwargs):
+    seen.update(collecting=gc.isenabled(), frozen=gc.get_freeze_count() > 0)
+    return await original(self, **kwargs)
+Daemon.run_once = run_once
+class Teardown:
+    def __del__(self):
+        print("interpreter teardown", file=sys.stderr)
+marker = Teardown()
+atexit.register(lambda: print(json.dumps(seen), file=sys.stderr))
+sys.argv = ["archiverd", *sys.argv[1:]]
+from archiverd.cli import run
+run()
+"""
+
+
+def test_the_daemon_collects_cycles_once_loaded_and_exits_without_teardown(
+    tmp_path: Path,
+) -> None:
+    """`archiverd run` loads without the cycle collector, collects again (its start-up
+    frozen) before it reads a byte, and once it has closed everything exits with its code,
+    output flushed, without the interpreter's teardown (0.04-0.15 s of CPU freeing objects
+    one by one, bench/daemon.py)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    bucket = tmp_path / "bucket"
+    config = tmp_path / "archiverd.toml"
+    config.write_text(f'[[sources]]\nkind = "directory"\npath = "{logs}"\nglob = "*.log"\n')
+    env = archiverd_env(tmp_path, ARCHIVERD_DESTINATION__URL=f"file://{bucket}")
+    args = ["--log-format", "json", "run", "--config", str(config), "--once", "--seal-open"]
+    probe = subprocess.run(
+        [sys.executable, "-c", _DAEMON_PROBE, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    *logged, seen = probe.stderr.splitlines()
+    assert json.loads(seen) == {"collecting": True, "frozen": True}
+    assert json.loads(logged[-1])["event"] == "run --once complete"
+    assert "interpreter teardown" not in probe.stderr
+    assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
+
+
 _SCRIPT_PROBE = """
 import sys
 from archiverd.launch import run  # what the `archiverd` console script imports
