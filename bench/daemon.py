@@ -285,10 +285,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _spooled(state: Path) -> int:
-    """Packed objects published in the spool (temporary files start with a dot)."""
+    """Packed bodies published in the spool (``<id>.seg``, renamed from a temporary file once
+    complete; each has a ``<id>.meta`` sidecar written before it)."""
     spool = state / "spool"
     try:
-        return sum(1 for name in os.listdir(spool) if not name.startswith("."))
+        return sum(1 for name in os.listdir(spool) if name.endswith(".seg"))
     except FileNotFoundError:
         return 0
 
