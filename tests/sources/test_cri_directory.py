@@ -9,7 +9,7 @@ from pathlib import Path
 
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal
-from tests.sources.helpers import archived, collector, cri_line, settings
+from tests.sources.helpers import archived, collector, cri_line, lost_entries, settings
 
 
 def _cri(start: int, count: int) -> bytes:
@@ -99,5 +99,43 @@ async def test_directory_rename_rotation_and_deletion(tmp_path: Path, state_dir:
     [arc] = arcs.values()
     arc.assert_contiguous()
     arc.assert_data(b"a1\na2\na3\nb1\nb2 no newline")
+    await coll.aclose()
+    journal.close()
+
+
+async def test_cri_file_held_empty_then_rotated_and_gzipped_while_down(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """kubelet's layout, as the docker test of the same name: while archiverd is down the
+    live file it held empty is filled, renamed away and gzipped (a new inode), and a new one
+    written. After the restart every line is archived once and nothing is recorded lost."""
+    root = tmp_path / "pods"
+    cdir = root / "default_web-7d9f_0c1d-uid" / "nginx"
+    cdir.mkdir(parents=True)
+    live = cdir / "0.log"
+    live.write_bytes(_cri(0, 40))
+    cfg = settings(state_dir, SourceSettings(kind="cri", path=root), max_segment_bytes=2000)
+    journal = Journal.open(state_dir)
+    coll = collector(cfg, journal)
+    await coll.seal_all(include_open=False)
+    os.replace(live, cdir / "0.log.20261123-080000")
+    live.touch()
+    for _ in range(3):  # the new live file is held, empty; the old one's bytes are packed
+        await coll.seal_all(include_open=False)
+    await coll.aclose()
+    live.write_bytes(_cri(40, 10))  # archiverd is down from here
+    rotated = cdir / "0.log.20261123-080100"
+    os.replace(live, rotated)
+    (cdir / "0.log.20261123-080100.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+    rotated.unlink()
+    live.write_bytes(_cri(50, 10))
+    coll = collector(cfg, journal)
+    await coll.seal_all(include_open=False)
+    shutil.rmtree(root / "default_web-7d9f_0c1d-uid")  # the pod is gone: its stream ends
+    await coll.seal_all(include_open=False)
+    [zero] = archived(journal, tmp_path).values()
+    zero.assert_contiguous()
+    zero.assert_data(_cri(0, 60))
+    assert lost_entries(journal) == []
     await coll.aclose()
     journal.close()
