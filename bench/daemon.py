@@ -155,14 +155,19 @@ class Run:
     (shared pages counted once): the memory the whole tree really held."""
 
 
+def _proc_stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()
+
+
 def _tree_pss_kib(root: int) -> int:
     """Summed Pss (KiB) of `root` and its descendants now (Linux /proc)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
+                parents[int(entry)] = int(_proc_stat(int(entry))[1])
             except (OSError, ValueError, IndexError):
                 continue
     tree, grew = {root}, True
@@ -279,8 +284,7 @@ def _free_port() -> int:
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of a running process so far (Linux /proc, clock ticks)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
+    fields = _proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

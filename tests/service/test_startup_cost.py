@@ -23,9 +23,9 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path: Path) -> None:
-    """`run --once` to file:// archives without importing aiohttp, botocore or aiobotocore
-    (they were 40% of its start-up CPU)."""
+def _once_to_a_file_destination(tmp_path: Path, probe: str) -> subprocess.CompletedProcess[str]:
+    """`run --once --seal-open` of one 100-line log to file://, through the Python `probe`
+    (which gets archiverd's arguments); fails unless it exits 0 having stored one object."""
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(100)))
@@ -34,8 +34,8 @@ def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path
     config.write_text(f'[[sources]]\nkind = "directory"\npath = "{logs}"\nglob = "*.log"\n')
     env = archiverd_env(tmp_path, ARCHIVERD_DESTINATION__URL=f"file://{bucket}")
     args = ["--log-format", "json", "run", "--config", str(config), "--once", "--seal-open"]
-    probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
+    ran = subprocess.run(
+        [sys.executable, "-c", probe, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -43,10 +43,17 @@ def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path
         timeout=120,
         check=False,
     )
-    assert probe.returncode == 0, probe.stderr
+    assert ran.returncode == 0, ran.stderr
+    assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
+    return ran
+
+
+def test_once_to_a_file_destination_loads_neither_s3_nor_http_libraries(tmp_path: Path) -> None:
+    """`run --once` to file:// archives without importing aiohttp, botocore or aiobotocore
+    (they were 40% of its start-up CPU)."""
+    probe = _once_to_a_file_destination(tmp_path, _PROBE)
     result = json.loads(probe.stdout.splitlines()[-1])
     assert result == {"code": 0, "heavy": []}
-    assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
 
 
 _DAEMON_PROBE = """
@@ -76,29 +83,11 @@ def test_the_daemon_collects_cycles_once_loaded_and_exits_without_teardown(
     frozen) before it reads a byte, and once it has closed everything exits with its code,
     output flushed, without the interpreter's teardown (0.04-0.15 s of CPU freeing objects
     one by one, bench/daemon.py)."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(100)))
-    bucket = tmp_path / "bucket"
-    config = tmp_path / "archiverd.toml"
-    config.write_text(f'[[sources]]\nkind = "directory"\npath = "{logs}"\nglob = "*.log"\n')
-    env = archiverd_env(tmp_path, ARCHIVERD_DESTINATION__URL=f"file://{bucket}")
-    args = ["--log-format", "json", "run", "--config", str(config), "--once", "--seal-open"]
-    probe = subprocess.run(
-        [sys.executable, "-c", _DAEMON_PROBE, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert probe.returncode == 0, probe.stderr
+    probe = _once_to_a_file_destination(tmp_path, _DAEMON_PROBE)
     *logged, seen = probe.stderr.splitlines()
     assert json.loads(seen) == {"collecting": True, "frozen": True}
     assert json.loads(logged[-1])["event"] == "run --once complete"
     assert "interpreter teardown" not in probe.stderr
-    assert len([p for p in bucket.rglob("*.log.gz.enc.versions/*") if p.is_file()]) == 1
 
 
 _SCRIPT_PROBE = """

@@ -335,10 +335,27 @@ def _one_segment_per_file(state_dir: Path, root: Path) -> Settings:
     )
 
 
-async def _restarted(root: Path, state_dir: Path, journal: Journal) -> None:
+def _filled_and_rotated_while_down(container: ContainerDir, *, compress: bool) -> None:
+    """While archiverd is down: the held file gets lines 10-19 and is rotated away (and
+    compressed), the next one gets lines 20-29, and the container exits."""
+    container.write(_lines(10, 10))
+    container.rotate(5, compress=compress)
+    container.write(_lines(20, 10))
+    container.config(running=False)
+
+
+async def _restarted_archives_lines_0_to_29_once(
+    root: Path, state_dir: Path, journal: Journal, tmp_path: Path
+) -> None:
+    """Restart and seal everything: lines 0-29 archived once, in order, nothing lost."""
     coll = collector(_one_segment_per_file(state_dir, root), journal)
     await coll.seal_all(include_open=False)
     await coll.aclose()
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_contiguous()
+    assert lost_entries(journal) == []
+    arc.assert_data(_lines(0, 30))
+    journal.close()
 
 
 async def test_file_held_empty_then_filled_and_compressed_while_down_is_read_after_restart(
@@ -349,16 +366,8 @@ async def test_file_held_empty_then_filled_and_compressed_while_down_is_read_aft
     copy is simply the next file: every line once, nothing recorded lost. (It was reported
     `vanished_while_down`, its lines unread: kill -9 test, CI.)"""
     root, container, journal = await _held_empty_then_down(tmp_path, state_dir)
-    container.write(_lines(10, 10))
-    container.rotate(5, compress=True)
-    container.write(_lines(20, 10))
-    container.config(running=False)
-    await _restarted(root, state_dir, journal)
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    assert lost_entries(journal) == []
-    arc.assert_data(_lines(0, 30))
-    journal.close()
+    _filled_and_rotated_while_down(container, compress=True)
+    await _restarted_archives_lines_0_to_29_once(root, state_dir, journal, tmp_path)
 
 
 async def test_inode_of_a_file_held_empty_reused_while_down_is_not_taken_for_it(
@@ -369,17 +378,9 @@ async def test_inode_of_a_file_held_empty_reused_while_down_is_not_taken_for_it(
     alone cannot tell them apart: taken for the held file, the later file was read in its
     place and the lines between were skipped silently (kill -9 test, CI)."""
     root, container, journal = await _held_empty_then_down(tmp_path, state_dir)
-    container.write(_lines(10, 10))
-    container.rotate(5)
-    container.write(_lines(20, 10))
-    container.config(running=False)
-    [stream] = journal._query("SELECT id FROM streams")
-    held = journal.files(stream[0])[-1]
+    _filled_and_rotated_while_down(container, compress=False)
+    [(stream,)] = journal._query("SELECT id FROM streams")
+    held = journal.files(stream)[-1]
     live = os.stat(container.log)
     journal.replace_file(held.id, path=held.path, dev=live.st_dev, ino=live.st_ino)
-    await _restarted(root, state_dir, journal)
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    assert lost_entries(journal) == []
-    arc.assert_data(_lines(0, 30))
-    journal.close()
+    await _restarted_archives_lines_0_to_29_once(root, state_dir, journal, tmp_path)
