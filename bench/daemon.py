@@ -32,9 +32,9 @@ least CPU: on a shared machine that is what the code costs). Each prints MB per 
 (user+sys of the child and every descendant: the daemon's forkserver and worker processes
 are reaped by this script as their subreaper), MB/s wall, peak RSS (ru_maxrss of the child;
 "+N MiB each helper" is the largest of those processes, whose pages are mostly shared with
-their forkserver, and the peak PSS of all of them together, sampled every 20 ms in one more,
-untimed run), and the daemon's ratios against ``gzip -6``, ``gzip -1``, the packer, the
-daemon with worker processes and the pure-Python daemon.
+their forkserver; for the daemon with worker processes, the peak PSS of all of them together,
+sampled every 20 ms in one more, untimed run), and the daemon's ratios against ``gzip -6``,
+``gzip -1``, the packer, the daemon with worker processes and the pure-Python daemon.
 Targets (issue 14): >= 300 MB per CPU-second, >= 400 MB/s wall on 2 cores, peak RSS < 128 MiB.
 The load average is printed beside the numbers.
 --profile DIR also samples the daemon run with py-spy (`pip install py-spy`), one round:
@@ -372,12 +372,8 @@ def line(name: str, run: Run, mb: float, extra: str = "") -> None:
     print(
         f"  {name:22} {mb / run.cpu:7.0f} MB/CPU-s  {mb / run.wall:7.0f} MB/s wall  "
         f"cpu {run.cpu:6.2f} s  wall {run.wall:6.2f} s  peak RSS {run.rss_kib / 1024:5.0f} MiB"
-        + (
-            f" (+{run.helpers_rss_kib / 1024:.0f} MiB each helper;"
-            f" all processes: peak PSS {run.pss_kib / 1024:.0f} MiB)"
-            if run.helpers_rss_kib
-            else ""
-        )
+        + (f" (+{run.helpers_rss_kib / 1024:.0f} MiB each helper)" if run.helpers_rss_kib else "")
+        + (f" (all processes: peak PSS {run.pss_kib / 1024:.0f} MiB)" if run.pss_kib else "")
         + extra
     )
 
@@ -455,8 +451,9 @@ def layout(
     runs = {label: best(measured) for label, measured in rounds.items()}
     shutil.rmtree(base / "bucket", ignore_errors=True)
     shutil.rmtree(base / "state", ignore_errors=True)
-    sampled = measure(once, env=quiet, sample_pss=True)  # untimed: memory of the whole tree
-    runs["archiverd run --once"].pss_kib = sampled.pss_kib
+    # untimed: the memory of the daemon and its worker processes together
+    sampled = measure(once, env=processes, sample_pss=True)
+    runs[PROCESSES].pss_kib = sampled.pss_kib
     objects = [p for p in (base / "bucket").rglob("*") if p.is_file()]
     stored = sum(p.stat().st_size for p in objects)
     for label, run in runs.items():
