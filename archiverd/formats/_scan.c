@@ -1,5 +1,5 @@
 /* archiverd.formats._scan: docker json-file lines read in one compiled pass, for the
- * sealer's count and restore's merge index.
+ * sealer's count and restore's merge index; and restore's merge itself.
  *
  * The daemon's hottest loop. `archiverd.formats.docker.count_closing` answers the same
  * question with six to eight `bytes.count` passes (about 2 ms per MB); this reads each line
@@ -34,6 +34,19 @@
  *   one is a CRI record as `archiverd.formats.cri.read` reads one, with a UTC time:
  *   YYYY-MM-DDTHH:MM:SS[.1-9 digits]Z (a real calendar time), a space, stdout or stderr, a
  *   space, P or F, then a space or the line's end. Otherwise None.
+ *
+ * line_ends(data) -> bytes
+ *   Where each line of `data` ends (after its "\n"; a last line without one ends at the
+ *   end), as native int64s: how restore's merge finds a block's records without a bytes
+ *   object per record.
+ *
+ * merge_runs(runs) -> bytes
+ *   Restore's merge of runs of records (`archiverd.restore.records.write_blocks`), each
+ *   ``(data, keys, ends, start, stop)``: records start to stop-1, record i being
+ *   data[ends[i-1]:ends[i]] (the first from 0), keys and ends native int64s. Each run's keys
+ *   never decrease; the records come out ordered by key, ties in run order and within a
+ *   run in its order: a stable sort of the runs concatenated, done as a merge. ValueError
+ *   when a run breaks those rules (bounds, ends or keys out of order).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -321,6 +334,218 @@ cri_closing(PyObject *Py_UNUSED(module), PyObject *arg)
     return count_closing(arg, cri_record);
 }
 
+/* line_ends(data): see the top of this file. */
+static PyObject *
+line_ends(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const char *start = view.buf;
+    const char *end = start + view.len;
+    Py_ssize_t lines = 0;
+    for (const char *q = start; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) {
+        lines++;
+    }
+    if (view.len > 0 && end[-1] != '\n') {
+        lines++; /* a last line without its newline */
+    }
+    PyObject *ends = PyBytes_FromStringAndSize(NULL, lines * (Py_ssize_t)sizeof(long long));
+    if (ends == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long long *out = (long long *)PyBytes_AS_STRING(ends);
+    Py_BEGIN_ALLOW_THREADS
+    for (const char *p = start; p < end; out++) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        p = eol == NULL ? end : eol + 1;
+        *out = (long long)(p - start);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return ends;
+}
+
+/* One run of merge_runs: its buffers, and its next record (pos) up to stop. */
+typedef struct {
+    Py_buffer data, keys, ends;
+    const long long *key, *end;
+    Py_ssize_t pos, stop;
+} Run;
+
+/* Whether run a's next record sorts before run b's (by key, ties to the earlier run). */
+static int
+sorts_before(const Run *runs, int a, int b)
+{
+    long long ka = runs[a].key[runs[a].pos], kb = runs[b].key[runs[b].pos];
+    return ka < kb || (ka == kb && a < b);
+}
+
+/* Restore the heap order of heap[0..n) below `at`. */
+static void
+sift_down(const Run *runs, int *heap, int n, int at)
+{
+    for (;;) {
+        int least = at, left = 2 * at + 1, right = left + 1;
+        if (left < n && sorts_before(runs, heap[left], heap[least])) {
+            least = left;
+        }
+        if (right < n && sorts_before(runs, heap[right], heap[least])) {
+            least = right;
+        }
+        if (least == at) {
+            return;
+        }
+        int swap = heap[at];
+        heap[at] = heap[least];
+        heap[least] = swap;
+        at = least;
+    }
+}
+
+/* Where run's record i starts in its data. */
+static long long
+record_start(const Run *run, Py_ssize_t i)
+{
+    return i == 0 ? 0 : run->end[i - 1];
+}
+
+/* Take the buffers and bounds of `item` into `run`; check it as merge_runs says (-1 and an
+ * exception when it breaks a rule); add its bytes to *total. */
+static int
+open_run(PyObject *item, Py_ssize_t number, Run *run, long long *total)
+{
+    PyObject *data, *keys, *ends;
+    if (!PyArg_ParseTuple(item, "OOOnn;a run is (data, keys, ends, start, stop)", &data, &keys,
+                          &ends, &run->pos, &run->stop)) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(data, &run->data, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(keys, &run->keys, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&run->data);
+        return -1;
+    }
+    if (PyObject_GetBuffer(ends, &run->ends, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&run->data);
+        PyBuffer_Release(&run->keys);
+        return -1;
+    }
+    run->key = run->keys.buf;
+    run->end = run->ends.buf;
+    Py_ssize_t count = run->keys.len / (Py_ssize_t)sizeof(long long);
+    Py_ssize_t bounds = run->ends.len / (Py_ssize_t)sizeof(long long);
+    const char *broken = NULL;
+    if (run->pos < 0 || run->pos > run->stop || run->stop > count || run->stop > bounds) {
+        broken = "its start and stop are not records of it";
+    }
+    for (Py_ssize_t i = run->pos; broken == NULL && i < run->stop; i++) {
+        if (run->end[i] < record_start(run, i) || run->end[i] > run->data.len) {
+            broken = "its ends are out of order or past its data";
+        }
+        else if (i > run->pos && run->key[i] < run->key[i - 1]) {
+            broken = "its keys decrease";
+        }
+    }
+    if (broken != NULL) {
+        PyErr_Format(PyExc_ValueError, "merge_runs: run %zd: %s", number, broken);
+        PyBuffer_Release(&run->data);
+        PyBuffer_Release(&run->keys);
+        PyBuffer_Release(&run->ends);
+        return -1;
+    }
+    if (run->stop > run->pos) {
+        *total += run->end[run->stop - 1] - record_start(run, run->pos);
+    }
+    return 0;
+}
+
+/* merge_runs(runs): see the top of this file. */
+static PyObject *
+merge_runs(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyObject *items = PySequence_Fast(arg, "merge_runs() takes a sequence of runs");
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    if (n > INT_MAX) {
+        Py_DECREF(items);
+        return PyErr_Format(PyExc_ValueError, "merge_runs: %zd runs are too many", n);
+    }
+    Run *runs = PyMem_Calloc((size_t)n + 1, sizeof(Run));
+    int *heap = PyMem_Calloc((size_t)n + 1, sizeof(int));
+    PyObject *merged = NULL;
+    Py_ssize_t opened = 0;
+    long long total = 0;
+    if (runs == NULL || heap == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; opened < n; opened++) {
+        if (open_run(PySequence_Fast_GET_ITEM(items, opened), opened, &runs[opened], &total)
+            < 0) {
+            goto done;
+        }
+    }
+    merged = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (merged == NULL) {
+        goto done;
+    }
+    char *out = PyBytes_AS_STRING(merged);
+    Py_BEGIN_ALLOW_THREADS
+    int live = 0;
+    for (int r = 0; r < (int)n; r++) {
+        if (runs[r].pos < runs[r].stop) {
+            heap[live++] = r;
+        }
+    }
+    for (int at = live / 2 - 1; at >= 0; at--) {
+        sift_down(runs, heap, live, at);
+    }
+    while (live > 0) {
+        int r = heap[0];
+        Run *run = &runs[r];
+        Py_ssize_t i = run->pos + 1; /* its next record sorts first: take it, and those after
+                                        it that still sort before the runner-up's */
+        if (live == 1) {
+            i = run->stop;
+        }
+        else {
+            int next = heap[1];
+            if (live > 2 && sorts_before(runs, heap[2], next)) {
+                next = heap[2];
+            }
+            long long limit = runs[next].key[runs[next].pos];
+            while (i < run->stop && (run->key[i] < limit || (run->key[i] == limit && r < next))) {
+                i++;
+            }
+        }
+        long long from = record_start(run, run->pos);
+        memcpy(out, (const char *)run->data.buf + from, (size_t)(run->end[i - 1] - from));
+        out += run->end[i - 1] - from;
+        run->pos = i;
+        if (i == run->stop) {
+            heap[0] = heap[--live];
+        }
+        sift_down(runs, heap, live, 0);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    for (Py_ssize_t r = 0; r < opened; r++) {
+        PyBuffer_Release(&runs[r].data);
+        PyBuffer_Release(&runs[r].keys);
+        PyBuffer_Release(&runs[r].ends);
+    }
+    PyMem_Free(runs);
+    PyMem_Free(heap);
+    Py_DECREF(items);
+    return merged;
+}
+
 static PyMethodDef methods[] = {
     {"docker_closing", docker_closing, METH_O,
      "docker_closing(data, /)\n--\n\n"
@@ -334,13 +559,19 @@ static PyMethodDef methods[] = {
      "cri_closing(data, /)\n--\n\n"
      "How many lines of `data` close an application line (F), when every one is a CRI\n"
      "record with a UTC time; else None."},
+    {"line_ends", line_ends, METH_O,
+     "line_ends(data, /)\n--\n\n"
+     "Where each line of `data` ends, as int64 bytes (a last line without newline too)."},
+    {"merge_runs", merge_runs, METH_O,
+     "merge_runs(runs, /)\n--\n\n"
+     "Runs of (data, keys, ends, start, stop) merged by key, ties in run order."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "archiverd.formats._scan",
-    .m_doc = "Docker json-file lines read in one compiled pass (see _scan.c).",
+    .m_doc = "Log lines read, and restore's runs merged, in compiled passes (see _scan.c).",
     .m_size = 0,
     .m_methods = methods,
 };

@@ -20,9 +20,9 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from archiverd.formats import docker
 from archiverd.formats.records import line_text, read_line
@@ -217,8 +217,72 @@ _READ_BYTES = 1 << 20
 
 # Bulk merge (`get --out -` without --grep/--text): blocks of records, not one at a time.
 
-Block = tuple[list[int], list[bytes]]
-"""``(keys, raws)`` of consecutive messages of one stream, as `stream_records` keys them."""
+
+class Block(NamedTuple):
+    """Consecutive messages of one stream, keyed as `stream_records` keys them. Where the
+    compiled merge was built, message i is ``data[ends[i - 1]:ends[i]]`` (the first from 0):
+    no bytes object per message; elsewhere `raws` holds them, for the merge in Python. Keys
+    are int64s (`array("q")`) but where one does not fit (a list then)."""
+
+    keys: Sequence[int]
+    data: bytes
+    ends: array.array[int] | None
+    raws: list[bytes] | None
+
+    def messages(self, start: int, stop: int) -> list[bytes]:
+        """Messages `start` to `stop` - 1, an object each."""
+        if self.raws is not None:
+            return self.raws[start:stop]
+        cuts = [self.offset(start), *self.ends_[start:stop]]
+        return [self.data[a:b] for a, b in itertools.pairwise(cuts)]
+
+    def joined(self, start: int, stop: int) -> bytes | memoryview:
+        """Messages `start` to `stop` - 1, back to back."""
+        if self.raws is not None:
+            return b"".join(self.raws[start:stop])
+        return memoryview(self.data)[self.offset(start) : self.ends_[stop - 1]]
+
+    def offset(self, index: int) -> int:
+        """Where message `index` starts in `data`."""
+        return self.ends_[index - 1] if index else 0
+
+    @property
+    def ends_(self) -> array.array[int]:
+        """`ends`, in a block that has them."""
+        assert self.ends is not None, "a block of raws has no ends"
+        return self.ends
+
+
+def _block(keys: Sequence[int], data: bytes, raws: list[bytes] | None = None) -> Block:
+    """A block of messages `raws` (None: each line of `data` is one), and `data` their
+    bytes, as the merge that runs here reads them (see `Block`)."""
+    if compiled_merge is None:
+        return Block(keys, b"", None, raws if raws is not None else io.BytesIO(data).readlines())
+    ends = array.array("q")
+    if raws is not None:
+        ends.extend(itertools.accumulate(map(len, raws)))
+    elif compiled_line_ends is not None:
+        ends.frombytes(compiled_line_ends(data))
+    else:
+        ends.extend(itertools.accumulate(map(len, io.BytesIO(data).readlines())))
+    return Block(keys, data, ends, None)
+
+
+_NO_BLOCK = Block([], b"", None, [])
+
+
+compiled_merge: (
+    Callable[[Sequence[tuple[bytes, Sequence[int], array.array[int], int, int]]], bytes] | None
+)
+"""`write_blocks`' merge of runs of several streams in one compiled pass (`merge_runs` of
+`archiverd/formats/_scan.c`); None where it was not built: then a stable sort in Python."""
+compiled_line_ends: Callable[[bytes], bytes] | None
+"""Where each line of a block ends, in one compiled pass (int64 bytes); None where not built."""
+try:
+    from archiverd.formats._scan import line_ends as compiled_line_ends
+    from archiverd.formats._scan import merge_runs as compiled_merge
+except ImportError:
+    compiled_line_ends = compiled_merge = None
 
 _BLOCK_BYTES = 1 << 20
 _LOG_START = b'{"log":"'
@@ -288,15 +352,15 @@ def stream_blocks(
             for data, final in _line_blocks(handle, block_bytes):
                 fast = reader.fast_keys(data, last)
                 if fast is not None:
-                    keys = fast.tolist()
-                    raws = io.BytesIO(data).readlines()
+                    block = _block(fast, data)
                 else:
                     times, raws = reader.block(data, final=final)
                     if not times:
                         continue
-                    keys = _keys(times, last)
-                last = keys[-1]
-                yield keys, raws
+                    joined = b"".join(raws) if compiled_merge is not None else b""
+                    block = _block(_int64s(_keys(times, last)), joined, raws)
+                last = block.keys[-1]
+                yield block
 
 
 NO_TIME = -(1 << 200)
@@ -308,6 +372,15 @@ def _keys(times: list[int], last: int) -> list[int]:
     keys = list(itertools.accumulate(times, max, initial=last))
     del keys[0]
     return keys
+
+
+def _int64s(keys: list[int]) -> Sequence[int]:
+    """`keys` as an `array("q")` (what the compiled merge takes), or as they are where one
+    does not fit in 64 bits."""
+    try:
+        return array.array("q", keys)
+    except OverflowError:
+        return keys
 
 
 def _line_blocks(handle: BinaryIO, block_bytes: int) -> Iterator[tuple[bytes, bool]]:
@@ -465,54 +538,70 @@ def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterato
                 times = array.array("q")
                 times.fromfile(frames, count)
                 data = handle.read(size)
-                if one_line_each:
-                    raws = io.BytesIO(data).readlines()
-                else:
+                raws: list[bytes] | None = None
+                if not one_line_each:
                     lengths = array.array("q")
                     lengths.fromfile(frames, count)
-                    ends = list(itertools.accumulate(lengths))
-                    raws = [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
-                if len(raws) != count or len(data) != size:
+                    cuts = [0, *itertools.accumulate(lengths)]
+                    raws = [data[a:b] for a, b in itertools.pairwise(cuts)]
+                if len(data) != size:
                     raise OSError(f"{index}: the index does not match {path}")
-                keys = times.tolist()  # the segment's running maximum (`index_segment`)
-                if keys[0] < last:
-                    below = bisect.bisect_left(keys, last)
-                    keys[:below] = itertools.repeat(last, below)
+                # The segment's running maximum (`index_segment`), raised to the stream's.
+                keys: Sequence[int] = times
+                if times[0] < last:
+                    below = bisect.bisect_left(times, last)
+                    keys = _int64s([last] * below + times[below:].tolist())
                 last = keys[-1]
-                yield keys, raws
+                block = _block(keys, data, raws)
+                if (
+                    len(block.keys) != count
+                    or (block.ends is not None and len(block.ends) != count)
+                    or (block.raws is not None and len(block.raws) != count)
+                ):
+                    raise OSError(f"{index}: the index does not match {path}")
+                yield block
 
 
 class _Pending:
-    """One stream in `write_blocks`: its records read but not yet written."""
+    """One stream in `write_blocks`: the block it reads, and its first message not written."""
 
-    __slots__ = ("blocks", "bound", "done", "keys", "raws", "start")
+    __slots__ = ("block", "blocks", "bound", "done", "start")
 
     def __init__(self, blocks: Iterator[Block], start_ns: int) -> None:
         self.blocks = blocks
-        self.keys: list[int] = []
-        self.raws: list[bytes] = []
+        self.block = _NO_BLOCK
         self.start = 0
         self.bound = start_ns
         """The last key read: every record still unread has a key at least this."""
         self.done = False
 
+    @property
+    def drained(self) -> bool:
+        """Whether every message of its block was written."""
+        return self.start == len(self.block.keys)
+
     def refill(self) -> None:
         """Read the next block (or learn there is none)."""
-        for keys, raws in self.blocks:
-            self.keys, self.raws, self.start = keys, raws, 0
-            self.bound = keys[-1]
+        for block in self.blocks:
+            self.block, self.start = block, 0
+            self.bound = block.keys[-1]
             return
-        self.keys, self.raws, self.start = [], [], 0
+        self.block, self.start = _NO_BLOCK, 0
         self.done = True
 
     def end_before(self, limit: tuple[int, int] | None, order: int) -> int:
         """Where this stream's (number `order`) pending records stop sorting before the
         ``(bound, order)`` `limit` of another stream (all of them when None)."""
+        keys = self.block.keys
         if limit is None:
-            return len(self.keys)
+            return len(keys)
         if order < limit[1]:
-            return bisect.bisect_right(self.keys, limit[0], self.start)
-        return bisect.bisect_left(self.keys, limit[0], self.start)
+            return bisect.bisect_right(keys, limit[0], self.start)
+        return bisect.bisect_left(keys, limit[0], self.start)
+
+
+Run = tuple[Block, int, int]
+"""Messages `start` to `stop` - 1 of a block: ``(block, start, stop)``."""
 
 
 def write_blocks(
@@ -529,8 +618,10 @@ def write_blocks(
     each round writes every pending record that sorts (by key, then stream order) before
     every other unfinished stream's bound: a prefix of the merge. The stream with the lowest
     bound always writes all it holds, and only streams with nothing pending read more, so
-    memory stays at about one block per stream. The records of a round are put in order by
-    one stable sort (streams concatenated in order, so ties go to the lower order).
+    memory stays at about one block per stream. A round's runs (one per stream, each in
+    key order) are merged as a stable sort of them concatenated would order them: by the
+    compiled merge where it was built, else by that sort; a round of one run is its bytes
+    as they are.
     """
     pending = [_Pending(blocks, start) for blocks, start in streams]
     count = 0
@@ -539,42 +630,57 @@ def write_blocks(
     trimmed = since_ns is not None or until_ns is not None
     while True:
         for stream in pending:
-            if stream.start == len(stream.keys) and not stream.done:
+            if stream.drained and not stream.done:
                 stream.refill()
         live = [(stream.bound, order) for order, stream in enumerate(pending) if not stream.done]
-        keys: list[int] = []
-        raws: list[bytes] = []
-        runs = 0
+        runs: list[Run] = []
         for order, stream in enumerate(pending):
-            if stream.start == len(stream.keys):
+            if stream.drained:
                 continue
             end = stream.end_before(
                 min((bound for bound in live if bound[1] != order), default=None), order
             )
             if end > stream.start:
-                keys += stream.keys[stream.start : end]
-                raws += stream.raws[stream.start : end]
+                runs.append((stream.block, stream.start, end))
                 stream.start = end
-                runs += 1
-        if not keys:
+        if not runs:
             # The stream with the lowest bound writes all it holds (see above), so a round
             # writes nothing only when every stream is finished.
             break
-        if runs > 1:
-            keys, raws = _in_order(keys, raws, with_keys=trimmed)
         if trimmed:
-            raws = raws[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)]
-        if raws:
-            out.write(b"".join(raws))
-            count += len(raws)
+            runs = [run for run in (_trim(run, low, high) for run in runs) if run[1] < run[2]]
+        if runs:
+            count += sum(stop - start for _, start, stop in runs)
+            out.write(_merged(runs))
     return count
 
 
-def _in_order(
-    keys: list[int], raws: list[bytes], *, with_keys: bool
-) -> tuple[list[int], list[bytes]]:
-    """Records of several runs (concatenated in stream order) in merge order: by key, ties
-    in stream order (a stable sort); the keys are put in order too only `with_keys`."""
+def _trim(run: Run, low: int, high: int) -> Run:
+    """The messages of `run` with keys from `low` to `high` (its keys are in order)."""
+    block, start, stop = run
+    return (
+        block,
+        bisect.bisect_left(block.keys, low, start, stop),
+        bisect.bisect_right(block.keys, high, start, stop),
+    )
+
+
+def _merged(runs: list[Run]) -> bytes | memoryview:
+    """The messages of `runs` (each in key order, in stream order) merged by key, ties in
+    stream order."""
+    if len(runs) == 1:
+        block, start, stop = runs[0]
+        return block.joined(start, stop)
+    if compiled_merge is not None and all(
+        block.ends is not None and isinstance(block.keys, array.array) for block, _, _ in runs
+    ):
+        return compiled_merge([(block.data, block.keys, block.ends_, a, b) for block, a, b in runs])
+    keys: list[int] = []
+    raws: list[bytes] = []
+    for block, start, stop in runs:
+        keys += block.keys[start:stop]
+        raws += block.messages(start, stop)
+    # A stable sort of the runs concatenated; several runs, so at least two messages, and
+    # `itemgetter` returns a tuple.
     pick = operator.itemgetter(*sorted(range(len(keys)), key=keys.__getitem__))
-    # Several runs, so at least two records: `pick` returns a tuple.
-    return (list(pick(keys)) if with_keys else keys), list(pick(raws))
+    return b"".join(pick(raws))

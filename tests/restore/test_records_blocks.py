@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import array
 import io
+import itertools
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,8 +16,10 @@ from hypothesis import strategies as st
 
 from archiverd.formats import docker
 from archiverd.formats.timestamps import parse_ns
+from archiverd.restore import records
 from archiverd.restore.records import (
     NO_INDEX_BELOW,
+    Block,
     index_segment,
     stream_blocks,
     stream_indexed,
@@ -82,6 +86,15 @@ _WINDOW = st.one_of(
 )
 
 
+def _records(blocks: list[Block]) -> list[tuple[int, bytes]]:
+    """Every message of `blocks` with its key."""
+    return [
+        (key, raw)
+        for block in blocks
+        for key, raw in zip(block.keys, block.messages(0, len(block.keys)), strict=True)
+    ]
+
+
 def _write(tmp: str, files: list[list[bytes]]) -> list[list[Path]]:
     streams = []
     for n, contents in enumerate(files):
@@ -114,27 +127,27 @@ def test_block_merge_equals_record_merge(
     since: int | None,
     until: int | None,
 ) -> None:
-    """Same keys per stream (read in blocks, or from an index; keyed compiled or in Python)
-    and same merged bytes and count, for any interleaving, any block size (blocks cutting
-    lines anywhere), ties, trims and records off the bulk path."""
-    with counting(docker, "compiled_keys", how), tempfile.TemporaryDirectory() as tmp:
+    """Same keys per stream (read in blocks, or from an index; keyed and merged compiled or
+    in Python) and same merged bytes and count, for any interleaving, any block size (blocks
+    cutting lines anywhere), ties, trims and records off the bulk path."""
+    with (
+        counting(docker, "compiled_keys", how),
+        counting(records, "compiled_merge", how),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         streams = _write(tmp, files)
         starts = starts[: len(streams)]
         for n, (paths, start) in enumerate(zip(streams, starts, strict=True)):
             blocks = list(stream_blocks(paths, start, block_bytes=block_bytes))
-            assert all(keys for keys, _ in blocks)
+            assert all(block.keys for block in blocks)
             expected_records = [(key, raw) for key, _, raw in stream_records(paths, start, n)]
-            assert [
-                (k, r) for keys, raws in blocks for k, r in zip(keys, raws, strict=True)
-            ] == expected_records
+            assert _records(blocks) == expected_records
             indexes = [p.with_suffix(".idx") for p in paths]
             for path, index in zip(paths, indexes, strict=True):
                 assert index_segment(path, index, block_bytes=block_bytes)
             indexed = list(stream_indexed(list(zip(paths, indexes, strict=True)), start))
-            assert all(keys for keys, _ in indexed)
-            assert [
-                (k, r) for keys, raws in indexed for k, r in zip(keys, raws, strict=True)
-            ] == expected_records
+            assert all(block.keys for block in indexed)
+            assert _records(indexed) == expected_records
         expected = io.BytesIO()
         expected_count = write_records(
             [stream_records(p, s, n) for n, (p, s) in enumerate(zip(streams, starts, strict=True))],
@@ -168,12 +181,8 @@ def test_bulk_path_reads_dockerd_records_as_records_are_read() -> None:
         blocks = list(stream_blocks([path], 0))
     base = 1_795_420_800 * 10**9
     # The second record's time is earlier: its key is the max so far (write order kept).
-    assert blocks == [
-        (
-            [base + 10**9 + 2, base + 10**9 + 2, base + 3 * 10**9],
-            [(x + "\n").encode() for x in lines],
-        )
-    ]
+    keys = [base + 10**9 + 2, base + 10**9 + 2, base + 3 * 10**9]
+    assert _records(blocks) == list(zip(keys, [(x + "\n").encode() for x in lines], strict=True))
 
 
 def test_an_index_is_not_written_for_times_beyond_64_bits(tmp_path: Path) -> None:
@@ -218,3 +227,88 @@ def test_the_compiled_keys_read_a_time_as_the_time_parser_does(stamp: str) -> No
     else:
         assert raw is not None
         assert array.array("q", raw).tolist() == [ns]
+
+
+@st.composite
+def _run(draw: st.DrawFn) -> tuple[list[tuple[int, bytes]], int, int]:
+    """Messages of one stream in key order (keys often tied; some of several lines, some
+    empty), and the start and stop of the run taken from them."""
+    keys = sorted(draw(st.lists(st.integers(-3, 3), max_size=12)))
+    raws = [draw(st.sampled_from([b"a\n", b"bb\n", b"c\nd\n", b"", b"e"])) for _ in keys]
+    start = draw(st.integers(0, len(keys)))
+    return list(zip(keys, raws, strict=True)), start, draw(st.integers(start, len(keys)))
+
+
+def _compiled_run(
+    messages: list[tuple[int, bytes]], start: int, stop: int
+) -> tuple[bytes, array.array[int], array.array[int], int, int]:
+    ends = array.array("q")
+    for _, raw in messages:
+        ends.append((ends[-1] if ends else 0) + len(raw))
+    keys = array.array("q", [key for key, _ in messages])
+    return b"".join(raw for _, raw in messages), keys, ends, start, stop
+
+
+def test_the_compiled_merge_is_built() -> None:
+    """The machines that run the tests have a C compiler: the merge must be compiled there."""
+    assert records.compiled_merge is not None
+    assert records.compiled_line_ends is not None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(runs=st.lists(_run(), max_size=5))
+def test_the_compiled_merge_is_a_stable_sort_of_the_runs(
+    runs: list[tuple[list[tuple[int, bytes]], int, int]],
+) -> None:
+    """By key, ties in run order and then in each run's order: the runs concatenated and
+    sorted stably, which is what the merge in Python does."""
+    assert records.compiled_merge is not None
+    concatenated = [pair for messages, start, stop in runs for pair in messages[start:stop]]
+    expected = b"".join(raw for _, raw in sorted(concatenated, key=lambda pair: pair[0]))
+    assert records.compiled_merge([_compiled_run(*run) for run in runs]) == expected
+
+
+@pytest.mark.parametrize(
+    ("run", "error"),
+    [
+        (
+            _compiled_run([(2, b"a\n"), (1, b"b\n")], 0, 2),
+            "merge_runs: run 1: its keys decrease",
+        ),
+        (
+            _compiled_run([(1, b"a\n")], 0, 2),
+            "merge_runs: run 1: its start and stop are not records of it",
+        ),
+        (
+            _compiled_run([(1, b"a\n")], 1, 0),
+            "merge_runs: run 1: its start and stop are not records of it",
+        ),
+        (
+            (b"a\n", array.array("q", [1, 2]), array.array("q", [2, 9]), 0, 2),
+            "merge_runs: run 1: its ends are out of order or past its data",
+        ),
+        (
+            (b"a\nb\n", array.array("q", [1, 2]), array.array("q", [4, 2]), 0, 2),
+            "merge_runs: run 1: its ends are out of order or past its data",
+        ),
+    ],
+)
+def test_the_compiled_merge_refuses_a_broken_run(run: tuple[object, ...], error: str) -> None:
+    """A run that breaks the merge's rules is refused by name, before a byte is copied
+    (the first run, sound, is not the one named)."""
+    assert records.compiled_merge is not None
+    sound = _compiled_run([(0, b"x\n")], 0, 1)
+    with pytest.raises(ValueError, match="^" + re.escape(error) + "$"):
+        records.compiled_merge([sound, run])  # type: ignore[list-item]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.sampled_from([b"a\n", b"\n", b"bc\n"]), max_size=8), tail=st.booleans())
+def test_the_compiled_line_ends_are_where_readlines_cuts(lines: list[bytes], tail: bool) -> None:
+    """Every line's end, a last one without its newline too."""
+    data = b"".join(lines) + (b"z" if tail else b"")
+    assert records.compiled_line_ends is not None
+    ends = array.array("q")
+    ends.frombytes(records.compiled_line_ends(data))
+    cuts = [0, *ends]
+    assert [data[a:b] for a, b in itertools.pairwise(cuts)] == io.BytesIO(data).readlines()
