@@ -3,9 +3,10 @@
     .venv/bin/python bench/restore.py [--size-mib 128] [--segments 16] [--parallel 4]
 
 Starts a local SeaweedFS, generates Docker json-file logs, and stores every segment twice:
-packed exactly as the daemon does (gzip via ISA-L + AES-256-GCM, metadata from
-archiverd.formats.layout), and as plain `gzip -6` of the same plaintext (the baseline: what a
-restore without encryption costs with AWS's own tools). Then measures, wall clock:
+packed and stored exactly as the daemon does (gzip via ISA-L + AES-256-GCM, metadata from
+archiverd.formats.layout, the body's SHA-256 as its S3 checksum), and as plain `gzip -6`
+of the same plaintext (the baseline: what a restore without encryption costs with AWS's
+own tools). Then measures, wall clock:
 
   archiverd get --out DIR     list, download in parallel, verify, decrypt, gunzip, rename
   archiverd get --out -       the same, to stdout (one container: its bytes in seq order)
@@ -30,6 +31,7 @@ some 0.05 s of each start-up), as in bench/daemon.py.
 from __future__ import annotations
 
 import argparse
+import base64
 import compileall
 import gzip
 import hashlib
@@ -48,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from archiverd.destinations.common import with_body_checksum  # noqa: E402
 from archiverd.formats.layout import SegmentDescription, object_key, segment_metadata  # noqa: E402
 from archiverd.pack import Keyring, pack_stream  # noqa: E402
 from tests import servers  # noqa: E402
@@ -135,7 +138,7 @@ def main() -> None:
         raw = os.urandom(32)
         keyring = Keyring.from_raw_keys(raw)
         key_file = work / "archive.key"
-        key_file.write_text(__import__("base64").b64encode(raw).decode())
+        key_file.write_text(base64.b64encode(raw).decode())
         key_file.chmod(0o600)
 
         rng = random.Random(7)
@@ -175,11 +178,18 @@ def main() -> None:
                     container_name="bench",
                 )
                 meta = segment_metadata(desc, result.envelope, result.key_id)
+                body = packed.getvalue()
+                sha256_b64 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+                # Stored as the daemon stores it (S3Destination.put_file): the body's
+                # SHA-256 in its metadata and as the object's checksum, which a GET
+                # with ChecksumMode returns and botocore then checks.
                 s3.put_object(
                     Bucket=bucket,
                     Key=object_key(prefix, desc),
-                    Body=packed.getvalue(),
-                    Metadata=meta,
+                    Body=body,
+                    Metadata=with_body_checksum(meta, sha256_b64),
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=sha256_b64,
                 )
             s3.put_object(
                 Bucket=bucket,

@@ -12,6 +12,7 @@ leaves only complete, verified files, and a rerun skips those (resume).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import os
@@ -423,9 +424,47 @@ def _blocks(files: list[Path], start: int, indexed: set[Path]) -> Iterator[Block
 
 
 def _copy(paths: Sequence[Path], out: BinaryIO) -> None:
+    """The files, in order, to `out`: with sendfile(2) where `out` is a descriptor that
+    takes it (a pipe, a file), so the bytes never pass through this process (half the CPU of
+    a copy, and a pipe's reader gets them sooner); else copied."""
+    out.flush()
+    target = _descriptor(out)
     for path in paths:
         with path.open("rb") as handle:
+            if target is not None and _sent(handle.fileno(), target):
+                continue
+            target = None  # not taken (e.g. a file opened to append): copy the rest
             shutil.copyfileobj(handle, out, _CHUNK)
+
+
+def _descriptor(out: BinaryIO) -> int | None:
+    try:
+        return out.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # e.g. a BytesIO
+        return None
+
+
+_NOT_TAKEN = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+"""What sendfile(2) says when `out` cannot take it at all (O_APPEND, a kind of file it
+does not write to)."""
+
+
+def _sent(source: int, target: int) -> bool:
+    """All of the file `source` written to `target` by sendfile(2); False, with nothing
+    written, where `target` does not take it."""
+    size = os.fstat(source).st_size
+    done = 0
+    while done < size:
+        try:
+            sent = os.sendfile(target, source, done, size - done)
+        except OSError as exc:
+            if done == 0 and exc.errno in _NOT_TAKEN:
+                return False
+            raise
+        if sent == 0:
+            raise OSError(errno.EIO, f"a restored file ended at {done} of {size} bytes")
+        done += sent
+    return True
 
 
 def _filter_file(src: Path, dst: Path, options: FetchOptions) -> int:

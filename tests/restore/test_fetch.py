@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
+import threading
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +19,7 @@ from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.errors import EnvelopeMismatchError, RetryableDestinationError
 from archiverd.formats.layout import SegmentDescription, object_key, parse_key
 from archiverd.pack import Keyring
-from archiverd.restore.fetch import FetchOptions, check_identity, restore_to_dir
+from archiverd.restore.fetch import FetchOptions, _copy, check_identity, restore_to_dir
 from archiverd.restore.listing import Segment
 from archiverd.restore.timespec import parse_time
 from tests.restore import corpus
@@ -186,3 +189,60 @@ def test_rfc3339_round_trips(moment: datetime) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_time(moment.isoformat(), now) == moment
     assert parse_time(moment.isoformat().replace("+00:00", "Z"), now) == moment
+
+
+def _restored(tmp_path: Path) -> tuple[list[Path], bytes]:
+    """Three restored segment files (one empty, the others larger than a pipe's buffer),
+    and their bytes in order."""
+    contents = [b"first line\n" * 10_000, b"", b"second\n" * 30_000]
+    paths = []
+    for n, content in enumerate(contents):
+        path = tmp_path / f"{n}.log"
+        path.write_bytes(content)
+        paths.append(path)
+    return paths, b"".join(contents)
+
+
+def test_restored_files_go_to_a_pipe_by_sendfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get --out - | reader`: the bytes go from the files to the pipe in the kernel, after
+    whatever `out` held already, and arrive whole and in order."""
+    paths, expected = _restored(tmp_path)
+    calls = []
+    real_sendfile = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        calls.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    read_end, write_end = os.pipe()
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(_drain(read_end)))
+    reader.start()
+    with os.fdopen(write_end, "wb") as out:
+        out.write(b"held\n")  # buffered, not yet written
+        _copy(paths, out)
+    reader.join()
+    assert bytes(received) == b"held\n" + expected
+    assert calls, "sendfile(2) was not used"
+
+
+def test_restored_files_are_copied_where_sendfile_is_refused(tmp_path: Path) -> None:
+    """`get --out - >> file` (O_APPEND, which sendfile(2) refuses) and an `out` with no
+    descriptor: the same bytes, copied, after what was there."""
+    paths, expected = _restored(tmp_path)
+    appended = tmp_path / "appended.out"
+    appended.write_bytes(b"before\n")
+    with appended.open("ab") as out:
+        _copy(paths, out)
+    assert appended.read_bytes() == b"before\n" + expected
+    memory = io.BytesIO()
+    _copy(paths, memory)
+    assert memory.getvalue() == expected
+
+
+def _drain(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
