@@ -237,12 +237,14 @@ docker_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         Py_RETURN_NONE;
     }
     long long *out = (long long *)PyBytes_AS_STRING(keys);
+    long long *out_end = out + lines;
     int usual = 1;
     Py_BEGIN_ALLOW_THREADS
     for (; p < end; p++, out++) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         long long ns;
-        if (!usual_time(p, eol, &ns)) {
+        /* (a line more, or none where there was one: a buffer changed while read) */
+        if (eol == NULL || out == out_end || !usual_time(p, eol, &ns)) {
             usual = 0;
             break;
         }
@@ -275,6 +277,10 @@ count_closing(PyObject *arg, int (*classify)(const char *, const char *))
     Py_BEGIN_ALLOW_THREADS
     while (record >= 0 && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) { /* the buffer changed while read */
+            record = -1;
+            break;
+        }
         record = classify(p, eol);
         closing += record;
         p = eol + 1;
@@ -357,14 +363,20 @@ line_ends(PyObject *Py_UNUSED(module), PyObject *arg)
         return NULL;
     }
     long long *out = (long long *)PyBytes_AS_STRING(ends);
+    long long *out_end = out + lines;
     Py_BEGIN_ALLOW_THREADS
-    for (const char *p = start; p < end; out++) {
+    for (const char *p = start; p < end && out < out_end; out++) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         p = eol == NULL ? end : eol + 1;
         *out = (long long)(p - start);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
+    if (out != out_end) {
+        Py_DECREF(ends);
+        PyErr_SetString(PyExc_BufferError, "line_ends: the data changed while it was read");
+        return NULL;
+    }
     return ends;
 }
 
@@ -442,6 +454,9 @@ open_run(PyObject *item, Py_ssize_t number, Run *run, long long *total)
     if (run->pos < 0 || run->pos > run->stop || run->stop > count || run->stop > bounds) {
         broken = "its start and stop are not records of it";
     }
+    if (broken == NULL && record_start(run, run->pos) < 0) {
+        broken = "its ends are out of order or past its data";
+    }
     for (Py_ssize_t i = run->pos; broken == NULL && i < run->stop; i++) {
         if (run->end[i] < record_start(run, i) || run->end[i] > run->data.len) {
             broken = "its ends are out of order or past its data";
@@ -496,7 +511,8 @@ merge_runs(PyObject *Py_UNUSED(module), PyObject *arg)
         goto done;
     }
     char *out = PyBytes_AS_STRING(merged);
-    Py_BEGIN_ALLOW_THREADS
+    /* The GIL stays held: the keys and ends (arrays) were checked above, and no other thread
+     * may change them before they are used (nothing else runs during restore's merge). */
     int live = 0;
     for (int r = 0; r < (int)n; r++) {
         if (runs[r].pos < runs[r].stop) {
@@ -533,7 +549,6 @@ merge_runs(PyObject *Py_UNUSED(module), PyObject *arg)
         }
         sift_down(runs, heap, live, 0);
     }
-    Py_END_ALLOW_THREADS
 done:
     for (Py_ssize_t r = 0; r < opened; r++) {
         PyBuffer_Release(&runs[r].data);

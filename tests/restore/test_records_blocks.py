@@ -291,6 +291,10 @@ def test_the_compiled_merge_is_a_stable_sort_of_the_runs(
             (b"a\nb\n", array.array("q", [1, 2]), array.array("q", [4, 2]), 0, 2),
             "merge_runs: run 1: its ends are out of order or past its data",
         ),
+        (
+            (b"a\nb\n", array.array("q", [1, 2]), array.array("q", [-5, 4]), 1, 2),
+            "merge_runs: run 1: its ends are out of order or past its data",
+        ),
     ],
 )
 def test_the_compiled_merge_refuses_a_broken_run(run: tuple[object, ...], error: str) -> None:
