@@ -84,11 +84,33 @@ def test_kill_9_at_random_points_archives_every_byte_once(tmp_path: Path) -> Non
     print("kill points observed:", observed)
     journal = Journal.open(state)
     bad = journal._query("SELECT state, reason FROM segments WHERE state NOT IN ('packed', 'open')")
-    assert bad == []
-    assert lost_entries(journal) == []
+    assert bad == [], _diagnosis(errors, journal)
+    assert lost_entries(journal) == [], _diagnosis(errors, journal)
     arcs = archived(journal, tmp_path)
     for cid in CIDS:
         arcs[cid].assert_contiguous()
         arcs[cid].assert_data(expected[cid])
     assert sorted(p.name for p in (state / "spool").iterdir() if p.name.startswith(".")) == []
     journal.close()
+
+
+def _diagnosis(log: Path, journal: Journal) -> str:
+    """What a rare failure needs to be understood from CI's output alone: the workers' lines
+    about files, rotations and losses, and the journal's files and unpacked segments."""
+    words = ("lost", "vanish", "missing", "rotat", "resumes", "error", "Traceback")
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if any(word in line for word in words)
+    ]
+    files = journal._query(
+        "SELECT id, stream_id, path, ino, fp_len, gz, base, length FROM files ORDER BY id"
+    )
+    segments = journal._query(
+        "SELECT id, stream_id, seq, state, start_offset, end_offset, reason FROM segments "
+        "WHERE state NOT IN ('packed', 'uploaded') ORDER BY id"
+    )
+    return "\n".join(
+        ["worker log:", *lines[-80:], "files:", *map(str, files), "unpacked segments:"]
+        + [str(row) for row in segments]
+    )

@@ -246,3 +246,13 @@ def test_restored_files_are_copied_where_sendfile_is_refused(tmp_path: Path) -> 
 def _drain(fd: int) -> bytes:
     with os.fdopen(fd, "rb") as pipe:
         return pipe.read()
+
+
+def test_a_pipe_whose_reader_left_stops_the_copy_with_broken_pipe(tmp_path: Path) -> None:
+    """`get --out - | head -c 100`, the reader gone: sendfile(2) meets EPIPE and the copy
+    stops with BrokenPipeError, which `restore_to_stream` ends quietly on."""
+    paths, _ = _restored(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "wb") as out, pytest.raises(BrokenPipeError):
+        _copy(paths, out)
