@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -306,16 +307,37 @@ async def test_oldest_pending_age_metric(tmp_path: Path, clock: FakeClock) -> No
     assert _sample(uploader.metrics, "archiverd_oldest_pending_segment_age_seconds") == 0
 
 
+class _SlowFirstPut(FlakyDestination):
+    """Its first PUT takes 100 ms before it fails or stores."""
+
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str],
+        sha256_b64: str,
+        *,
+        resume: bool = False,
+    ) -> StoredObject:
+        if self.puts == 0:
+            await asyncio.sleep(0.1)
+        return await super().put_file(key, path, metadata, sha256_b64, resume=resume)
+
+
 async def test_retries_are_bounded_in_time_as_well_as_count(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """With attempts to spare, retrying one segment stops at retry_timeout_seconds."""
-    dest = FlakyDestination(FileDestination((tmp_path / "bucket").as_uri()))
+    """With attempts to spare, retrying one segment stops at retry_timeout_seconds.
+
+    500 attempts 10 ms apart would take 5 s; the bound is 1 s. The first PUT takes 100 ms,
+    as a file:// fsync on a busy CI disk can: with the bound at 50 ms, as it was, no second
+    attempt came and the test failed now and then."""
+    dest = _SlowFirstPut(FileDestination((tmp_path / "bucket").as_uri()))
     dest.faults = [("put", RetryableFailure("503", "throttled"))] * 500
     segments = [make_segment(tmp_path / "spool", 1)]
     queue = MemoryQueue(segments)
     limits = DestinationSettings(
-        max_attempts=500, retry_timeout_seconds=0.05,
+        max_attempts=500, retry_timeout_seconds=1.0,
         backoff_initial_seconds=0.01, backoff_max_seconds=0.01,
     )  # fmt: skip
     uploader = Uploader(
