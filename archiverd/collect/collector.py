@@ -46,6 +46,10 @@ log = structlog.get_logger("archiverd.collect.collector")
 
 REOPEN_ATTEMPTS = 5
 """Passes a journaled file may be missing (e.g. mid-rotation) before its bytes count as lost."""
+REOPEN_GRACE = timedelta(seconds=10)
+"""And how long at least: passes come as often as writes mark the stream (many a second),
+while a writer rotating a long chain of files can keep one out of sight for longer than
+a few of them."""
 
 
 def _utcnow() -> datetime:
@@ -121,7 +125,9 @@ class Collector:
         """Files each tail held after its last pass; their sum is the watched-files gauge."""
         self._held_total = 0
         self._held_lock = threading.Lock()
-        self._reopen_attempts: dict[Key, int] = {}
+        self._reopen_attempts: dict[Key, tuple[int, datetime]] = {}
+        """Per stream whose journaled files are not all found: the passes so far, and when
+        the first one missed them."""
         self._removed_since: dict[Key, float] = {}
         self._busy: set[Key] = set()
         self._packing: set[Key] = set()
@@ -443,14 +449,17 @@ class Collector:
             workers=self.feeder.pool,
         )
         key = (index, info.key)
-        attempts = self._reopen_attempts.get(key, 0) + 1
-        allow_loss = info.state == "removed" or attempts >= REOPEN_ATTEMPTS
+        attempts, missing_since = self._reopen_attempts.get(key, (0, self.clock()))
+        attempts += 1
+        allow_loss = info.state == "removed" or (
+            attempts >= REOPEN_ATTEMPTS and self.clock() - missing_since >= REOPEN_GRACE
+        )
         try:
             tail = StreamTail(
                 ctx, self.journal.stream_id(source.name, info.key), info, allow_loss=allow_loss
             )
         except FilesMissingError as exc:
-            self._reopen_attempts[key] = attempts
+            self._reopen_attempts[key] = (attempts, missing_since)
             self.dirty.forget(key)
             log.warning("cannot find journaled files yet; will retry", error=str(exc))
             self.dirty.rescan_wanted = True
