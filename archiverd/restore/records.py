@@ -233,22 +233,22 @@ class Block(NamedTuple):
         """Messages `start` to `stop` - 1, an object each."""
         if self.raws is not None:
             return self.raws[start:stop]
-        cuts = [self.offset(start), *self.ends_[start:stop]]
+        cuts = [self.offset(start), *self.message_ends[start:stop]]
         return [self.data[a:b] for a, b in itertools.pairwise(cuts)]
 
     def joined(self, start: int, stop: int) -> bytes | memoryview:
         """Messages `start` to `stop` - 1, back to back."""
         if self.raws is not None:
             return b"".join(self.raws[start:stop])
-        return memoryview(self.data)[self.offset(start) : self.ends_[stop - 1]]
+        return memoryview(self.data)[self.offset(start) : self.message_ends[stop - 1]]
 
     def offset(self, index: int) -> int:
         """Where message `index` starts in `data`."""
-        return self.ends_[index - 1] if index else 0
+        return self.message_ends[index - 1] if index else 0
 
     @property
-    def ends_(self) -> array.array[int]:
-        """`ends`, in a block that has them."""
+    def message_ends(self) -> array.array[int]:
+        """`ends`, of a block built with them (not with `raws`)."""
         assert self.ends is not None, "a block of raws has no ends"
         return self.ends
 
@@ -674,7 +674,9 @@ def _merged(runs: list[Run]) -> bytes | memoryview:
     if compiled_merge is not None and all(
         block.ends is not None and isinstance(block.keys, array.array) for block, _, _ in runs
     ):
-        return compiled_merge([(block.data, block.keys, block.ends_, a, b) for block, a, b in runs])
+        return compiled_merge(
+            [(block.data, block.keys, block.message_ends, a, b) for block, a, b in runs]
+        )
     keys: list[int] = []
     raws: list[bytes] = []
     for block, start, stop in runs:
