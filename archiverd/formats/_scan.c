@@ -204,6 +204,17 @@ usual_time(const char *p, const char *eol, long long *ns)
     return utc_ns(t + STD_TIME_LEN, ns);
 }
 
+/* How many "\n" there are in [p, end). */
+static Py_ssize_t
+newlines(const char *p, const char *end)
+{
+    Py_ssize_t count = 0;
+    for (; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
+        count++;
+    }
+    return count;
+}
+
 static PyObject *
 docker_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -221,10 +232,7 @@ docker_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     }
     const char *p = view.buf;
     const char *end = p + view.len;
-    Py_ssize_t lines = 0;
-    for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) {
-        lines++;
-    }
+    Py_ssize_t lines = newlines(p, end);
     PyObject *keys = NULL;
     if (view.len > 0 && end[-1] == '\n') {
         keys = PyBytes_FromStringAndSize(NULL, lines * (Py_ssize_t)sizeof(long long));
@@ -350,10 +358,7 @@ line_ends(PyObject *Py_UNUSED(module), PyObject *arg)
     }
     const char *start = view.buf;
     const char *end = start + view.len;
-    Py_ssize_t lines = 0;
-    for (const char *q = start; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) {
-        lines++;
-    }
+    Py_ssize_t lines = newlines(start, end);
     if (view.len > 0 && end[-1] != '\n') {
         lines++; /* a last line without its newline */
     }
@@ -424,7 +429,16 @@ record_start(const Run *run, Py_ssize_t i)
     return i == 0 ? 0 : run->end[i - 1];
 }
 
-/* Take the buffers and bounds of `item` into `run`; check it as merge_runs says (-1 and an
+/* Release `run`'s buffers (those not taken are zeroed: releasing them does nothing). */
+static void
+close_run(Run *run)
+{
+    PyBuffer_Release(&run->data);
+    PyBuffer_Release(&run->keys);
+    PyBuffer_Release(&run->ends);
+}
+
+/* Take the buffers and bounds of `item` into `run` (zeroed); check it as merge_runs says (-1 and an
  * exception when it breaks a rule); add its bytes to *total. */
 static int
 open_run(PyObject *item, Py_ssize_t number, Run *run, long long *total)
@@ -434,16 +448,10 @@ open_run(PyObject *item, Py_ssize_t number, Run *run, long long *total)
                           &ends, &run->pos, &run->stop)) {
         return -1;
     }
-    if (PyObject_GetBuffer(data, &run->data, PyBUF_SIMPLE) < 0) {
-        return -1;
-    }
-    if (PyObject_GetBuffer(keys, &run->keys, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&run->data);
-        return -1;
-    }
-    if (PyObject_GetBuffer(ends, &run->ends, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&run->data);
-        PyBuffer_Release(&run->keys);
+    if (PyObject_GetBuffer(data, &run->data, PyBUF_SIMPLE) < 0
+        || PyObject_GetBuffer(keys, &run->keys, PyBUF_SIMPLE) < 0
+        || PyObject_GetBuffer(ends, &run->ends, PyBUF_SIMPLE) < 0) {
+        close_run(run);
         return -1;
     }
     run->key = run->keys.buf;
@@ -467,9 +475,7 @@ open_run(PyObject *item, Py_ssize_t number, Run *run, long long *total)
     }
     if (broken != NULL) {
         PyErr_Format(PyExc_ValueError, "merge_runs: run %zd: %s", number, broken);
-        PyBuffer_Release(&run->data);
-        PyBuffer_Release(&run->keys);
-        PyBuffer_Release(&run->ends);
+        close_run(run);
         return -1;
     }
     if (run->stop > run->pos) {
@@ -551,9 +557,7 @@ merge_runs(PyObject *Py_UNUSED(module), PyObject *arg)
     }
 done:
     for (Py_ssize_t r = 0; r < opened; r++) {
-        PyBuffer_Release(&runs[r].data);
-        PyBuffer_Release(&runs[r].keys);
-        PyBuffer_Release(&runs[r].ends);
+        close_run(&runs[r]);
     }
     PyMem_Free(runs);
     PyMem_Free(heap);

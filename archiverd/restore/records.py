@@ -247,25 +247,34 @@ class Block(NamedTuple):
         return self.message_ends[index - 1] if index else 0
 
     @property
+    def messages_held(self) -> int:
+        """How many messages it holds."""
+        return len(self.raws) if self.raws is not None else len(self.message_ends)
+
+    @property
     def message_ends(self) -> array.array[int]:
         """`ends`, of a block built with them (not with `raws`)."""
         assert self.ends is not None, "a block of raws has no ends"
         return self.ends
 
 
-def _block(keys: Sequence[int], data: bytes, raws: list[bytes] | None = None) -> Block:
-    """A block of messages `raws` (None: each line of `data` is one), and `data` their
-    bytes, as the merge that runs here reads them (see `Block`)."""
-    if compiled_merge is None:
-        return Block(keys, b"", None, raws if raws is not None else io.BytesIO(data).readlines())
+def _line_block(keys: Sequence[int], data: bytes) -> Block:
+    """A block whose messages are the lines of `data`, as the merge that runs here reads
+    them (see `Block`)."""
+    if compiled_merge is None or compiled_line_ends is None:
+        return Block(keys, b"", None, io.BytesIO(data).readlines())
     ends = array.array("q")
-    if raws is not None:
-        ends.extend(itertools.accumulate(map(len, raws)))
-    elif compiled_line_ends is not None:
-        ends.frombytes(compiled_line_ends(data))
-    else:
-        ends.extend(itertools.accumulate(map(len, io.BytesIO(data).readlines())))
+    ends.frombytes(compiled_line_ends(data))
     return Block(keys, data, ends, None)
+
+
+def _raws_block(keys: Sequence[int], raws: list[bytes], data: bytes | None = None) -> Block:
+    """A block of messages `raws` (`data`: their bytes back to back, when at hand), as the
+    merge that runs here reads them (see `Block`)."""
+    if compiled_merge is None:
+        return Block(keys, b"", None, raws)
+    ends = array.array("q", itertools.accumulate(map(len, raws)))
+    return Block(keys, b"".join(raws) if data is None else data, ends, None)
 
 
 _NO_BLOCK = Block([], b"", None, [])
@@ -352,13 +361,12 @@ def stream_blocks(
             for data, final in _line_blocks(handle, block_bytes):
                 fast = reader.fast_keys(data, last)
                 if fast is not None:
-                    block = _block(fast, data)
+                    block = _line_block(fast, data)
                 else:
                     times, raws = reader.block(data, final=final)
                     if not times:
                         continue
-                    joined = b"".join(raws) if compiled_merge is not None else b""
-                    block = _block(_int64s(_keys(times, last)), joined, raws)
+                    block = _raws_block(_int64s(_keys(times, last)), raws)
                 last = block.keys[-1]
                 yield block
 
@@ -538,26 +546,21 @@ def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterato
                 times = array.array("q")
                 times.fromfile(frames, count)
                 data = handle.read(size)
-                raws: list[bytes] | None = None
-                if not one_line_each:
-                    lengths = array.array("q")
-                    lengths.fromfile(frames, count)
-                    cuts = [0, *itertools.accumulate(lengths)]
-                    raws = [data[a:b] for a, b in itertools.pairwise(cuts)]
-                if len(data) != size:
-                    raise OSError(f"{index}: the index does not match {path}")
                 # The segment's running maximum (`index_segment`), raised to the stream's.
                 keys: Sequence[int] = times
                 if times[0] < last:
                     below = bisect.bisect_left(times, last)
                     keys = _int64s([last] * below + times[below:].tolist())
                 last = keys[-1]
-                block = _block(keys, data, raws)
-                if (
-                    len(block.keys) != count
-                    or (block.ends is not None and len(block.ends) != count)
-                    or (block.raws is not None and len(block.raws) != count)
-                ):
+                if one_line_each:
+                    block = _line_block(keys, data)
+                else:
+                    lengths = array.array("q")
+                    lengths.fromfile(frames, count)
+                    cuts = [0, *itertools.accumulate(lengths)]
+                    raws = [data[a:b] for a, b in itertools.pairwise(cuts)]
+                    block = _raws_block(keys, raws, data)
+                if len(data) != size or block.messages_held != count:
                     raise OSError(f"{index}: the index does not match {path}")
                 yield block
 
