@@ -10,9 +10,9 @@ quarter): about 50 ms of CPU, a tenth of the start-up of a `get` (bench/restore.
 `pause()` (the executable, once it knows the command is one of those) turns collection
 off; `resume()` (the command, once its modules and buckets are loaded, before its first
 request or byte read; and the command line again when the command returns, whatever
-happened) moves
-everything allocated so far into the permanent generation (`gc.freeze`: never scanned
-again, and never freed, like the modules it mostly is) and turns collection back on.
+happened) moves everything allocated so far into the permanent generation (`gc.freeze`:
+never scanned again, and never freed, like the modules it mostly is) and turns collection
+back on.
 Python's thresholds stay as they are, so the per-byte phase collects as often as before
 (collecting less often there cost 10-20% of the CPU of a 512 MiB restore). In-process
 callers (tests) never pause: for them `resume()` does nothing.

@@ -449,10 +449,11 @@ class Collector:
             workers=self.feeder.pool,
         )
         key = (index, info.key)
-        attempts, missing_since = self._reopen_attempts.get(key, (0, self.clock()))
+        now = self.clock()
+        attempts, missing_since = self._reopen_attempts.get(key, (0, now))
         attempts += 1
         allow_loss = info.state == "removed" or (
-            attempts >= REOPEN_ATTEMPTS and self.clock() - missing_since >= REOPEN_GRACE
+            attempts >= REOPEN_ATTEMPTS and now - missing_since >= REOPEN_GRACE
         )
         try:
             tail = StreamTail(
