@@ -36,6 +36,8 @@ class FlakyDestination:
         self.prefix = inner.prefix
         self.faults: list[tuple[str, Exception]] = []
         self.puts = 0
+        self.first_put_seconds = 0.0
+        """How long the first PUT takes before it fails or stores."""
 
     def _fault(self, op: str) -> Exception | None:
         if self.faults and self.faults[0][0] == op:
@@ -60,6 +62,8 @@ class FlakyDestination:
         resume: bool = False,
     ) -> StoredObject:
         self.puts += 1
+        if self.puts == 1 and self.first_put_seconds:
+            await asyncio.sleep(self.first_put_seconds)
         if (error := self._fault("put")) is not None:
             raise error
         stored = await self.inner.put_file(key, path, metadata, sha256_b64)
@@ -307,23 +311,6 @@ async def test_oldest_pending_age_metric(tmp_path: Path, clock: FakeClock) -> No
     assert _sample(uploader.metrics, "archiverd_oldest_pending_segment_age_seconds") == 0
 
 
-class _SlowFirstPut(FlakyDestination):
-    """Its first PUT takes 100 ms before it fails or stores."""
-
-    async def put_file(
-        self,
-        key: str,
-        path: Path,
-        metadata: Mapping[str, str],
-        sha256_b64: str,
-        *,
-        resume: bool = False,
-    ) -> StoredObject:
-        if self.puts == 0:
-            await asyncio.sleep(0.1)
-        return await super().put_file(key, path, metadata, sha256_b64, resume=resume)
-
-
 async def test_retries_are_bounded_in_time_as_well_as_count(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -332,7 +319,8 @@ async def test_retries_are_bounded_in_time_as_well_as_count(
     500 attempts 10 ms apart would take 5 s; the bound is 1 s. The first PUT takes 100 ms,
     as a file:// fsync on a busy CI disk can: with the bound at 50 ms, as it was, no second
     attempt came and the test failed now and then."""
-    dest = _SlowFirstPut(FileDestination((tmp_path / "bucket").as_uri()))
+    dest = FlakyDestination(FileDestination((tmp_path / "bucket").as_uri()))
+    dest.first_put_seconds = 0.1
     dest.faults = [("put", RetryableFailure("503", "throttled"))] * 500
     segments = [make_segment(tmp_path / "spool", 1)]
     queue = MemoryQueue(segments)
