@@ -23,23 +23,26 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
 
 import structlog
 
 from archiverd.collect.dirty import DirtyStreams, Key
-from archiverd.collect.files import Opener
+from archiverd.collect.files import Opener, OpenFile, safe_open
 from archiverd.collect.packing import SpoolFeeder
+from archiverd.collect.pins import FileKey, Pins
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.collect.workers import WorkerPool
 from archiverd.config import Settings
-from archiverd.errors import ListingError
+from archiverd.errors import ListingError, SourceError
 from archiverd.journal.db import Journal
 from archiverd.logs import error_kind
 from archiverd.metrics import Metrics
 from archiverd.pack import Keyring
 from archiverd.sources import BaseSource, StreamInfo, make_source
+from archiverd.sources.base import Candidate
 from archiverd.spool.store import Spool
 
 log = structlog.get_logger("archiverd.collect.collector")
@@ -117,6 +120,8 @@ class Collector:
             else (make_source(s, self._bad) for s in settings.effective_sources)
         )
         self.dirty = DirtyStreams(self.sources, journal)
+        self.pins = Pins()
+        """Live files opened as their writer creates them (`archiverd.collect.pins`)."""
         self._opener = opener
         self._workers = workers
         self._watch = watch
@@ -185,7 +190,7 @@ class Collector:
             for source in self.sources
         ]
         await asyncio.sleep(0)  # a source's background may create its root first (demo)
-        watcher = Watcher(self.dirty.on_event) if self._watch else None
+        watcher = Watcher(self.dirty.on_event, self._seen) if self._watch else None
         unwatched = set(range(len(self.sources))) if watcher is not None else set()
         rescan_every = min(s.settings.rescan_seconds for s in self.sources) if self.sources else 30
         next_rescan = 0.0
@@ -268,6 +273,7 @@ class Collector:
         for tail in self._tails.values():
             tail.close()
         self._tails.clear()
+        self.pins.close()
         with self._held_lock:
             self._held_files.clear()
             self._held_total = 0
@@ -364,6 +370,8 @@ class Collector:
         if tail is None:
             tail = self._new_tail(index, source, info)
             if tail is None:
+                if info.state == "removed":
+                    self.pins.discard((source.name, stream_key))
                 return False
         held = self._held_files.get(key, 0)
         try:
@@ -410,6 +418,7 @@ class Collector:
             tail.close()
             self.journal.remove_stream(tail.stream_id)
             del self._tails[key]
+            self.pins.discard((source.name, stream_key))
             self._removed_since.pop(key, None)
             log.info("stream removed and fully archived", stream=stream_key)
         return pending
@@ -447,6 +456,7 @@ class Collector:
             on_sealed=lambda reason: self.metrics.segments_sealed.labels(reason=reason).inc(),
             opener=self._opener,
             workers=self.feeder.pool,
+            pins=self.pins,
         )
         key = (index, info.key)
         now = self.clock()
@@ -468,6 +478,34 @@ class Collector:
         self._reopen_attempts.pop(key, None)
         self._tails[key] = tail
         return tail
+
+    def _seen(self, index: int, path: str) -> None:
+        """On the watcher's thread, when `path` was created, renamed or written: if it is a
+        log file of a stream whose writer deletes its oldest files, take a view of the
+        stream's files, note which follows which, and open those nobody holds
+        (`archiverd.collect.pins`). Anything odd is left to the stream's pass."""
+        source = self.sources[index]
+        try:
+            view = _view(source, path)
+        except (OSError, SourceError):
+            return
+        if view is None:
+            return
+        key, files = view
+        ref = (source.name, key)
+        self.pins.saw(ref, [k for _, k in files])
+        for candidate, file_key in files:
+            if not self.pins.wants(ref, file_key):
+                continue
+            try:
+                fd = safe_open(source.root, candidate.path, self._opener)
+            except (OSError, SourceError):
+                continue
+            opened = OpenFile(fd, path=str(candidate.path), gz=candidate.gz)
+            if (opened.dev, opened.ino) == file_key:
+                self.pins.pin(ref, opened)
+            else:  # renamed since the view: the next event's view finds it
+                opened.close()
 
     def _held_elsewhere(self, source: BaseSource, info: StreamInfo) -> bool:
         """Whether another stream of `source` holds the file `info` would start with (every
@@ -496,3 +534,27 @@ class Collector:
         except OSError:
             mtime = 0.0
         return datetime.fromtimestamp(mtime, UTC)
+
+
+def _view(source: BaseSource, path: str) -> tuple[str, list[tuple[Candidate, FileKey]]] | None:
+    """The stream `path` belongs to and its files, oldest first, with who they are, as at
+    one instant: two looks in a row that agree (a rotation in between gives every name a
+    new file). None when `path` is not a file of such a stream, or it kept rotating."""
+    for _ in range(5):
+        found = source.rotating_files(path)
+        if found is None:
+            return None
+        key, candidates = found
+        first = [_file_key(c.path) for c in candidates]
+        again = [_file_key(c.path) for c in candidates]
+        if first == again and all(k is not None for k in first):
+            return key, [(c, k) for c, k in zip(candidates, first, strict=True) if k is not None]
+    return None
+
+
+def _file_key(path: Path) -> FileKey | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -14,7 +14,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from archiverd.collect.files import (
     Span,
     safe_open,
 )
+from archiverd.collect.pins import FileKey, Pins
 from archiverd.collect.workers import WorkerPool
 from archiverd.config import RotationSettings
 from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
@@ -72,6 +73,8 @@ class TailContext:
     """Count a gap (reason, bytes if known); the entry itself goes to the journal."""
     workers: WorkerPool | None = None
     """Where backlogs are scanned (None: on the stream's own thread)."""
+    pins: Pins | None = None
+    """Live files opened as they were created (None: only what listings find)."""
 
 
 class StreamFiles:
@@ -370,31 +373,105 @@ class StreamFiles:
         still the file opened), so a rotation between listing and opening cannot hide a file.
         When none of the held files is listed any more although the source keeps its
         rotations, the files between were deleted unread: that gap is recorded as lost.
+        Files deleted before this listing could show them are taken from the stream's pins
+        (`archiverd.collect.pins`), and a gap is recorded only where the pins' views do not
+        prove that each file directly follows the one before.
         Returns False when something must be looked at again later (the directory kept
         changing, a file that cannot be opened yet).
         """
         self.info = info
         if self._live_unchanged(info):
+            self._settle()
             return True
         snapshot = self._open_consistent(info)
         if snapshot is None:
             return False  # the directory kept changing under us: next pass
         self.info, opened_all = snapshot
+        if self.ctx.pins is not None and all(o is not None for o in opened_all):
+            self.ctx.pins.saw(self._pin_ref(), [(o.dev, o.ino) for o in opened_all if o])
         after = self._after_known(opened_all)
+        missed: list[OpenFile] = []
         if self.files and after == 0:
             if any(o is None for o in opened_all):
                 _close_all(opened_all, keep=[])
                 return False  # one we cannot open now may be ours: do not guess
             after = self._past_older(opened_all)
-            if self.info.keeps_rotations and after < len(opened_all):
-                self._record_gap(opened_all[after])
+            missed, listed = self._follow(opened_all[after:])
+            opened_all, after = opened_all[:after] + listed, after
         new, complete = self._new_files(opened_all, after)
         if new and not self.files and start == 0:
             self._check_first_seen(opened_all)
         _close_all(opened_all, keep=new)
-        for opened in new:
+        for opened in [*missed, *new]:
             self._add(opened, start if not self.files else None)
+        self._settle(reconciled=True)
         return complete
+
+    def _follow(
+        self, listed: list[OpenFile | None]
+    ) -> tuple[list[OpenFile], list[OpenFile | None]]:
+        """None of the held files is listed any more: the files that came after the last
+        one held. Returns the pinned files deleted since (oldest first; own fds) and the
+        listed ones still to take (copies of those dropped). Where the steps from the last
+        held file through these are not proven (`Pins`), a possible loss is recorded (for
+        sources that keep their rotations; others rotate by other means)."""
+        pinned, follows = (
+            self.ctx.pins.snapshot(self._pin_ref()) if self.ctx.pins is not None else ({}, {})
+        )
+        last = self.files[-1]
+        held = {(f.file.dev, f.file.ino) for f in self.files}
+        listed_keys = {(o.dev, o.ino) for o in listed if o is not None}
+        gone = [
+            f
+            for k, f in pinned.items()
+            if k not in held and k not in listed_keys and _deleted(f) and not self._older(f)
+        ]
+        gone = [f for f in gone if not any(self._matches(f, h.identity) for h in self.files)]
+        # a compressed copy pinned beside its original (both deleted since) is read once
+        gone = [
+            f
+            for f in gone
+            if not (f.gz and any(not g.gz and _same_content(f, g) for g in gone))
+        ]
+        gone.sort(key=lambda f: _first_written(f, self.info.format))
+        kept = [o for o in listed if o is None or not any(_same_content(o, g) for g in gone)]
+        steps: list[tuple[OpenFile, OpenFile | None, bool]] = []
+        previous = last.file
+        for index, f in enumerate([*gone, *kept]):
+            listed_step = index > len(gone) and kept[index - len(gone) - 1] is not None
+            proven = listed_step or _steps_to(follows, previous, f, listed)
+            steps.append((previous, f, proven))
+            previous = f if f is not None else previous
+        if self.info.keeps_rotations:
+            for before, first_new, proven in steps:
+                if not proven:
+                    self._record_gap(first_new, last=before)
+        taken = [_dup(f) for f in gone if f.size() > 0]
+        return taken, kept
+
+    def _older(self, f: OpenFile) -> bool:
+        """Whether `f` was written before the last held file was (see `_past_older`)."""
+        return self._past_older([f]) == 1
+
+    def _pin_ref(self) -> tuple[str, str]:
+        return (self.ctx.source_name, self.info.key)
+
+    def _settle(self, *, reconciled: bool = False) -> None:
+        """Tell the pins which files this stream holds (let go of those), and once a view was
+        reconciled, let go of deleted pinned files written before the newest one held, or
+        copies of one held: nothing will take them. A deleted file newer than that (pinned
+        while this refresh ran) waits for the next one."""
+        if self.ctx.pins is None:
+            return
+        ref = self._pin_ref()
+        pinned, _ = self.ctx.pins.snapshot(ref) if reconciled and self.files else ({}, {})
+        done = [
+            k
+            for k, f in pinned.items()
+            if _deleted(f)
+            and (self._older(f) or any(self._matches(f, h.identity) for h in self.files))
+        ]
+        self.ctx.pins.settle(ref, [(f.file.dev, f.file.ino) for f in self.files], done)
 
     def _live_unchanged(self, info: StreamInfo) -> bool:
         """Whether the newest candidate is still the live file we hold (or there is none)."""
@@ -444,13 +521,13 @@ class StreamFiles:
                 after = index + 1
         return after
 
-    def _record_gap(self, first_new: OpenFile | None) -> None:
-        """Files between the last one held and `first_new` were deleted before they could
-        be opened (rotated out faster than read, or while archiverd was down)."""
-        last = self.files[-1]
+    def _record_gap(self, first_new: OpenFile | None, last: OpenFile | None = None) -> None:
+        """Files between `last` (default: the last one held) and `first_new` were deleted
+        before they could be opened (rotated out faster than read, or while archiverd was
+        down)."""
         entry = lost_entry(
             None,
-            after=edge_ts(last.file, self.info.format, last=True),
+            after=edge_ts(last or self.files[-1].file, self.info.format, last=True),
             before=edge_ts(first_new, self.info.format, last=False) if first_new else None,
             reason="rotated_unread",
         )
@@ -637,3 +714,53 @@ def _same_inode(path: Path, opened: OpenFile) -> bool:
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == (opened.dev, opened.ino)
+
+
+def _steps_to(
+    follows: dict[FileKey, FileKey],
+    previous: OpenFile,
+    f: OpenFile | None,
+    listed: list[OpenFile | None],
+) -> bool:
+    """Whether a view proved that `f` directly follows `previous` (a compressed copy in the
+    listing stands for its original)."""
+    if f is None:
+        return False
+    after = follows.get((previous.dev, previous.ino))
+    if after is None:
+        return False
+    if after == (f.dev, f.ino):
+        return True
+    copies = [o for o in listed if o is not None and (o.dev, o.ino) == after]
+    return any(_same_content(c, f) for c in copies)
+
+
+def _same_content(a: OpenFile, b: OpenFile) -> bool:
+    """Whether one of two files is a compressed copy of the other (same first bytes)."""
+    if a.gz == b.gz:
+        return (a.dev, a.ino) == (b.dev, b.ino)
+    try:
+        plain, packed = (b, a) if a.gz else (a, b)
+        head = plain.head()
+        return bool(head) and packed.head(len(head)) == head
+    except (OSError, EOFError, SourceError):
+        return False
+
+
+def _first_written(f: OpenFile, fmt: Format) -> tuple[datetime, float]:
+    """Sort key in writing order: the first record's time, then the mtime."""
+    first = edge_ts(f, fmt, last=False)
+    mtime = os.fstat(f.fd).st_mtime
+    return (first or datetime.fromtimestamp(mtime, UTC), mtime)
+
+
+def _deleted(f: OpenFile) -> bool:
+    try:
+        return os.fstat(f.fd).st_nlink == 0
+    except OSError:
+        return True
+
+
+def _dup(f: OpenFile) -> OpenFile:
+    """A file of its own over a pinned one (the pin closes its fd when let go)."""
+    return OpenFile(os.dup(f.fd), path=f.path, gz=f.gz)

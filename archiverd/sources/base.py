@@ -123,6 +123,12 @@ class BaseSource:
         """Which stream a filesystem event on `path` concerns (None: rescan discovery)."""
         raise NotImplementedError
 
+    def rotating_files(self, path: str) -> tuple[str, tuple[Candidate, ...]] | None:
+        """When `path` is a log file of a stream whose writer rotates by renaming and
+        deletes the oldest file (docker, CRI: see `archiverd.collect.pins`): the stream's
+        key and its files now, oldest first. None otherwise (default)."""
+        return None
+
     def keys(self) -> list[str]:
         """The keys of every stream present, cheaply (default: via `discover`)."""
         return [info.key for info in self.discover()]

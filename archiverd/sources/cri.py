@@ -66,12 +66,7 @@ class CriSource(BaseSource):
         pod_dir, container, number = key.split("/")
         n = int(number)
         logs = self._logs(self.root / pod_dir / container)
-        mine = [(ts, c) for m, ts, c in logs if m == n]
-        plain_ts = {ts for ts, c in mine if not c.gz}
-        # While kubelet compresses a rotation both forms exist: read the plain one.
-        rotated = sorted((ts, c) for ts, c in mine if ts and not (c.gz and ts in plain_ts))
-        live = [c for ts, c in mine if not ts]
-        files = tuple(c for _, c in rotated) + tuple(live)
+        files = _files_of(logs, n)
         state: State = "running"
         if not files:
             state = "removed"
@@ -97,6 +92,14 @@ class CriSource(BaseSource):
             keeps_rotations=True,
         )
 
+    def rotating_files(self, path: str) -> tuple[str, tuple[Candidate, ...]] | None:
+        """For a log file of a restart (live or rotated): its key and its files."""
+        key = self.key_for_path(path)
+        if key is None:
+            return None
+        pod_dir, container, number = key.split("/")
+        return key, _files_of(self._logs(self.root / pod_dir / container), int(number))
+
     def key_for_path(self, path: str) -> str | None:
         """``<pod>/<container>/<n>.log*`` concerns restart n of that container."""
         try:
@@ -107,3 +110,13 @@ class CriSource(BaseSource):
             return None
         match = _LOG.match(rel.parts[2])
         return f"{rel.parts[0]}/{rel.parts[1]}/{match['n']}" if match else None
+
+
+def _files_of(logs: list[tuple[int, str, Candidate]], n: int) -> tuple[Candidate, ...]:
+    """Restart `n`'s files among a container's `logs`, oldest first."""
+    mine = [(ts, c) for m, ts, c in logs if m == n]
+    plain_ts = {ts for ts, c in mine if not c.gz}
+    # While kubelet compresses a rotation both forms exist: read the plain one.
+    rotated = sorted((ts, c) for ts, c in mine if ts and not (c.gz and ts in plain_ts))
+    live = [c for ts, c in mine if not ts]
+    return tuple(c for _, c in rotated) + tuple(live)

@@ -132,23 +132,8 @@ class DockerSource(BaseSource):
     def describe(self, key: str) -> StreamInfo:
         """The container `key` (its full id) now."""
         directory = self.root / key
-        log_name = f"{key}-json.log"
-        ages: list[tuple[int, Candidate]] = []
-        names = {e.name: e for e in self.entries(directory, stable=True)}
-        for name, entry in names.items():
-            path = Path(entry.path)
-            if name == log_name:
-                age: tuple[int, bool] | None = (0, False)
-            else:
-                age = rotation_index(name, log_name)
-            if age is None or not self.allowed(path):
-                continue
-            number, gz = age
-            if gz and f"{log_name}.{number}" in names:
-                continue  # dockerd is still compressing it; read the plain file
-            ages.append((number, Candidate(path, gz)))
-        files = tuple(c for _, c in sorted(ages, key=lambda item: -item[0]))
-        if not names:
+        files, present = self._files(key)
+        if not present:
             return StreamInfo(key, key, "docker", "removed", ())
         config = self._config(directory / CONFIG)
         cfg = self._part(config, "Config", directory)
@@ -228,6 +213,33 @@ class DockerSource(BaseSource):
             self.bad("malformed_config", f"{path}: not a JSON object")
             return {}
         return data
+
+    def rotating_files(self, path: str) -> tuple[str, tuple[Candidate, ...]] | None:
+        """For a log file of container ``<id>`` (live or rotated): the id and its files."""
+        key = self.key_for_path(path)
+        if key is None or not os.path.basename(path).startswith(f"{key}-json.log"):
+            return None
+        return key, self._files(key)[0]
+
+    def _files(self, key: str) -> tuple[tuple[Candidate, ...], bool]:
+        """The container's log files, oldest first, and whether its directory has entries."""
+        directory = self.root / key
+        log_name = f"{key}-json.log"
+        ages: list[tuple[int, Candidate]] = []
+        names = {e.name: e for e in self.entries(directory, stable=True)}
+        for name, entry in names.items():
+            path = Path(entry.path)
+            if name == log_name:
+                age: tuple[int, bool] | None = (0, False)
+            else:
+                age = rotation_index(name, log_name)
+            if age is None or not self.allowed(path):
+                continue
+            number, gz = age
+            if gz and f"{log_name}.{number}" in names:
+                continue  # dockerd is still compressing it; read the plain file
+            ages.append((number, Candidate(path, gz)))
+        return tuple(c for _, c in sorted(ages, key=lambda item: -item[0])), bool(names)
 
     def key_for_path(self, path: str) -> str | None:
         """Events anywhere in ``<root>/<id>/`` concern container ``<id>``."""
