@@ -31,7 +31,7 @@ import structlog
 from archiverd.collect.dirty import DirtyStreams, Key
 from archiverd.collect.files import Opener, OpenFile, safe_open
 from archiverd.collect.packing import SpoolFeeder
-from archiverd.collect.pins import FileKey, Pins
+from archiverd.collect.pins import FileKey, Pins, StreamRef
 from archiverd.collect.tail import FilesMissingError, StreamTail, TailContext
 from archiverd.collect.watch import Watcher
 from archiverd.collect.workers import WorkerPool
@@ -480,32 +480,34 @@ class Collector:
         return tail
 
     def _seen(self, index: int, path: str) -> None:
-        """On the watcher's thread, when `path` was created, renamed or written: if it is a
-        log file of a stream whose writer deletes its oldest files, take a view of the
-        stream's files, note which follows which, and open those nobody holds
-        (`archiverd.collect.pins`). Anything odd is left to the stream's pass."""
+        """On the watcher's thread, when `path` was closed after writing: if it is a log file
+        of a stream whose writer deletes its oldest files, take a view of the stream's
+        files, note which follows which, and open those nobody holds
+        (`archiverd.collect.pins`). Anything odd is left to the stream's pass; nothing
+        raised here may stop the watcher's thread."""
         source = self.sources[index]
         try:
             view = _view(source, path)
+            if view is None:
+                return
+            key, files = view
+            ref = (source.name, key)
+            self.pins.saw(ref, [k for _, k in files])
+            for candidate, file_key in files:
+                if self.pins.wants(ref, file_key):
+                    self._pin(source, ref, candidate, file_key)
         except (OSError, SourceError):
             return
-        if view is None:
-            return
-        key, files = view
-        ref = (source.name, key)
-        self.pins.saw(ref, [k for _, k in files])
-        for candidate, file_key in files:
-            if not self.pins.wants(ref, file_key):
-                continue
-            try:
-                fd = safe_open(source.root, candidate.path, self._opener)
-            except (OSError, SourceError):
-                continue
-            opened = OpenFile(fd, path=str(candidate.path), gz=candidate.gz)
-            if (opened.dev, opened.ino) == file_key:
-                self.pins.pin(ref, opened)
-            else:  # renamed since the view: the next event's view finds it
-                opened.close()
+        except Exception as exc:
+            log.exception("looking at rotated files failed", path=path, repeat_key=error_kind(exc))
+
+    def _pin(self, source: BaseSource, ref: StreamRef, candidate: Candidate, key: FileKey) -> None:
+        fd = safe_open(source.root, candidate.path, self._opener)
+        opened = OpenFile(fd, path=str(candidate.path), gz=candidate.gz)
+        if (opened.dev, opened.ino) == key:
+            self.pins.pin(ref, opened)
+        else:  # renamed since the view: the next look finds it
+            opened.close()
 
     def _held_elsewhere(self, source: BaseSource, info: StreamInfo) -> bool:
         """Whether another stream of `source` holds the file `info` would start with (every

@@ -429,9 +429,7 @@ class StreamFiles:
         gone = [f for f in gone if not any(self._matches(f, h.identity) for h in self.files)]
         # a compressed copy pinned beside its original (both deleted since) is read once
         gone = [
-            f
-            for f in gone
-            if not (f.gz and any(not g.gz and _same_content(f, g) for g in gone))
+            f for f in gone if not (f.gz and any(not g.gz and _same_content(f, g) for g in gone))
         ]
         gone.sort(key=lambda f: _first_written(f, self.info.format))
         kept = [o for o in listed if o is None or not any(_same_content(o, g) for g in gone)]

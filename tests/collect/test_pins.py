@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from archiverd.collect.collector import Collector
 from archiverd.collect.files import OpenFile
@@ -305,6 +306,29 @@ async def test_a_view_pins_every_file_of_the_stream_nobody_holds(
     assert len(coll.pins) == len(names) == 3
     await coll.aclose()
     assert len(coll.pins) == 0
+    journal.close()
+
+
+async def test_a_failing_look_leaves_the_watcher_running(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while looking at a stream's files is logged, not raised into
+    watchdog's thread (which it would end, and every later look with it)."""
+    root = tmp_path / "containers"
+    container = ContainerDir(root, CID)
+    container.write(_lines(0, 10))
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
+
+    def broken(path: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(coll.sources[0], "rotating_files", broken)
+    with structlog.testing.capture_logs() as logs:
+        coll._seen(0, str(container.log))
+    assert [e["event"] for e in logs] == ["looking at rotated files failed"]
+    assert len(coll.pins) == 0
+    await coll.aclose()
     journal.close()
 
 
