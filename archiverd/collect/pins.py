@@ -4,13 +4,14 @@ dockerd's ``max-file`` (and kubelet's rotation) deletes the oldest file at each 
 a writer faster than a stream's passes can create and delete a file between two looks. One
 pass stalled on a journal commit is enough: under a fast writer the disk's fsync took 150 ms
 here, while a container printing 15 MB/s through max-size=1m, max-file=3 deletes each file
-about 130 ms after creating it. So on every event about a stream's log files, the watcher's
-thread takes a consistent view of them (`Collector`), which needs no journal and no pass,
-and opens the ones nobody holds yet: an open fd keeps a file readable after it is deleted.
-Events reach that thread late (tens of ms under load), so it opens what the names hold when
-it looks, not what the event was about; a file is missed only if no look at all falls within
-its whole life. The stream's next pass (`StreamFiles.refresh`) takes the pinned files it
-needs and the stream lets go of the rest (`settle`).
+about 130 ms after creating it. So when a stream's log file is closed after writing (dockerd
+closes its live file just before it rotates it), the watcher's thread takes a consistent view
+of the stream's files (`Collector`), which needs no journal and no pass, and opens the ones
+nobody holds yet: an open fd keeps a file readable after it is deleted. Events reach that
+thread late (tens of ms under load), so it opens what the names hold when it looks, not what
+the event was about; a file is missed only if no look at all falls within its whole life.
+The stream's next pass (`StreamFiles.refresh`) takes the pinned files it needs and lets go
+of the rest (`settle`).
 
 Each view also shows which file directly follows which (``.2`` then ``.1`` then the live
 file, at one instant): `follows`. A pass that finds none of its files listed any more walks

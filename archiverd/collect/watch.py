@@ -152,4 +152,3 @@ class Watcher:
                 for observer in (self._observer, self._file_observer):
                     if observer is not None:
                         observer.join(timeout=10)
-                self._started = False
