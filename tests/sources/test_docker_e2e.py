@@ -160,8 +160,8 @@ async def test_dockerd_rotation_max_size_max_file(
     hold every line, in order, once, except where dockerd deleted a file before archiverd
     could open it: each such gap is recorded as lost at its exact place, and no line is
     missing anywhere else. The watcher opens each file as dockerd closes it
-    (`archiverd.collect.pins`): 8 of 13 such runs lost a whole file before, 7 of 52 now,
-    when the whole process stalled for a fifth of a second on this 2-core machine."""
+    (`archiverd.collect.pins`): 8 of 18 such runs lost a whole file before, 11 of 100 now,
+    where no look happened for a fifth of a second on this 2-core machine."""
     coll, journal, stop, task = await _running(dockerd, state_dir, max_segment_bytes=700_000)
     try:
         count = 100_000
