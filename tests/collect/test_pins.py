@@ -26,6 +26,7 @@ from tests.sources.helpers import (
     ContainerDir,
     archived,
     collector,
+    cri_line,
     docker_record,
     lost_entries,
     settings,
@@ -306,6 +307,39 @@ async def test_a_view_pins_every_file_of_the_stream_nobody_holds(
     assert len(coll.pins) == len(names) == 3
     await coll.aclose()
     assert len(coll.pins) == 0
+    journal.close()
+
+
+async def test_kubelet_rotations_are_pinned_and_followed_too(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """CRI: kubelet renames ``0.log`` to ``0.log.<time>`` and deletes the oldest. A look
+    pins the restart's files (not another restart's); a rotated file deleted before the pass
+    is read from its pin, with no loss recorded."""
+    root = tmp_path / "pods"
+    cdir = root / "default_web_uid1" / "app"
+    cdir.mkdir(parents=True)
+    live = cdir / "0.log"
+    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(30)))
+    (cdir / "1.log").write_bytes(b"")  # another restart's live file: not this stream's
+    journal = Journal.open(state_dir)
+    coll = collector(settings(state_dir, SourceSettings(kind="cri", path=root)), journal)
+    await coll.seal_all(include_open=False)  # holds and reads 0.log
+    os.replace(live, cdir / "0.log.20261123-080000")
+    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(30, 60)))
+    coll._seen(0, str(live))  # a look: the rotated file, then the new live one
+    assert len(coll.pins) == 1  # the new 0.log (the rotated one is held already)
+    os.replace(live, cdir / "0.log.20261123-080100")
+    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(60, 90)))
+    coll._seen(0, str(live))
+    for old in ("080000", "080100"):  # kubelet keeps one rotation: both are deleted
+        (cdir / f"0.log.20261123-{old}").unlink()
+    await coll.seal_all(include_open=False)
+    arc = archived(journal, tmp_path)["uid1-app-0"]
+    arc.assert_contiguous()
+    arc.assert_data(b"".join(cri_line(f"msg {i}", n=i) for i in range(90)))
+    assert lost_entries(journal) == []
+    await coll.aclose()
     journal.close()
 
 
