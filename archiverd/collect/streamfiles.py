@@ -421,11 +421,10 @@ class StreamFiles:
         last = self.files[-1]
         held = {(f.file.dev, f.file.ino) for f in self.files}
         listed_keys = {(o.dev, o.ino) for o in listed if o is not None}
-        gone = [
-            f
-            for k, f in pinned.items()
-            if k not in held and k not in listed_keys and _deleted(f) and not self._older(f)
+        deleted = [
+            f for k, f in pinned.items() if k not in held and k not in listed_keys and _deleted(f)
         ]
+        gone = [f for f, old in zip(deleted, self._older(deleted), strict=True) if not old]
         gone = [f for f in gone if not any(self._matches(f, h.identity) for h in self.files)]
         # a compressed copy pinned beside its original (both deleted since) is read once
         gone = [
@@ -447,10 +446,6 @@ class StreamFiles:
         taken = [_dup(f) for f in gone if f.size() > 0]
         return taken, kept
 
-    def _older(self, f: OpenFile) -> bool:
-        """Whether `f` was written before the last held file was (see `_past_older`)."""
-        return self._past_older([f]) == 1
-
     def _pin_ref(self) -> tuple[str, str]:
         return (self.ctx.source_name, self.info.key)
 
@@ -463,11 +458,12 @@ class StreamFiles:
             return
         ref = self._pin_ref()
         pinned, _ = self.ctx.pins.snapshot(ref) if reconciled and self.files else ({}, {})
+        deleted = [(k, f) for k, f in pinned.items() if _deleted(f)]
+        older = self._older([f for _, f in deleted])
         done = [
             k
-            for k, f in pinned.items()
-            if _deleted(f)
-            and (self._older(f) or any(self._matches(f, h.identity) for h in self.files))
+            for (k, f), old in zip(deleted, older, strict=True)
+            if old or any(self._matches(f, h.identity) for h in self.files)
         ]
         self.ctx.pins.settle(ref, [(f.file.dev, f.file.ino) for f in self.files], done)
 
@@ -500,24 +496,30 @@ class StreamFiles:
     def _past_older(self, opened_all: list[OpenFile | None]) -> int:
         """None of the held files is listed: the index past the candidates that are older
         than what was read (files already read and released, seen while a directory is
-        being removed entry by entry). A file is older when it was last written before the
-        last held one was (mtime), or, for a compressed rotation (whose mtime is that of its
-        compression) or an mtime in the same clock tick, when its last record is older than
-        the last one read."""
+        being removed entry by entry; see `_older`)."""
+        older = self._older([o for o in opened_all if o is not None])
+        assert len(older) == len(opened_all)
+        return max((index + 1 for index, old in enumerate(older) if old), default=0)
+
+    def _older(self, files: list[OpenFile]) -> list[bool]:
+        """For each of `files`, whether it was written before the last held file: last
+        written before it (mtime), or, for a compressed rotation (whose mtime is that of its
+        compression) or an mtime in the same clock tick, its last record older than the last
+        one read. The held file's own mtime and last record are read once for all."""
+        if not files:
+            return []
         last = self.files[-1]
         floor = os.fstat(last.file.fd).st_mtime
         last_read = edge_ts(last.file, self.info.format, last=True)
-        after = 0
-        for index, opened in enumerate(opened_all):
-            assert opened is not None
+        verdicts = []
+        for opened in files:
             mtime = os.fstat(opened.fd).st_mtime
             older = mtime < floor
             if not older and (opened.gz or mtime == floor) and last_read is not None:
                 end = edge_ts(opened, self.info.format, last=True)
                 older = end is not None and end < last_read
-            if older:
-                after = index + 1
-        return after
+            verdicts.append(older)
+        return verdicts
 
     def _record_gap(self, first_new: OpenFile | None, last: OpenFile | None = None) -> None:
         """Files between `last` (default: the last one held) and `first_new` were deleted
