@@ -25,6 +25,7 @@ from archiverd.journal.db import Journal
 from tests.sources.helpers import (
     ContainerDir,
     archived,
+    archived_whole,
     collector,
     cri_line,
     docker_record,
@@ -204,10 +205,7 @@ async def test_files_rotated_out_while_the_pass_is_stalled_are_read_from_their_p
     finally:
         stop.set()
         await task
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    arc.assert_data(_lines(0, 250))
-    assert lost_entries(journal) == []
+    archived_whole(journal, tmp_path, _lines(0, 250))
     await coll.aclose()
     assert len(coll.pins) == 0
     journal.close()
@@ -277,10 +275,7 @@ async def test_a_file_pinned_both_plain_and_compressed_is_read_once(
     rotate(_lines(150, 50))  # file 1 (both forms) deleted, file 2 at .1, file 3 live
     container.config(running=False)
     await coll.seal_all(include_open=False)
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    arc.assert_data(_lines(0, 200))
-    assert lost_entries(journal) == []
+    archived_whole(journal, tmp_path, _lines(0, 200))
     await coll.aclose()
     journal.close()
 

@@ -176,6 +176,15 @@ def archived(
     return out
 
 
+def archived_whole(journal: Journal, tmp: Path, expected: bytes) -> None:
+    """One container is archived: its segments are contiguous, hold exactly `expected`, and
+    record no loss."""
+    [arc] = archived(journal, tmp).values()
+    arc.assert_contiguous()
+    arc.assert_data(expected)
+    assert lost_entries(journal) == []
+
+
 def lost_entries(journal: Journal, container_id: str | None = None) -> list[dict[str, Any]]:
     """Every "lost" entry in the descriptions of the packed segments (of `container_id`
     only, when given), in seal order."""

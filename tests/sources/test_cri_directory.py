@@ -9,7 +9,13 @@ from pathlib import Path
 
 from archiverd.config import SourceSettings
 from archiverd.journal.db import Journal
-from tests.sources.helpers import archived, collector, cri_line, lost_entries, settings
+from tests.sources.helpers import (
+    archived,
+    archived_whole,
+    collector,
+    cri_line,
+    settings,
+)
 
 
 def _cri(start: int, count: int) -> bytes:
@@ -133,9 +139,6 @@ async def test_cri_file_held_empty_then_rotated_and_gzipped_while_down(
     await coll.seal_all(include_open=False)
     shutil.rmtree(root / "default_web-7d9f_0c1d-uid")  # the pod is gone: its stream ends
     await coll.seal_all(include_open=False)
-    [zero] = archived(journal, tmp_path).values()
-    zero.assert_contiguous()
-    zero.assert_data(_cri(0, 60))
-    assert lost_entries(journal) == []
+    archived_whole(journal, tmp_path, _cri(0, 60))
     await coll.aclose()
     journal.close()

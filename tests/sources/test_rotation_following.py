@@ -21,6 +21,7 @@ from tests.fakeclock import FakeClock
 from tests.sources.helpers import (
     ContainerDir,
     archived,
+    archived_whole,
     collector,
     cri_line,
     docker_record,
@@ -237,10 +238,7 @@ async def test_directory_removed_entry_by_entry_is_not_read_again(
     container.log.unlink()  # the held live file goes first
     next(container.dir.glob("*.1*")).unlink()
     await coll.seal_all(include_open=False)
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    arc.assert_data(_lines(0, 80))
-    assert lost_entries(journal) == []
+    archived_whole(journal, tmp_path, _lines(0, 80))
     await coll.aclose()
     journal.close()
 
@@ -299,10 +297,7 @@ async def test_live_file_seen_empty_then_compressed_is_read_once(
     container.write(_lines(10, 10))
     container.config(running=False)
     await coll.seal_all(include_open=False)
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    arc.assert_data(_lines(0, 20))
-    assert lost_entries(journal) == []
+    archived_whole(journal, tmp_path, _lines(0, 20))
     await coll.aclose()
     journal.close()
 
@@ -354,10 +349,7 @@ async def _restarted_archives_lines_0_to_29_once(
     coll = collector(_one_segment_per_file(state_dir, root), journal)
     await coll.seal_all(include_open=False)
     await coll.aclose()
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    assert lost_entries(journal) == []
-    arc.assert_data(_lines(0, 30))
+    archived_whole(journal, tmp_path, _lines(0, 30))
     journal.close()
 
 
@@ -425,10 +417,7 @@ async def test_a_held_file_out_of_sight_for_a_few_quick_passes_is_not_lost(
     container.config(running=False)
     await coll.seal_all(include_open=False)
     await coll.aclose()
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_contiguous()
-    assert lost_entries(journal) == []
-    arc.assert_data(_lines(0, 20))
+    archived_whole(journal, tmp_path, _lines(0, 20))
     journal.close()
 
 
