@@ -1,0 +1,139 @@
+"""`archiverd run` killed with SIGKILL again and again, as a process, while containers of a
+real dockerd write and rotate and while flushes upload to SeaweedFS: once it is left to run
+and stopped, `verify` finds the archive complete and `get` gives each container every line,
+once, in order."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.dockerd import DockerDaemon
+from tests.service.test_daemon_process import REPO, archiverd, archiverd_env
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.s3,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"),
+]
+
+LINES = 30_000
+CONTAINERS = 4
+KILLS = 6
+"""At least; more while the containers still write."""
+PAD = "k" * 50
+
+
+@pytest.fixture
+def seaweedfs(tmp_path: Path) -> Iterator[servers.S3Server]:
+    server = servers.start_seaweedfs(tmp_path / "seaweedfs")
+    try:
+        yield server
+    finally:
+        servers.stop(server)
+
+
+def _writer(tag: str) -> str:
+    """`LINES` numbered lines in bursts of 500, a tenth of a second apart (several seconds)."""
+    burst = f"awk -v s=$i 'BEGIN{{for(j=s;j<s+500;j++) printf \"{tag} %d {PAD}\\n\", j}}'"
+    return f"i=0; while [ $i -lt {LINES} ]; do {burst}; i=$((i+500)); usleep 100000; done"
+
+
+def _line_numbers(restored: str) -> list[int]:
+    return [int(json.loads(record)["log"].split()[1]) for record in restored.splitlines()]
+
+
+def test_sigkill_at_random_points_loses_and_repeats_nothing(
+    dockerd: DockerDaemon, seaweedfs: servers.S3Server, tmp_path: Path
+) -> None:
+    """Killed every 0.2-0.9 s (at least `KILLS` times, and until the containers exit), often
+    just after SIGUSR1 started an upload, restarted at once (so sometimes killed before it
+    finished starting): 4 containers writing 30,000 lines through max-size=100k rotations
+    (plain and compress=true) that a large max-file keeps, segments of 200 kB, a versioned
+    bucket."""
+    rng = random.Random(20261202)
+    bucket = seaweedfs.make_bucket()
+    config = tmp_path / "archiverd.toml"
+    config.write_text(
+        f'host = "kill9"\n[[sources]]\nkind = "docker"\npath = "{dockerd.containers_dir}"\n'
+        "rescan_seconds = 2\n"
+        f'[destination]\nurl = "s3://{bucket}/a/"\nendpoint_url = "{seaweedfs.endpoint_url}"\n'
+        'addressing_style = "path"\n'
+        "[rotation]\nmax_segment_bytes = 200000\n"
+        '[schedule]\nupload_at = "03:00"\n'  # uploads only by flush and on shutdown
+    )
+    env = archiverd_env(tmp_path, **seaweedfs.env())
+    log = tmp_path / "daemon.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as err:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "archiverd",
+                    "--log-format",
+                    "json",
+                    "run",
+                    "--config",
+                    str(config),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    daemon = start()
+    try:
+        time.sleep(1)
+        cids = [
+            dockerd.run_container(
+                _writer(f"c{n}"),
+                name=f"archiverd-kill9-{n}",
+                log_opts=["max-size=100k", "max-file=1000", f"compress={str(n % 2 == 1).lower()}"],
+            )
+            for n in range(CONTAINERS)
+        ]
+        kills = 0
+        deadline = time.monotonic() + 240
+        while kills < KILLS or any(dockerd.inspect(cid)["State"]["Running"] for cid in cids):
+            assert time.monotonic() < deadline, "the containers are still running after 4 min"
+            time.sleep(rng.uniform(0.2, 0.9))
+            if rng.random() < 0.6:
+                daemon.send_signal(signal.SIGUSR1)  # an upload pass, then killed during it
+                time.sleep(rng.uniform(0.0, 0.6))
+            daemon.kill()
+            daemon.wait()
+            kills += 1
+            time.sleep(rng.uniform(0.0, 0.5))
+            daemon = start()
+        for cid in cids:
+            assert dockerd.wait(cid) == 0
+        time.sleep(3)  # a pass after the exits; then the upload on shutdown
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+    verified = archiverd("verify", "--config", str(config), env=env)
+    assert verified.returncode == 0, verified.stderr[-3000:]
+    assert "verified: complete" in verified.stdout
+    for cid in cids:
+        restored = archiverd(
+            "get", "--config", str(config), "--container", cid, "--out", "-", env=env
+        )
+        assert restored.returncode == 0, restored.stderr[-2000:]
+        assert _line_numbers(restored.stdout) == list(range(LINES)), cid
