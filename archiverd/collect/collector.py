@@ -53,6 +53,8 @@ REOPEN_GRACE = timedelta(seconds=10)
 """And how long at least: passes come as often as writes mark the stream (many a second),
 while a writer rotating a long chain of files can keep one out of sight for longer than
 a few of them."""
+REOPEN_RETRY_SECONDS = 0.5
+"""Meanwhile the running collector looks for it again this often (that stream alone)."""
 
 
 def _utcnow() -> datetime:
@@ -472,12 +474,30 @@ class Collector:
         except FilesMissingError as exc:
             self._reopen_attempts[key] = (attempts, missing_since)
             self.dirty.forget(key)
-            log.warning("cannot find journaled files yet; will retry", error=str(exc))
-            self.dirty.rescan_wanted = True
+            log.warning(
+                "cannot find journaled files yet; will retry",
+                error=str(exc),
+                repeat_key=("files missing", key),
+            )
+            self._look_again_later(key)
             return None
         self._reopen_attempts.pop(key, None)
         self._tails[key] = tail
         return tail
+
+    def _look_again_later(self, key: Key) -> None:
+        """Pass `key` again in REOPEN_RETRY_SECONDS (from a worker thread). Not a rescan at
+        once: that came back at once, and rescanned the whole root again and again for the
+        whole grace. Outside `run` (``--once``) the caller's next pass looks again."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+
+        def again() -> None:
+            self.dirty.mark(key)
+            wake.set()
+
+        loop.call_soon_threadsafe(loop.call_later, REOPEN_RETRY_SECONDS, again)
 
     def _seen(self, index: int, path: str) -> None:
         """On the watcher's thread, when `path` was closed after writing: if it is a log file
