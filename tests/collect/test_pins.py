@@ -27,8 +27,8 @@ from tests.sources.helpers import (
     archived,
     archived_whole,
     collector,
-    cri_line,
-    docker_record,
+    cri_lines,
+    docker_lines,
     lost_entries,
     settings,
     until,
@@ -36,12 +36,6 @@ from tests.sources.helpers import (
 
 CID = "cafe" + "0" * 60
 STREAM = ("docker:x", CID)
-
-
-def _lines(start: int, count: int) -> bytes:
-    return b"".join(
-        docker_record(f"line {i} " + "x" * 40 + "\n", n=i) for i in range(start, start + count)
-    )
 
 
 def _opened(path: Path) -> OpenFile:
@@ -177,7 +171,7 @@ async def test_files_rotated_out_while_the_pass_is_stalled_are_read_from_their_p
     both files were lost (recorded as rotated_unread)."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 50))
+    container.write(docker_lines(0, 50))
     journal = Journal.open(state_dir)
     source = SourceSettings(kind="docker", path=root, rescan_seconds=1)
     coll = collector(settings(state_dir, source), journal, watch=True)
@@ -189,12 +183,12 @@ async def test_files_rotated_out_while_the_pass_is_stalled_are_read_from_their_p
         with _journal_stalled(journal):
             for n in range(1, 5):
                 container.rotate(2)
-                container.write(_lines(n * 50, 50))
+                container.write(docker_lines(n * 50, 50))
                 # the watcher's thread opens it while the pass waits (old code: never)
                 await _eventually(lambda: _pinned(coll, root, container.log))
             assert _read(coll, root) == first  # the pass was stalled all along
         container.config(running=False)
-        expected = _lines(0, 250)
+        expected = docker_lines(0, 250)
         await until(
             lambda: (
                 sum(len(body) for _, body in _segments(journal, tmp_path)) >= len(expected)
@@ -205,7 +199,7 @@ async def test_files_rotated_out_while_the_pass_is_stalled_are_read_from_their_p
     finally:
         stop.set()
         await task
-    archived_whole(journal, tmp_path, _lines(0, 250))
+    archived_whole(journal, tmp_path, docker_lines(0, 250))
     await coll.aclose()
     assert len(coll.pins) == 0
     journal.close()
@@ -219,23 +213,23 @@ async def test_a_step_no_view_proved_is_recorded_as_a_possible_loss_at_its_place
     (bytes unknown) is recorded between its last line and file 2's first, nowhere else."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 50))
+    container.write(docker_lines(0, 50))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)  # holds and reads file 0
     container.rotate(2)
-    container.write(_lines(50, 50))
+    container.write(docker_lines(50, 50))
     coll._seen(0, str(container.log))  # a view: file 0 (.1), then file 1
     container.rotate(2)  # file 0 deleted
-    container.write(_lines(100, 50))
+    container.write(docker_lines(100, 50))
     container.rotate(2)  # file 1 deleted: no view saw it with file 2
-    container.write(_lines(150, 50))
+    container.write(docker_lines(150, 50))
     coll._seen(0, str(container.log))  # a view: file 2 (.1), then file 3
     container.config(running=False)
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    arc.assert_data(_lines(0, 200))
+    arc.assert_data(docker_lines(0, 200))
     lost = lost_entries(journal)
     assert [(e["reason"], e["bytes"]) for e in lost] == [("rotated_unread", None)]
     assert lost[0]["after_ts"] == "2026-11-23T08:00:00.000099+00:00"
@@ -253,7 +247,7 @@ async def test_a_file_pinned_both_plain_and_compressed_is_read_once(
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
     one = container.dir / f"{container.log.name}.1"
-    container.write(_lines(0, 50))
+    container.write(docker_lines(0, 50))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)  # holds and reads file 0
@@ -266,16 +260,16 @@ async def test_a_file_pinned_both_plain_and_compressed_is_read_once(
         container.write(lines)
         coll._seen(0, str(container.log))  # the watcher's look
 
-    rotate(_lines(50, 50))  # file 0 at .1, file 1 live
-    rotate(_lines(100, 50))  # file 0 deleted, file 1 at .1 (pinned plain), file 2 live
+    rotate(docker_lines(50, 50))  # file 0 at .1, file 1 live
+    rotate(docker_lines(100, 50))  # file 0 deleted, file 1 at .1 (pinned plain), file 2 live
     with one.open("rb") as src, gzip.open(f"{one}.gz", "wb") as dst:
         dst.write(src.read())
     one.unlink()
     coll._seen(0, str(container.log))  # file 1 at .1.gz: pinned again, compressed
-    rotate(_lines(150, 50))  # file 1 (both forms) deleted, file 2 at .1, file 3 live
+    rotate(docker_lines(150, 50))  # file 1 (both forms) deleted, file 2 at .1, file 3 live
     container.config(running=False)
     await coll.seal_all(include_open=False)
-    archived_whole(journal, tmp_path, _lines(0, 200))
+    archived_whole(journal, tmp_path, docker_lines(0, 200))
     await coll.aclose()
     journal.close()
 
@@ -288,11 +282,11 @@ async def test_a_view_pins_every_file_of_the_stream_nobody_holds(
     does not hold yet, and nothing outside the stream's own files."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 10))
+    container.write(docker_lines(0, 10))
     container.rotate(5, compress=compress)
-    container.write(_lines(10, 10))
+    container.write(docker_lines(10, 10))
     container.rotate(5, compress=compress)
-    container.write(_lines(20, 10))
+    container.write(docker_lines(20, 10))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     coll._seen(0, str(container.dir / "config.v2.json"))
@@ -315,24 +309,24 @@ async def test_kubelet_rotations_are_pinned_and_followed_too(
     cdir = root / "default_web_uid1" / "app"
     cdir.mkdir(parents=True)
     live = cdir / "0.log"
-    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(30)))
+    live.write_bytes(cri_lines(0, 30))
     (cdir / "1.log").write_bytes(b"")  # another restart's live file: not this stream's
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="cri", path=root)), journal)
     await coll.seal_all(include_open=False)  # holds and reads 0.log
     os.replace(live, cdir / "0.log.20261123-080000")
-    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(30, 60)))
+    live.write_bytes(cri_lines(30, 30))
     coll._seen(0, str(live))  # a look: the rotated file, then the new live one
     assert len(coll.pins) == 1  # the new 0.log (the rotated one is held already)
     os.replace(live, cdir / "0.log.20261123-080100")
-    live.write_bytes(b"".join(cri_line(f"msg {i}", n=i) for i in range(60, 90)))
+    live.write_bytes(cri_lines(60, 30))
     coll._seen(0, str(live))
     for old in ("080000", "080100"):  # kubelet keeps one rotation: both are deleted
         (cdir / f"0.log.20261123-{old}").unlink()
     await coll.seal_all(include_open=False)
     arc = archived(journal, tmp_path)["uid1-app-0"]
     arc.assert_contiguous()
-    arc.assert_data(b"".join(cri_line(f"msg {i}", n=i) for i in range(90)))
+    arc.assert_data(cri_lines(0, 90))
     assert lost_entries(journal) == []
     await coll.aclose()
     journal.close()
@@ -345,7 +339,7 @@ async def test_a_failing_look_leaves_the_watcher_running(
     watchdog's thread (which it would end, and every later look with it)."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 10))
+    container.write(docker_lines(0, 10))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
 

@@ -42,6 +42,18 @@ def cri_line(text: str, *, n: int = 0, tag: str = "F") -> bytes:
     return f"{ts} stdout {tag} {text}\n".encode()
 
 
+def docker_lines(start: int, count: int) -> bytes:
+    """json-file records "line i xxx...", i from `start`, each `n=i` (times rise with i)."""
+    return b"".join(
+        docker_record(f"line {i} " + "x" * 40 + "\n", n=i) for i in range(start, start + count)
+    )
+
+
+def cri_lines(start: int, count: int) -> bytes:
+    """CRI lines "msg i", i from `start`, each `n=i`."""
+    return b"".join(cri_line(f"msg {i}", n=i) for i in range(start, start + count))
+
+
 def settings(
     state: Path,
     *sources: SourceSettings,

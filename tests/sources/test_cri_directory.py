@@ -14,12 +14,9 @@ from tests.sources.helpers import (
     archived_whole,
     collector,
     cri_line,
+    cri_lines,
     settings,
 )
-
-
-def _cri(start: int, count: int) -> bytes:
-    return b"".join(cri_line(f"msg {i}", n=i) for i in range(start, start + count))
 
 
 async def test_cri_rotation_gzip_restart_and_removal(tmp_path: Path, state_dir: Path) -> None:
@@ -28,7 +25,7 @@ async def test_cri_rotation_gzip_restart_and_removal(tmp_path: Path, state_dir: 
     cdir = root / "default_web-7d9f_0c1d-uid" / "nginx"
     cdir.mkdir(parents=True)
     live = cdir / "0.log"
-    live.write_bytes(_cri(0, 40))
+    live.write_bytes(cri_lines(0, 40))
     journal = Journal.open(state_dir)
     coll = collector(
         settings(state_dir, SourceSettings(kind="cri", path=root), max_segment_bytes=2000), journal
@@ -36,14 +33,14 @@ async def test_cri_rotation_gzip_restart_and_removal(tmp_path: Path, state_dir: 
     await coll.seal_all(include_open=False)
     # kubelet: rename the live file away, the runtime reopens 0.log; later gzip the old one.
     os.replace(live, cdir / "0.log.20261123-080000")
-    live.write_bytes(_cri(40, 10))
+    live.write_bytes(cri_lines(40, 10))
     os.replace(live, cdir / "0.log.20261123-080100")
-    live.write_bytes(_cri(50, 10))
+    live.write_bytes(cri_lines(50, 10))
     rotated = cdir / "0.log.20261123-080000"
     (cdir / "0.log.20261123-080000.gz").write_bytes(gzip.compress(rotated.read_bytes()))
     rotated.unlink()
     await coll.seal_all(include_open=False)
-    (cdir / "1.log").write_bytes(_cri(100, 5))  # the container restarted: 0 is finished
+    (cdir / "1.log").write_bytes(cri_lines(100, 5))  # the container restarted: 0 is finished
     await coll.seal_all(include_open=False)
     shutil.rmtree(root / "default_web-7d9f_0c1d-uid")
     await coll.seal_all(include_open=False)
@@ -51,9 +48,9 @@ async def test_cri_rotation_gzip_restart_and_removal(tmp_path: Path, state_dir: 
     assert len(arcs) == 2
     zero = arcs["0c1d-uid-nginx-0"]
     zero.assert_contiguous()
-    zero.assert_data(_cri(0, 60))
+    zero.assert_data(cri_lines(0, 60))
     one = arcs["0c1d-uid-nginx-1"]
-    one.assert_data(_cri(100, 5))
+    one.assert_data(cri_lines(100, 5))
     desc = zero.segments[0][0]
     assert desc.container_name == "default/web-7d9f/nginx"
     assert desc.labels["io.kubernetes.pod.uid"] == "0c1d-uid"
@@ -66,7 +63,7 @@ async def test_cri_idle_finishes_only_with_once(tmp_path: Path, state_dir: Path)
     root = tmp_path / "pods"
     cdir = root / "ns_pod_uid" / "c"
     cdir.mkdir(parents=True)
-    (cdir / "0.log").write_bytes(_cri(0, 3) + cri_line("half", tag="P"))
+    (cdir / "0.log").write_bytes(cri_lines(0, 3) + cri_line("half", tag="P"))
     os.utime(cdir / "0.log", (1, 1))
     journal = Journal.open(state_dir)
     coll = collector(
@@ -74,7 +71,7 @@ async def test_cri_idle_finishes_only_with_once(tmp_path: Path, state_dir: Path)
     )
     assert await coll.seal_all(include_open=False) == 1
     [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(_cri(0, 3) + cri_line("half", tag="P"))
+    arc.assert_data(cri_lines(0, 3) + cri_line("half", tag="P"))
     await coll.aclose()
     journal.close()
 
@@ -119,7 +116,7 @@ async def test_cri_file_held_empty_then_rotated_and_gzipped_while_down(
     cdir = root / "default_web-7d9f_0c1d-uid" / "nginx"
     cdir.mkdir(parents=True)
     live = cdir / "0.log"
-    live.write_bytes(_cri(0, 40))
+    live.write_bytes(cri_lines(0, 40))
     cfg = settings(state_dir, SourceSettings(kind="cri", path=root), max_segment_bytes=2000)
     journal = Journal.open(state_dir)
     coll = collector(cfg, journal)
@@ -129,16 +126,16 @@ async def test_cri_file_held_empty_then_rotated_and_gzipped_while_down(
     for _ in range(3):  # the new live file is held, empty; the old one's bytes are packed
         await coll.seal_all(include_open=False)
     await coll.aclose()
-    live.write_bytes(_cri(40, 10))  # archiverd is down from here
+    live.write_bytes(cri_lines(40, 10))  # archiverd is down from here
     rotated = cdir / "0.log.20261123-080100"
     os.replace(live, rotated)
     (cdir / "0.log.20261123-080100.gz").write_bytes(gzip.compress(rotated.read_bytes()))
     rotated.unlink()
-    live.write_bytes(_cri(50, 10))
+    live.write_bytes(cri_lines(50, 10))
     coll = collector(cfg, journal)
     await coll.seal_all(include_open=False)
     shutil.rmtree(root / "default_web-7d9f_0c1d-uid")  # the pod is gone: its stream ends
     await coll.seal_all(include_open=False)
-    archived_whole(journal, tmp_path, _cri(0, 60))
+    archived_whole(journal, tmp_path, cri_lines(0, 60))
     await coll.aclose()
     journal.close()

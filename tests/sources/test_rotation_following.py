@@ -27,8 +27,8 @@ from tests.sources.helpers import (
     archived,
     archived_whole,
     collector,
-    cri_line,
-    docker_record,
+    cri_lines,
+    docker_lines,
     lost_entries,
     settings,
     until,
@@ -36,16 +36,6 @@ from tests.sources.helpers import (
 
 CID = "feed" + "0" * 60
 LOST_KEYS = {"bytes", "after_ts", "before_ts", "reason"}
-
-
-def _lines(start: int, count: int) -> bytes:
-    return b"".join(
-        docker_record(f"line {i} " + "x" * 40 + "\n", n=i) for i in range(start, start + count)
-    )
-
-
-def _cri(start: int, count: int) -> bytes:
-    return b"".join(cri_line(f"msg {i}", n=i) for i in range(start, start + count))
 
 
 def _opener_that(action: Callable[[], None], marker: str = "") -> Callable[[str, int], int]:
@@ -72,8 +62,8 @@ async def test_docker_rotation_between_listing_and_open_loses_no_file(
     container = ContainerDir(root, CID)
     expect = b""
     for n in range(3):  # .2, .1 and the live file
-        expect += _lines(n * 50, 50)
-        container.write(_lines(n * 50, 50))
+        expect += docker_lines(n * 50, 50)
+        container.write(docker_lines(n * 50, 50))
         if n < 2:
             container.rotate(20, compress=compress)
 
@@ -81,8 +71,8 @@ async def test_docker_rotation_between_listing_and_open_loses_no_file(
         nonlocal expect
         for n in range(3, 5):
             container.rotate(20, compress=compress)
-            container.write(_lines(n * 50, 50))
-            expect += _lines(n * 50, 50)
+            container.write(docker_lines(n * 50, 50))
+            expect += docker_lines(n * 50, 50)
 
     journal = Journal.open(state_dir)
     coll = collector(
@@ -108,14 +98,14 @@ async def test_cri_rotation_between_listing_and_open_loses_no_file(
     cdir = root / "default_web_uid1" / "app"
     cdir.mkdir(parents=True)
     live = cdir / "0.log"
-    live.write_bytes(_cri(0, 30))
+    live.write_bytes(cri_lines(0, 30))
     os.replace(live, cdir / "0.log.20261123-080000")
-    live.write_bytes(_cri(30, 30))
+    live.write_bytes(cri_lines(30, 30))
 
     def rotate_twice() -> None:
         for n, stamp in ((2, "080100"), (3, "080200")):
             os.replace(live, cdir / f"0.log.20261123-{stamp}")
-            live.write_bytes(_cri(n * 30, 30))
+            live.write_bytes(cri_lines(n * 30, 30))
 
     journal = Journal.open(state_dir)
     coll = collector(
@@ -127,7 +117,7 @@ async def test_cri_rotation_between_listing_and_open_loses_no_file(
     await coll.seal_all(include_open=False)
     arc = archived(journal, tmp_path)["uid1-app-0"]
     arc.assert_contiguous()
-    arc.assert_data(_cri(0, 120))
+    arc.assert_data(cri_lines(0, 120))
     await coll.aclose()
     journal.close()
 
@@ -137,19 +127,19 @@ async def test_files_deleted_unread_are_recorded_as_lost(tmp_path: Path, state_d
     so under "lost" (time range around the gap), a metric counts it, a log line tells it."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 50))
+    container.write(docker_lines(0, 50))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)  # holds and reads the live file (lines 0-49)
     for n in range(1, 5):  # files 50-99 and 100-149 are deleted before anyone looks
         container.rotate(2)
-        container.write(_lines(n * 50, 50))
+        container.write(docker_lines(n * 50, 50))
     container.config(running=False)
     with structlog.testing.capture_logs() as logs:
         await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    arc.assert_data(_lines(0, 50) + _lines(150, 100))
+    arc.assert_data(docker_lines(0, 50) + docker_lines(150, 100))
     lost = lost_entries(journal)
     assert [set(e) for e in lost] == [LOST_KEYS]
     assert lost[0]["reason"] == "rotated_unread"
@@ -180,7 +170,7 @@ async def test_stream_first_seen_with_every_file_kept_reports_possible_loss(
             json.dumps({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}})
         )
         for n in range(rotations + 1):
-            container.write(_lines(n * 10, 10))
+            container.write(docker_lines(n * 10, 10))
             if n < rotations:
                 container.rotate(3)
         container.config(running=False)
@@ -188,8 +178,8 @@ async def test_stream_first_seen_with_every_file_kept_reports_possible_loss(
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)
     arcs = archived(journal, tmp_path)
-    arcs[CID].assert_data(_lines(30, 30))
-    arcs[young.cid].assert_data(_lines(0, 20))
+    arcs[CID].assert_data(docker_lines(30, 30))
+    arcs[young.cid].assert_data(docker_lines(0, 20))
     lost = lost_entries(journal)
     assert lost == [
         {
@@ -210,16 +200,16 @@ async def test_cri_compression_in_progress_is_not_read(tmp_path: Path, state_dir
     cdir = root / "default_web_uid1" / "app"
     cdir.mkdir(parents=True)
     rotated = cdir / "0.log.20261123-080000"
-    rotated.write_bytes(_cri(0, 30))
-    (cdir / "0.log.20261123-080000.tmp").write_bytes(gzip.compress(_cri(0, 30))[:40])
-    (cdir / "0.log").write_bytes(_cri(30, 30))
+    rotated.write_bytes(cri_lines(0, 30))
+    (cdir / "0.log.20261123-080000.tmp").write_bytes(gzip.compress(cri_lines(0, 30))[:40])
+    (cdir / "0.log").write_bytes(cri_lines(30, 30))
     (cdir / "1.log").write_bytes(b"")
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="cri", path=root)), journal)
     await coll.seal_all(include_open=False)
     arc = archived(journal, tmp_path)["uid1-app-0"]
     arc.assert_contiguous()
-    arc.assert_data(_cri(0, 60))
+    arc.assert_data(cri_lines(0, 60))
     await coll.aclose()
     journal.close()
 
@@ -233,7 +223,7 @@ async def test_directory_removed_entry_by_entry_is_not_read_again(
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
     for n in range(4):
-        container.write(_lines(n * 20, 20))
+        container.write(docker_lines(n * 20, 20))
         if n < 3:
             container.rotate(20, compress=compress)
     journal = Journal.open(state_dir)
@@ -243,7 +233,7 @@ async def test_directory_removed_entry_by_entry_is_not_read_again(
     container.log.unlink()  # the held live file goes first
     next(container.dir.glob("*.1*")).unlink()
     await coll.seal_all(include_open=False)
-    archived_whole(journal, tmp_path, _lines(0, 80))
+    archived_whole(journal, tmp_path, docker_lines(0, 80))
     await coll.aclose()
     journal.close()
 
@@ -265,14 +255,14 @@ async def test_live_file_seen_empty_is_held_through_rotations(
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)  # the container's log is still empty
     for n in range(3):  # file 0 (lines 0-9) is filled, rotated twice, then deleted
-        container.write(_lines(n * 10, 10))
+        container.write(docker_lines(n * 10, 10))
         container.rotate(3)
-    container.write(_lines(30, 10))
+    container.write(docker_lines(30, 10))
     container.config(running=False)
     await coll.seal_all(include_open=False)
     [arc] = archived(journal, tmp_path).values()
     arc.assert_contiguous()
-    arc.assert_data(_lines(0, 40))
+    arc.assert_data(docker_lines(0, 40))
     assert lost_entries(journal) == [
         {
             "bytes": None,
@@ -297,12 +287,12 @@ async def test_live_file_seen_empty_then_compressed_is_read_once(
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)  # the container's log is still empty
-    container.write(_lines(0, 10))
+    container.write(docker_lines(0, 10))
     container.rotate(5, compress=True)
-    container.write(_lines(10, 10))
+    container.write(docker_lines(10, 10))
     container.config(running=False)
     await coll.seal_all(include_open=False)
-    archived_whole(journal, tmp_path, _lines(0, 20))
+    archived_whole(journal, tmp_path, docker_lines(0, 20))
     await coll.aclose()
     journal.close()
 
@@ -315,7 +305,7 @@ async def _held_empty_then_down(
     and the file before it only because it is the last one read."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 10))
+    container.write(docker_lines(0, 10))
     journal = Journal.open(state_dir)
     coll = collector(_one_segment_per_file(state_dir, root), journal)
     await coll.seal_all(include_open=False)
@@ -324,7 +314,9 @@ async def _held_empty_then_down(
     await coll.seal_all(include_open=False)  # lines 0-9 are packed: their file may go
     [(stream,)] = journal._query("SELECT id FROM streams")
     assert [row.fp_len > 0 for row in journal.files(stream)] == [True, False]
-    assert [p.description.end_offset for p in journal.packed_segments()] == [len(_lines(0, 10))]
+    assert [p.description.end_offset for p in journal.packed_segments()] == [
+        len(docker_lines(0, 10))
+    ]
     await coll.aclose()
     return root, container, journal
 
@@ -334,16 +326,16 @@ def _one_segment_per_file(state_dir: Path, root: Path) -> Settings:
     return settings(
         state_dir,
         SourceSettings(kind="docker", path=root),
-        max_segment_bytes=len(_lines(0, 10)),
+        max_segment_bytes=len(docker_lines(0, 10)),
     )
 
 
 def _filled_and_rotated_while_down(container: ContainerDir, *, compress: bool) -> None:
     """While archiverd is down: the held file gets lines 10-19 and is rotated away (and
     compressed), the next one gets lines 20-29, and the container exits."""
-    container.write(_lines(10, 10))
+    container.write(docker_lines(10, 10))
     container.rotate(5, compress=compress)
-    container.write(_lines(20, 10))
+    container.write(docker_lines(20, 10))
     container.config(running=False)
 
 
@@ -354,7 +346,7 @@ async def _restarted_archives_lines_0_to_29_once(
     coll = collector(_one_segment_per_file(state_dir, root), journal)
     await coll.seal_all(include_open=False)
     await coll.aclose()
-    archived_whole(journal, tmp_path, _lines(0, 30))
+    archived_whole(journal, tmp_path, docker_lines(0, 30))
     journal.close()
 
 
@@ -394,13 +386,13 @@ async def _read_then_down_then_rotated(
     its first bytes) and lines 10-19 went to the new live file. Returns the `.1.gz` too."""
     root = tmp_path / "containers"
     container = ContainerDir(root, CID)
-    container.write(_lines(0, 10))
+    container.write(docker_lines(0, 10))
     journal = Journal.open(state_dir)
     coll = collector(settings(state_dir, SourceSettings(kind="docker", path=root)), journal)
     await coll.seal_all(include_open=False)
     await coll.aclose()
     container.rotate(5, compress=True)
-    container.write(_lines(10, 10))
+    container.write(docker_lines(10, 10))
     return root, container, journal, container.dir / f"{container.log.name}.1.gz"
 
 
@@ -422,7 +414,7 @@ async def test_a_held_file_out_of_sight_for_a_few_quick_passes_is_not_lost(
     container.config(running=False)
     await coll.seal_all(include_open=False)
     await coll.aclose()
-    archived_whole(journal, tmp_path, _lines(0, 20))
+    archived_whole(journal, tmp_path, docker_lines(0, 20))
     journal.close()
 
 
@@ -446,7 +438,7 @@ async def test_a_held_file_gone_for_the_grace_and_the_passes_is_recorded_lost(
     await coll.seal_all(include_open=False)
     await coll.aclose()
     [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(_lines(10, 10))
+    arc.assert_data(docker_lines(10, 10))
     [lost] = lost_entries(journal)
     # How many bytes is unknown: the live file may have grown after lines 0-9 were read.
     assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
@@ -498,7 +490,7 @@ async def test_a_missing_held_file_is_looked_for_at_a_pace_not_in_a_loop(
     said = [e for e in logs if e["event"] == "cannot find journaled files yet; will retry"]
     assert len({repr(e["repeat_key"]) for e in said}) == 1  # written once a minute at most
     [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(_lines(10, 10))
+    arc.assert_data(docker_lines(10, 10))
     [lost] = lost_entries(journal)
     assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
     journal.close()
