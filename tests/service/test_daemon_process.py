@@ -62,28 +62,25 @@ def archiverd(
     )
 
 
+def spawn_run(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`archiverd run --config CONFIG` in the background, its JSON log appended to `log`."""
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "archiverd", "--log-format", "json", "run", "--config", config],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
 class Running:
     """`archiverd run` in the background, its JSON log in a file."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str], config: Path) -> None:
         self.log = tmp_path / "daemon.log"
-        with self.log.open("wb") as err:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "archiverd",
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--config",
-                    str(config),
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        self.log.write_bytes(b"")  # this run's log alone
+        self.process = spawn_run(config, env, self.log)
         self.port = int(str(self.wait_for("http listening")["port"]))
 
     def events(self) -> list[dict[str, object]]:

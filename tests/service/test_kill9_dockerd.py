@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from tests import servers
 from tests.dockerd import DockerDaemon
-from tests.service.test_daemon_process import REPO, archiverd, archiverd_env
+from tests.service.test_daemon_process import archiverd, archiverd_env, spawn_run
 
 pytestmark = [
     pytest.mark.docker,
@@ -75,26 +73,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
     env = archiverd_env(tmp_path, **seaweedfs.env())
     log = tmp_path / "daemon.log"
 
-    def start() -> subprocess.Popen[bytes]:
-        with log.open("ab") as err:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "archiverd",
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--config",
-                    str(config),
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    daemon = start()
+    daemon = spawn_run(config, env, log)
     try:
         time.sleep(1)
         cids = [
@@ -117,7 +96,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
             daemon.wait()
             kills += 1
             time.sleep(rng.uniform(0.0, 0.5))
-            daemon = start()
+            daemon = spawn_run(config, env, log)
         for cid in cids:
             assert dockerd.wait(cid) == 0
         time.sleep(3)  # a pass after the exits; then the upload on shutdown
