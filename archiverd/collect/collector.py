@@ -479,25 +479,13 @@ class Collector:
                 error=str(exc),
                 repeat_key=("files missing", key),
             )
-            self._look_again_later(key)
+            # That stream alone, at a pace: a rescan at once came back at once, and rescanned
+            # the whole root again and again for the whole grace.
+            self.dirty.mark_later(key, REOPEN_RETRY_SECONDS)
             return None
         self._reopen_attempts.pop(key, None)
         self._tails[key] = tail
         return tail
-
-    def _look_again_later(self, key: Key) -> None:
-        """Pass `key` again in REOPEN_RETRY_SECONDS (from a worker thread). Not a rescan at
-        once: that came back at once, and rescanned the whole root again and again for the
-        whole grace. Outside `run` (``--once``) the caller's next pass looks again."""
-        loop, wake = self._loop, self._wake
-        if loop is None or wake is None or loop.is_closed():
-            return
-
-        def again() -> None:
-            self.dirty.mark(key)
-            wake.set()
-
-        loop.call_soon_threadsafe(loop.call_later, REOPEN_RETRY_SECONDS, again)
 
     def _seen(self, index: int, path: str) -> None:
         """On the watcher's thread, when `path` was closed after writing: if it is a log file

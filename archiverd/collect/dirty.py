@@ -73,6 +73,19 @@ class DirtyStreams:
         with self._lock:
             self._dirty[key] = None
 
+    def mark_later(self, key: Key, seconds: float) -> None:
+        """`key` needs a pass in `seconds` (any thread; the loop is woken then). Without an
+        attached, open loop (``--once``) nothing is scheduled: the caller's next pass looks."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+
+        def due() -> None:
+            self.mark(key)
+            wake.set()
+
+        loop.call_soon_threadsafe(loop.call_later, seconds, due)
+
     def take(self, busy: set[Key]) -> list[Key]:
         """The dirty keys not in `busy`, now no longer dirty."""
         with self._lock:
