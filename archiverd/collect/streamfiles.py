@@ -28,7 +28,7 @@ from archiverd.collect.files import (
     Span,
     safe_open,
 )
-from archiverd.collect.pins import FileKey, Pins
+from archiverd.collect.pins import FileKey, Pins, StreamRef
 from archiverd.collect.workers import WorkerPool
 from archiverd.config import RotationSettings
 from archiverd.errors import FilesMissingError, OutsideRootError, SourceError
@@ -446,7 +446,7 @@ class StreamFiles:
         taken = [_dup(f) for f in gone if f.size() > 0]
         return taken, kept
 
-    def _pin_ref(self) -> tuple[str, str]:
+    def _pin_ref(self) -> StreamRef:
         return (self.ctx.source_name, self.info.key)
 
     def _settle(self, *, reconciled: bool = False) -> None:
