@@ -461,17 +461,20 @@ class Collector:
             pins=self.pins,
         )
         key = (index, info.key)
-        now = self.clock()
-        attempts, missing_since = self._reopen_attempts.get(key, (0, now))
+        stream_id = self.journal.stream_id(source.name, info.key)
+        attempts, missing_since = self._reopen_attempts.get(key, (0, None))
         attempts += 1
         allow_loss = info.state == "removed" or (
-            attempts >= REOPEN_ATTEMPTS and now - missing_since >= REOPEN_GRACE
+            attempts >= REOPEN_ATTEMPTS
+            and missing_since is not None
+            and self.clock() - missing_since >= REOPEN_GRACE
         )
         try:
-            tail = StreamTail(
-                ctx, self.journal.stream_id(source.name, info.key), info, allow_loss=allow_loss
-            )
+            tail = StreamTail(ctx, stream_id, info, allow_loss=allow_loss)
         except FilesMissingError as exc:
+            # The grace runs from the first miss in any process: a daemon restarted within
+            # it again and again would otherwise wait for its files forever.
+            missing_since = self.journal.note_files_missing(stream_id, self.clock())
             self._reopen_attempts[key] = (attempts, missing_since)
             self.dirty.forget(key)
             log.warning(
@@ -484,6 +487,7 @@ class Collector:
             self.dirty.mark_later(key, REOPEN_RETRY_SECONDS)
             return None
         self._reopen_attempts.pop(key, None)
+        self.journal.files_found(stream_id)
         self._tails[key] = tail
         return tail
 

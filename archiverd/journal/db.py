@@ -230,6 +230,32 @@ class Journal:
             conn.execute("UPDATE streams SET removed = 1 WHERE id = ?", (stream_id,))
             conn.execute("DELETE FROM files WHERE stream_id = ?", (stream_id,))
 
+    def note_files_missing(self, stream_id: int, now: datetime) -> datetime:
+        """When a look first missed a journaled file of the stream: `now` unless an earlier
+        look (in any process since) already did and no look has found it since."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT files_missing_since FROM streams WHERE id = ?", (stream_id,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                return datetime.fromisoformat(row[0])
+            conn.execute(
+                "UPDATE streams SET files_missing_since = ? WHERE id = ?",
+                (now.isoformat(), stream_id),
+            )
+            return now
+
+    def files_found(self, stream_id: int) -> None:
+        """The stream's journaled files were all found (or declared lost): a later miss
+        starts a grace of its own. Writes only when a miss was noted."""
+        if self._query(
+            "SELECT 1 FROM streams WHERE id = ? AND files_missing_since IS NOT NULL", (stream_id,)
+        ):
+            with self._tx() as conn:
+                conn.execute(
+                    "UPDATE streams SET files_missing_since = NULL WHERE id = ?", (stream_id,)
+                )
+
     def add_lost(self, stream_id: int, entry: Mapping[str, Any]) -> None:
         """Remember a range of source bytes that vanished unread; the stream's next sealed
         segment carries it in its description under ``"lost"`` (see `seal`)."""

@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS released_files (
 CREATE INDEX IF NOT EXISTS files_stream ON files (stream_id);
 CREATE INDEX IF NOT EXISTS files_identity ON files (dev, ino);
 """,
+    # 5: when a look first missed a journaled file of the stream (NULL: none missing), so
+    # the grace before declaring it vanished runs across restarts.
+    """
+ALTER TABLE streams ADD COLUMN files_missing_since TEXT
+""",
 )
 """Each entry takes the schema from version ``index`` to ``index + 1``."""
 

@@ -9,7 +9,7 @@ import pytest
 
 from archiverd.errors import StateError
 from archiverd.journal.db import FILENAME, Journal
-from archiverd.journal.schema import VERSION
+from archiverd.journal.schema import MIGRATIONS, VERSION
 
 
 def _user_version(path: Path) -> int:
@@ -34,14 +34,17 @@ def test_a_journal_from_a_newer_release_is_refused(tmp_path: Path) -> None:
 
 def test_an_unversioned_first_release_journal_keeps_its_rows(tmp_path: Path) -> None:
     """A first-release journal (user_version 0) is upgraded in place with its rows kept."""
-    journal = Journal.open(tmp_path)
-    stream = journal.stream_id("docker", "abc")
-    journal.close()
     with sqlite3.connect(tmp_path / FILENAME) as conn:
-        conn.execute("PRAGMA user_version = 0")
+        conn.executescript(MIGRATIONS[0])  # the first release's tables, user_version 0
+        stream = conn.execute("INSERT INTO streams (source, key) VALUES ('docker', 'abc')")
+        conn.execute(
+            "INSERT INTO segments (stream_id, seq, state, start_offset) VALUES (?, 0, 'open', 0)",
+            (stream.lastrowid,),
+        )
+    (tmp_path / FILENAME).chmod(0o600)
     journal = Journal.open(tmp_path)
     try:
-        assert journal.stream_id("docker", "abc") == stream
+        assert journal.stream_id("docker", "abc") == stream.lastrowid
     finally:
         journal.close()
     assert _user_version(tmp_path / FILENAME) == VERSION

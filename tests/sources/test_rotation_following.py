@@ -445,6 +445,70 @@ async def test_a_held_file_gone_for_the_grace_and_the_passes_is_recorded_lost(
     journal.close()
 
 
+async def test_the_grace_for_a_missing_held_file_runs_across_restarts(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """The grace runs from the first look that missed the file, in any process: a daemon
+    restarted again and again within REOPEN_GRACE (a crash loop, kill -9 tests) still
+    declares the file vanished once the grace is over, and the stream goes on. (Each process
+    started its own grace, so a daemon restarted every few seconds never went on.)"""
+    root, container, journal, rotated = await _read_then_down_then_rotated(tmp_path, state_dir)
+    rotated.unlink()
+    clock = FakeClock(datetime.now(UTC))
+    for _ in range(3):  # three processes, each stopped within the grace
+        coll = collector(
+            settings(state_dir, SourceSettings(kind="docker", path=root)), journal, clock=clock.now
+        )
+        for _ in range(REOPEN_ATTEMPTS):
+            await coll.seal_all(include_open=False)
+        await coll.aclose()
+        assert journal._query("SELECT entry FROM lost_ranges") == []  # within the grace
+        clock.advance(REOPEN_GRACE / 3)
+    clock.advance(REOPEN_GRACE / 3)
+    container.config(running=False)
+    coll = collector(
+        settings(state_dir, SourceSettings(kind="docker", path=root)), journal, clock=clock.now
+    )
+    for _ in range(REOPEN_ATTEMPTS):
+        await coll.seal_all(include_open=False)
+    await coll.aclose()
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_data(docker_lines(10, 10))
+    [lost] = lost_entries(journal)
+    assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
+    journal.close()
+
+
+async def test_a_held_file_found_again_gets_a_fresh_grace_when_it_next_goes_missing(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """A file missed by one process and found by the next is not missing any more: when a
+    later restart misses a file of the stream again, its grace starts then, not at the old
+    miss, and nothing is declared lost before it is over."""
+    root, container, journal, rotated = await _read_then_down_then_rotated(tmp_path, state_dir)
+    aside = rotated.with_name("being-renamed")
+    rotated.rename(aside)
+    clock = FakeClock(datetime.now(UTC))
+    conf = settings(state_dir, SourceSettings(kind="docker", path=root))
+    coll = collector(conf, journal, clock=clock.now)
+    await coll.seal_all(include_open=False)  # misses it
+    await coll.aclose()
+    aside.rename(rotated)
+    coll = collector(conf, journal, clock=clock.now)
+    await coll.seal_all(include_open=False)  # finds it, reads lines 10-19
+    await coll.aclose()
+    clock.advance(REOPEN_GRACE * 2)
+    container.rotate(5, compress=True)  # .1.gz -> .2.gz: held, and now deleted while down
+    container.write(docker_lines(20, 10))
+    (container.dir / f"{container.log.name}.2.gz").unlink()
+    coll = collector(conf, journal, clock=clock.now)
+    for _ in range(REOPEN_ATTEMPTS + 1):
+        await coll.seal_all(include_open=False)
+    assert journal._query("SELECT entry FROM lost_ranges") == []  # a fresh grace
+    await coll.aclose()
+    journal.close()
+
+
 async def test_a_missing_held_file_is_looked_for_at_a_pace_not_in_a_loop(
     tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
