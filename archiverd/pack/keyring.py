@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from archiverd import fsutil
@@ -216,6 +215,8 @@ def _load_key_or_private(path: Path) -> Unwrapper:
     """A decrypt-only key file: a raw base64 key or a PEM RSA private key."""
     data = _read_secret(path)
     if data.lstrip().startswith(b"-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization  # RSA keys only (15 ms)
+
         try:
             private = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
@@ -231,6 +232,8 @@ def _load_key_or_private(path: Path) -> Unwrapper:
 
 def load_public_key(path: Path) -> RsaPublicKey:
     """An RSA public key (PEM) for write-only hosts."""
+    from cryptography.hazmat.primitives import serialization  # RSA keys only (15 ms)
+
     data, _mode = read_small_file(path, "encryption.public_key_file")
     try:
         public = serialization.load_pem_public_key(data)
