@@ -232,18 +232,17 @@ class Journal:
 
     def note_files_missing(self, stream_id: int, now: datetime) -> datetime:
         """When a look first missed a journaled file of the stream: `now` unless an earlier
-        look (in any process since) already did and no look has found it since."""
+        look (in any process since) already did and no look has found it since. Writes
+        only the first time (looks come every REOPEN_RETRY_SECONDS while it is missing)."""
+        noted = self._query("SELECT files_missing_since FROM streams WHERE id = ?", (stream_id,))
+        if noted and noted[0][0] is not None:
+            return datetime.fromisoformat(noted[0][0])
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT files_missing_since FROM streams WHERE id = ?", (stream_id,)
-            ).fetchone()
-            if row is not None and row[0] is not None:
-                return datetime.fromisoformat(row[0])
             conn.execute(
                 "UPDATE streams SET files_missing_since = ? WHERE id = ?",
                 (now.isoformat(), stream_id),
             )
-            return now
+        return now
 
     def files_found(self, stream_id: int) -> None:
         """The stream's journaled files were all found (or declared lost): a later miss
