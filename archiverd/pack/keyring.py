@@ -215,7 +215,7 @@ def _load_key_or_private(path: Path) -> Unwrapper:
     """A decrypt-only key file: a raw base64 key or a PEM RSA private key."""
     data = _read_secret(path)
     if data.lstrip().startswith(b"-----BEGIN"):
-        from cryptography.hazmat.primitives import serialization  # RSA keys only (15 ms)
+        from cryptography.hazmat.primitives import serialization  # RSA keys only (10-15 ms)
 
         try:
             private = serialization.load_pem_private_key(data, password=None)
@@ -232,7 +232,7 @@ def _load_key_or_private(path: Path) -> Unwrapper:
 
 def load_public_key(path: Path) -> RsaPublicKey:
     """An RSA public key (PEM) for write-only hosts."""
-    from cryptography.hazmat.primitives import serialization  # RSA keys only (15 ms)
+    from cryptography.hazmat.primitives import serialization  # RSA keys only (10-15 ms)
 
     data, _mode = read_small_file(path, "encryption.public_key_file")
     try:

@@ -115,7 +115,7 @@ class RawAesKey:
 
 def rsa_key_id(public_key: rsa.RSAPublicKey) -> str:
     """The public id of an RSA key pair (hash of the public key's DER)."""
-    # Imported where RSA keys are used: 15 ms of every start-up otherwise (`get`, workers).
+    # Imported where RSA keys are used: 10-15 ms of every start-up otherwise (`get`, workers).
     from cryptography.hazmat.primitives import serialization
 
     der = public_key.public_bytes(
