@@ -609,6 +609,16 @@ class StreamFiles:
             f.identity = grown
             self.ctx.journal.update_fingerprint(f.row_id, grown.fp, grown.fp_len)
 
+    def deleted_from(self, start: int) -> bool:
+        """Whether the file holding stream offset `start` was deleted (a rotation past
+        max-file, a compressed copy made): its bytes from there on are kept only by this
+        process's fd, and a crash would lose them."""
+        for f in self.files:
+            if f.base is None or (f.length is not None and f.base + f.length <= start):
+                continue
+            return _deleted(f.file)
+        return False
+
     def spans(self) -> list[Span]:
         """The files placed in the stream, for `RangeReader` (the live one open-ended)."""
         out = []

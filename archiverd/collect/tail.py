@@ -126,17 +126,31 @@ class StreamTail:
                 break
             self._took(len(data))
             self.scanner.feed(data)
+        last = self._seal_after_reading(finish, seal_open, aged_before) if may_seal else None
+        return sealed if last is None else [*sealed, last]
+
+    def _seal_after_reading(
+        self, finish: str | None, seal_open: bool, aged_before: datetime | None
+    ) -> SegmentRow | None:
+        """The seal `advance` makes once it read what there was, if any (see there)."""
+        if self.at_end and finish:
+            finished = self._seal_finished(finish)
+            if finished is not None:
+                return finished
         start = self.open_segment.start_offset
-        finished = self._seal_finished(finish) if may_seal and self.at_end and finish else None
-        if finished is not None:
-            sealed.append(finished)
-        elif may_seal and seal_open and self.scanner.boundary > start:
-            sealed.append(self._seal(everything=False, reason="once"))
-        elif may_seal and aged_before is not None and self.scanner.boundary > start:
+        if self.scanner.boundary <= start:
+            return None
+        if seal_open:
+            return self._seal(everything=False, reason="once")
+        if self.files.deleted_from(start):
+            # Its first bytes now live only in our fd: sealed, they are packed to the spool
+            # at once, where a crash cannot take them (the log driver already has).
+            return self._seal(everything=False, reason="deleted")
+        if aged_before is not None:
             oldest = self.oldest_at()
             if oldest is not None and oldest < aged_before:
-                sealed.append(self._seal(everything=False, reason="age"))
-        return sealed
+                return self._seal(everything=False, reason="age")
+        return None
 
     def _took(self, n: int, read_at: datetime | None = None) -> None:
         """Note `n` bytes read at the scanner's position (from `read_at`, default now),
