@@ -116,3 +116,65 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
         )
         assert restored.returncode == 0, restored.stderr[-2000:]
         assert _line_numbers(restored.stdout) == list(range(LINES)), cid
+
+
+def test_sigkill_after_dockerd_deleted_read_files_loses_nothing(
+    dockerd: DockerDaemon, seaweedfs: servers.S3Server, tmp_path: Path
+) -> None:
+    """A container writes a burst through max-size=100k max-file=3 rotations (plain and
+    compress=true), so dockerd deletes files archiverd has read while it runs, and pauses;
+    archiverd is killed in the pause and started again at once, and the container writes a
+    second burst and exits: every line of both bursts is archived, and `verify` says complete.
+    (The read bytes of the deleted files were in no segment yet and lived only in the killed
+    process's fds: the restarted daemon waited for the deleted files, then recorded their
+    bytes lost.)"""
+    half = 6_000  # lines a burst: about 0.8 MB over 3-4 s, 8 rotations, 5 files deleted
+    burst = (
+        f"i=$s; while [ $i -lt $((s+{half})) ]; do "
+        f"awk -v s=$i 'BEGIN{{for(j=s;j<s+100;j++) printf \"b %d {PAD}\\n\", j}}'; "
+        "i=$((i+100)); usleep 50000; done"
+    )
+    writer = f"s=0; {burst}; sleep 10; s={half}; {burst}"
+    bucket = seaweedfs.make_bucket()
+    config = tmp_path / "archiverd.toml"
+    config.write_text(
+        f'host = "kill9"\n[[sources]]\nkind = "docker"\npath = "{dockerd.containers_dir}"\n'
+        f'[destination]\nurl = "s3://{bucket}/a/"\nendpoint_url = "{seaweedfs.endpoint_url}"\n'
+        'addressing_style = "path"\n[schedule]\nupload_at = "03:00"\n'
+    )
+    env = archiverd_env(tmp_path, **seaweedfs.env())
+    log = tmp_path / "daemon.log"
+    daemon = spawn_run(config, env, log)
+    try:
+        time.sleep(1)
+        cids = [
+            dockerd.run_container(
+                writer,
+                name=f"archiverd-kill9-deleted-{compress}",
+                log_opts=["max-size=100k", "max-file=3", f"compress={compress}"],
+            )
+            for compress in ("false", "true")
+        ]
+        time.sleep(7)  # the first burst is written, rotated and read: the pause has begun
+        daemon.kill()
+        daemon.wait()
+        daemon = spawn_run(config, env, log)
+        for cid in cids:
+            assert dockerd.wait(cid) == 0
+        time.sleep(3)  # a pass after the exits; then the upload on shutdown
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+    verified = archiverd("verify", "--config", str(config), env=env)
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    assert "verified: complete" in verified.stdout
+    for cid in cids:
+        restored = archiverd(
+            "get", "--config", str(config), "--container", cid, "--out", "-", env=env
+        )
+        assert restored.returncode == 0, restored.stderr[-2000:]
+        assert _line_numbers(restored.stdout) == list(range(2 * half)), cid
