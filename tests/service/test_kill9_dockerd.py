@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,32 @@ def _writer(tag: str) -> str:
 
 def _line_numbers(restored: str) -> list[int]:
     return [int(json.loads(record)["log"].split()[1]) for record in restored.splitlines()]
+
+
+def _stop_once_exited(
+    daemon: subprocess.Popen[bytes], dockerd: DockerDaemon, cids: list[str], log: Path
+) -> None:
+    """Once every container exited 0 and a pass saw it: SIGTERM (the upload on shutdown),
+    and the daemon must exit 0."""
+    for cid in cids:
+        assert dockerd.wait(cid) == 0
+    time.sleep(3)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+
+def _assert_complete(config: Path, env: dict[str, str], cids: list[str], lines: int) -> None:
+    """`verify` says complete, and `get` gives each container lines 0 to `lines` - 1, once,
+    in order."""
+    verified = archiverd("verify", "--config", str(config), env=env)
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    assert "verified: complete" in verified.stdout
+    for cid in cids:
+        restored = archiverd(
+            "get", "--config", str(config), "--container", cid, "--out", "-", env=env
+        )
+        assert restored.returncode == 0, restored.stderr[-2000:]
+        assert _line_numbers(restored.stdout) == list(range(lines)), cid
 
 
 def test_sigkill_at_random_points_loses_and_repeats_nothing(
@@ -97,25 +124,13 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
             kills += 1
             time.sleep(rng.uniform(0.0, 0.5))
             daemon = spawn_run(config, env, log)
-        for cid in cids:
-            assert dockerd.wait(cid) == 0
-        time.sleep(3)  # a pass after the exits; then the upload on shutdown
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=120) == 0, log.read_text()[-3000:]
+        _stop_once_exited(daemon, dockerd, cids, log)
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
 
-    verified = archiverd("verify", "--config", str(config), env=env)
-    assert verified.returncode == 0, verified.stderr[-3000:]
-    assert "verified: complete" in verified.stdout
-    for cid in cids:
-        restored = archiverd(
-            "get", "--config", str(config), "--container", cid, "--out", "-", env=env
-        )
-        assert restored.returncode == 0, restored.stderr[-2000:]
-        assert _line_numbers(restored.stdout) == list(range(LINES)), cid
+    _assert_complete(config, env, cids, LINES)
 
 
 def test_sigkill_after_dockerd_deleted_read_files_loses_nothing(
@@ -159,22 +174,10 @@ def test_sigkill_after_dockerd_deleted_read_files_loses_nothing(
         daemon.kill()
         daemon.wait()
         daemon = spawn_run(config, env, log)
-        for cid in cids:
-            assert dockerd.wait(cid) == 0
-        time.sleep(3)  # a pass after the exits; then the upload on shutdown
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=120) == 0, log.read_text()[-3000:]
+        _stop_once_exited(daemon, dockerd, cids, log)
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
 
-    verified = archiverd("verify", "--config", str(config), env=env)
-    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
-    assert "verified: complete" in verified.stdout
-    for cid in cids:
-        restored = archiverd(
-            "get", "--config", str(config), "--container", cid, "--out", "-", env=env
-        )
-        assert restored.returncode == 0, restored.stderr[-2000:]
-        assert _line_numbers(restored.stdout) == list(range(2 * half)), cid
+    _assert_complete(config, env, cids, 2 * half)

@@ -396,6 +396,17 @@ async def _read_then_down_then_rotated(
     return root, container, journal, container.dir / f"{container.log.name}.1.gz"
 
 
+def _went_on_past_the_vanished_file(journal: Journal, tmp_path: Path) -> None:
+    """After `_read_then_down_then_rotated` and the `.1.gz` deleted: lines 10-19 (the live
+    file) are archived, lines 0-9 recorded lost as vanished while down, of a size unknown
+    (the live file may have grown after lines 0-9 were read); the journal is closed."""
+    [arc] = archived(journal, tmp_path).values()
+    arc.assert_data(docker_lines(10, 10))
+    [lost] = lost_entries(journal)
+    assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
+    journal.close()
+
+
 async def test_a_held_file_out_of_sight_for_a_few_quick_passes_is_not_lost(
     tmp_path: Path, state_dir: Path
 ) -> None:
@@ -437,12 +448,7 @@ async def test_a_held_file_gone_for_the_grace_and_the_passes_is_recorded_lost(
     container.config(running=False)
     await coll.seal_all(include_open=False)
     await coll.aclose()
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(docker_lines(10, 10))
-    [lost] = lost_entries(journal)
-    # How many bytes is unknown: the live file may have grown after lines 0-9 were read.
-    assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
-    journal.close()
+    _went_on_past_the_vanished_file(journal, tmp_path)
 
 
 async def test_the_grace_for_a_missing_held_file_runs_across_restarts(
@@ -455,10 +461,9 @@ async def test_the_grace_for_a_missing_held_file_runs_across_restarts(
     root, container, journal, rotated = await _read_then_down_then_rotated(tmp_path, state_dir)
     rotated.unlink()
     clock = FakeClock(datetime.now(UTC))
+    conf = settings(state_dir, SourceSettings(kind="docker", path=root))
     for _ in range(3):  # three processes, each stopped within the grace
-        coll = collector(
-            settings(state_dir, SourceSettings(kind="docker", path=root)), journal, clock=clock.now
-        )
+        coll = collector(conf, journal, clock=clock.now)
         for _ in range(REOPEN_ATTEMPTS):
             await coll.seal_all(include_open=False)
         await coll.aclose()
@@ -466,17 +471,11 @@ async def test_the_grace_for_a_missing_held_file_runs_across_restarts(
         clock.advance(REOPEN_GRACE / 3)
     clock.advance(REOPEN_GRACE / 3)
     container.config(running=False)
-    coll = collector(
-        settings(state_dir, SourceSettings(kind="docker", path=root)), journal, clock=clock.now
-    )
+    coll = collector(conf, journal, clock=clock.now)
     for _ in range(REOPEN_ATTEMPTS):
         await coll.seal_all(include_open=False)
     await coll.aclose()
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(docker_lines(10, 10))
-    [lost] = lost_entries(journal)
-    assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
-    journal.close()
+    _went_on_past_the_vanished_file(journal, tmp_path)
 
 
 async def test_a_held_file_found_again_gets_a_fresh_grace_when_it_next_goes_missing(
@@ -553,11 +552,7 @@ async def test_a_missing_held_file_is_looked_for_at_a_pace_not_in_a_loop(
     await coll.aclose()
     said = [e for e in logs if e["event"] == "cannot find journaled files yet; will retry"]
     assert len({repr(e["repeat_key"]) for e in said}) == 1  # written once a minute at most
-    [arc] = archived(journal, tmp_path).values()
-    arc.assert_data(docker_lines(10, 10))
-    [lost] = lost_entries(journal)
-    assert (lost["reason"], lost["bytes"]) == ("vanished_while_down", None)
-    journal.close()
+    _went_on_past_the_vanished_file(journal, tmp_path)
 
 
 async def test_bytes_whose_file_the_log_driver_deleted_are_spooled_before_a_crash(
