@@ -38,6 +38,7 @@ from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
 from archiverd.pack import Keyring, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
+from archiverd.restore.output import human_bytes
 from archiverd.restore.query import container_name
 from archiverd.restore.streaming import BodyReader, download_retries, stream_object
 
@@ -314,14 +315,14 @@ async def restore_to_stream(
     The record parser and the worker processes are imported here, not with the module:
     `get --out DIR` and `verify` use neither.
     """
-    from archiverd.restore.records import merge, stream_messages, write_blocks, write_messages
     from archiverd.restore.workers import Indexer
 
     summary = Summary()
     merging = not options.filtered and (
         options.trimmed or len({(s.parsed.host, s.parsed.container_id) for s in segments}) > 1
     )
-    with tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=tmp_root) as tmp:
+    root = tmp_root if tmp_root is not None else Path(tempfile.gettempdir())
+    with _temp_dir(root) as tmp:
         work = Path(tmp)
         paths: dict[int, Path] = {}
         indexing: list[asyncio.Future[Path | None]] = []
@@ -338,6 +339,8 @@ async def restore_to_stream(
                     indexing.append(asyncio.ensure_future(indexer.index(dst)))
             except ArchiverError as exc:
                 summary.failures.append((segment, exc))
+            except OSError as exc:  # a local file: no room in the temp dir, an unreadable copy
+                summary.failures.append((segment, _kept_failed(exc, root, segments)))
             advance(segment.size)
 
         indexer = Indexer(min(options.parallel, os.cpu_count() or 1)) if merging else None
@@ -362,38 +365,99 @@ async def restore_to_stream(
         streams = _streams(segments, paths)
         summary.restored = len(segments)
         summary.plaintext_bytes = sum(p.stat().st_size for p in paths.values())
-        try:
-            if len(streams) == 1 and not options.filtered and not options.trimmed:
-                _copy(streams[0][1], out)
-            elif not options.filtered:
-                # No --grep/--text: merge raw records a block at a time, never building
-                # message objects.
-                summary.messages = write_blocks(
-                    [(_blocks(files, start, indexed), start) for start, files in streams],
-                    out,
-                    since_ns=options.since_ns,
-                    until_ns=options.until_ns,
-                )
-            else:
-                merged = merge(
-                    [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
-                )
-                summary.messages = write_messages(
-                    merged,
-                    out,
-                    grep=options.grep,
-                    text=options.text,
-                    since_ns=options.since_ns,
-                    until_ns=options.until_ns,
-                )
-            out.flush()
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, and keep the interpreter's
-            # final flush from raising again.
-            with suppress(OSError, ValueError, io.UnsupportedOperation):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, out.fileno())
+        summary.messages = _write_out(streams, indexed, out, options)
     return summary
+
+
+def _write_out(
+    streams: list[tuple[int, list[Path]]], indexed: set[Path], out: BinaryIO, options: FetchOptions
+) -> int:
+    """The verified segment files of `streams` to `out`: as they are (one stream, nothing
+    left out), else merged by time; how many messages were written (0 when copied). A reader
+    gone (`| head`) ends it quietly; any other failure to write is an `OutputError`."""
+    from archiverd.restore.records import merge, stream_messages, write_blocks, write_messages
+
+    messages = 0
+    try:
+        if len(streams) == 1 and not options.filtered and not options.trimmed:
+            _copy(streams[0][1], out)
+        elif not options.filtered:
+            # No --grep/--text: merge raw records a block at a time, never building
+            # message objects.
+            messages = write_blocks(
+                [(_blocks(files, start, indexed), start) for start, files in streams],
+                out,
+                since_ns=options.since_ns,
+                until_ns=options.until_ns,
+            )
+        else:
+            merged = merge(
+                [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
+            )
+            messages = write_messages(
+                merged,
+                out,
+                grep=options.grep,
+                text=options.text,
+                since_ns=options.since_ns,
+                until_ns=options.until_ns,
+            )
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep the interpreter's final
+        # flush from raising again.
+        _discard_the_rest(out)
+    except OSError as exc:  # e.g. a full disk under `> file`
+        _discard_the_rest(out)
+        raise OutputError(
+            f"writing to stdout: {exc.strerror or exc}: the output is incomplete"
+        ) from None
+    return messages
+
+
+def _temp_dir(root: Path) -> tempfile.TemporaryDirectory[str]:
+    """A private temp dir under `root` for `restore_to_stream`."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=root)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot make a temp dir in {root}: {exc.strerror}: set TMPDIR to a writable directory"
+        ) from None
+
+
+def _discard_the_rest(out: BinaryIO) -> None:
+    """Point `out`'s descriptor at /dev/null, so what is still buffered for it (flushed at
+    exit) goes nowhere instead of failing again."""
+    with suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+
+
+def no_room(exc: OSError) -> bool:
+    """Whether `exc` says a file system (or a quota, or a file size limit) has no room."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _kept_failed(exc: OSError, root: Path, segments: Sequence[Segment]) -> ArchiverError:
+    """Why a segment could not be kept in the temp dir under `root` (with how much room all
+    of them take, from their metadata's ranges, where every one says), or what else failed
+    on a local file."""
+    if not no_room(exc):
+        return ArchiverError(str(exc))
+    sizes = [_plaintext_bytes(segment) for segment in segments]
+    known = [size for size in sizes if size is not None]
+    room = f": {human_bytes(sum(known))} here" if len(known) == len(sizes) else ""
+    return OutputError(
+        f"no room for it in the temp dir {root}: {exc.strerror} (get --out - keeps every "
+        f"segment there until all are verified{room}; set TMPDIR to a file system with room)"
+    )
+
+
+def _plaintext_bytes(segment: Segment) -> int | None:
+    """The plaintext size its metadata's ``archiverd-range`` gives, or None."""
+    start, _, end = (segment.metadata or {}).get("archiverd-range", "").partition("-")
+    return int(end) - int(start) if start.isdigit() and end.isdigit() else None
 
 
 def _streams(

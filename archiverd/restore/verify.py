@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from archiverd import startup
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError
+from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError, OutputError
 from archiverd.formats.layout import losses_of
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, read_segment
+from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, no_room, read_segment
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
 
@@ -140,7 +140,13 @@ async def verify(
     objects = [s for s in segments if not s.is_delete_marker]
     failures: list[tuple[Segment, ArchiverError]] = []
     checked: dict[tuple[str, str], Segment] = {}
-    work = Path(tempfile.mkdtemp(prefix="archiverd-verify-"))
+    root = Path(tempfile.gettempdir())
+    try:
+        work = Path(tempfile.mkdtemp(prefix="archiverd-verify-", dir=root))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot make a temp dir in {root}: {exc.strerror}: set TMPDIR to a writable directory"
+        ) from None
     # Threads, not processes: inflate, AES-GCM and SHA-256 release the GIL on these buffers,
     # and a thread costs no start-up (the keyring stays in this process's memory).
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="archiverd-verify")
@@ -170,6 +176,16 @@ async def verify(
                     )
             except ArchiverError as exc:
                 failures.append((segment, exc))
+            except OSError as exc:  # a local file, not the archive
+                if not no_room(exc):
+                    failures.append((segment, ArchiverError(str(exc))))
+                    return
+                largest = human_bytes(max(s.size for s in objects))
+                raise OutputError(
+                    f"no room to copy {segment.key} into the temp dir {root} to check it: "
+                    f"{exc.strerror}: set TMPDIR to a file system with room for the objects "
+                    f"checked at once (the largest is {largest})"
+                ) from None
             finally:
                 if advance is not None:
                     advance(segment.size)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from archiverd.formats.layout import object_key
-from tests.restore.cli import run
+from archiverd.restore.output import human_bytes
+from tests.restore.cli import file_size_limit, run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Container, Seg
 
@@ -283,6 +288,89 @@ def test_a_reader_that_goes_away_is_not_an_error(archive: Archive) -> None:
     assert done.returncode == 0, done.stderr
     assert len(done.stdout) == 100
     assert done.stderr == b""
+
+
+def _container_kept_whole(archive: Archive) -> Container:
+    """A container none of whose segments was deleted."""
+    return next(
+        s.container
+        for s in archive.corpus.segments
+        if not any(x.deleted for x in archive.corpus.segments if x.container == s.container)
+    )
+
+
+def _get_to_stdout(
+    archive: Archive, *args: str, stdout: Any = subprocess.PIPE, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
+    """`archiverd get ... --out -` as the executable; stderr without its warnings."""
+    command = [sys.executable, "-m", "archiverd", "get", "--config", str(archive.config)]
+    done = subprocess.run(
+        [*command, *args, "--out", "-"],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+        **kwargs,
+    )
+    said = [line for line in done.stderr.splitlines() if not line.startswith(b"warning: ")]
+    done.stderr = b"".join(line + b"\n" for line in said)
+    return done
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["one container", "merged"])
+def test_a_full_disk_under_stdout_is_an_error_not_a_traceback(
+    archive: Archive, merged: bool
+) -> None:
+    """`get --out - > file` on a full disk (here /dev/full): exit 73 (EX_CANTCREAT) and one
+    line saying why and that the output is incomplete; no traceback, nothing left to flush
+    at exit. (A traceback and exit 1 before: sendfile, or the merge's write, raised ENOSPC.)"""
+    args = [] if merged else ["--container", _container_kept_whole(archive).id]
+    with open("/dev/full", "wb") as full:
+        done = _get_to_stdout(archive, *args, stdout=full)
+    assert (done.returncode, done.stderr.decode()) == (
+        73,
+        "archiverd get: writing to stdout: No space left on device: the output is incomplete\n",
+    )
+
+
+def test_a_temp_dir_without_room_is_an_error_and_nothing_is_written(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """`get --out -` keeps every verified segment's plaintext in a temp dir (under TMPDIR)
+    until all are verified. Where that has no room (here a file size limit, EFBIG; ENOSPC
+    the same): exit 73, each segment listed with why, where and how much room it takes,
+    nothing on stdout and nothing left in TMPDIR. (A traceback and exit 1 before.)"""
+    container = _container_kept_whole(archive)
+    segs = [s for s in archive.corpus.restored() if s.container == container]
+    assert min(len(s.plaintext) for s in segs) > 256  # each one past the limit
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+
+    done = _get_to_stdout(
+        archive,
+        "--container",
+        container.id,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        preexec_fn=file_size_limit(256),  # tempfile's probe of TMPDIR fits
+    )
+    room = human_bytes(sum(len(s.plaintext) for s in segs))
+    why = (
+        f"no room for it in the temp dir {tmp}: File too large (get --out - keeps every "
+        f"segment there until all are verified: {room} here; set TMPDIR to a file system "
+        "with room)"
+    )
+    lines = done.stderr.decode().splitlines()
+    assert (done.returncode, done.stdout, lines[0]) == (
+        73,
+        b"",
+        f"archiverd get: {len(segs)} of {len(segs)} segment(s) failed verification or "
+        "download; nothing was written",
+    )
+    listed = min(len(segs), 20)  # then "... and N more"
+    assert set(lines[1 : listed + 1]) <= {f"  {s.key}: {why}" for s in segs}
+    more = [f"  ... and {len(segs) - listed} more"] if len(segs) > listed else []
+    assert (len(set(lines[1 : listed + 1])), lines[listed + 1 :]) == (listed, more)
+    assert list(tmp.iterdir()) == []
 
 
 def test_grep_into_a_directory_keeps_only_segments_with_matches(

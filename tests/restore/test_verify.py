@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +17,9 @@ import pytest
 
 from archiverd.pack import Keyring, pack_stream, verify_stream
 from archiverd.pack import stream as pack_stream_module
+from archiverd.restore.output import human_bytes
 from tests.restore import chain, corpus
-from tests.restore.cli import run
+from tests.restore.cli import file_size_limit, run
 from tests.restore.conftest import Archive
 from tests.servers import S3Server
 
@@ -124,3 +128,47 @@ def test_ls_versions_marks_the_version_get_restores_for_a_deleted_segment(
         capsysbinary, "ls", "--config", str(archive.config), "--container", deleted.container.id
     )
     assert f"({len(want)} more matching segment(s) deleted: see --versions)" in plain.err
+
+
+def test_verify_without_room_for_its_copies_is_an_error_not_a_verdict(tmp_path: Path) -> None:
+    """verify of a file:// bucket copies each object into a temp dir (under TMPDIR) while it
+    checks it. Where that has no room (a file size limit here, EFBIG; ENOSPC the same): exit
+    73, one line saying where and how much room, no verdict on the archive and no traceback.
+    (A traceback and exit 1 before.)"""
+    logs, tmp = tmp_path / "logs", tmp_path / "tmp"
+    logs.mkdir()
+    tmp.mkdir()
+    (logs / "app.log").write_text("".join(f"line {i} of the app\n" for i in range(5000)))
+    archiverd = [sys.executable, "-m", "archiverd"]
+    key = tmp_path / "archive.key"
+    subprocess.run([*archiverd, "keygen", "--out", str(key)], check=True, capture_output=True)
+    config = tmp_path / "archiverd.toml"
+    config.write_text(
+        f'host = "h"\n[http]\nlisten = "127.0.0.1:0"\n[[sources]]\nkind = "directory"\n'
+        f'path = "{logs}"\n[destination]\nurl = "file://{tmp_path / "bucket"}"\n'
+        f'require_versioning = false\n[encryption]\nkey_file = "{key}"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\n'
+    )
+    once = [*archiverd, "run", "--config", str(config), "--once", "--seal-open"]
+    subprocess.run(once, check=True, capture_output=True)
+    listed = subprocess.run(
+        [*archiverd, "ls", "--config", str(config), "--json"], check=True, capture_output=True
+    )
+    [stored] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert stored["size"] > 256  # past the limit below
+    done = subprocess.run(
+        [*archiverd, "verify", "--config", str(config)],
+        env={**os.environ, "TMPDIR": str(tmp)},
+        preexec_fn=file_size_limit(256),  # tempfile's probe of TMPDIR fits
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (
+        73,
+        b"",
+        f"archiverd verify: no room to copy {stored['key']} into the temp dir {tmp} to check "
+        f"it: File too large: set TMPDIR to a file system with room for the objects checked "
+        f"at once (the largest is {human_bytes(stored['size'])})\n",
+    )
+    assert list(tmp.iterdir()) == []
