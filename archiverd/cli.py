@@ -71,8 +71,28 @@ def _handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if args.command == "run":
+            raise  # the daemon's own failure paths are tested; a traceback shows the rest
+        # An I/O failure no command turned into an error of its own (its output on a full
+        # disk, ...): one line, and what is still buffered for stdout goes nowhere, so the
+        # exit does not fail on it again.
+        _discard_stdout()
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"archiverd {args.command}: I/O failed: {exc.strerror}{where}", file=sys.stderr)
+        return os.EX_IOERR
     finally:
         startup.resume()
+
+
+def _discard_stdout() -> None:
+    """Point stdout's descriptor at /dev/null (the pending output is lost either way)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
+        pass
 
 
 def _exit_now(code: int) -> None:

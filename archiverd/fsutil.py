@@ -38,14 +38,26 @@ def publish(temp: Path, final: Path) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Atomically write `data` to `path` with mode 0600."""
+    """Atomically write `data` to `path` with mode 0600 (all of it, or nothing and raise)."""
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    publish(temp, path)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        publish(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`: a write cut short (a disk nearly full, a file size
+    limit) goes on with the rest, so the failure that follows is raised, not swallowed."""
+    unwritten = memoryview(data)
+    while unwritten:
+        unwritten = unwritten[os.write(fd, unwritten) :]
 
 
 def read_small_file(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -151,3 +152,29 @@ def test_a_profiled_restore_command_still_writes_its_profile(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert profile.stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["ls", "verify"])
+def test_a_listing_to_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path, command: str) -> None:
+    """`ls` or `verify` with stdout on a full disk (/dev/full): exit 74 (EX_IOERR) and one
+    line saying why; no traceback, and no second failure when the process exits. (A
+    traceback and exit 1 before.)"""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    key = tmp_path / "archive.key"
+    key.write_text(base64.b64encode(bytes(32)).decode())
+    key.chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n[encryption]\nkey_file = "{key}"\n')
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "archiverd", command, "--config", str(config)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stderr.decode()) == (
+        74,
+        f"archiverd {command}: I/O failed: No space left on device\n",
+    )

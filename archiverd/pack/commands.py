@@ -22,7 +22,7 @@ from typing import BinaryIO
 import structlog
 
 from archiverd.errors import KeyMaterialError, OutputError, SourceError
-from archiverd.fsutil import fsync_dir, publish
+from archiverd.fsutil import fsync_dir, publish, write_all
 from archiverd.pack import container
 from archiverd.pack.keyring import KEY_BYTES, Keyring, aes_key_id
 from archiverd.pack.stream import (
@@ -46,19 +46,25 @@ def keygen(out: Path) -> str:
     key = os.urandom(KEY_BYTES)
     out = out.absolute()
     temp = out.with_name(f".{out.name}.keygen-{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, base64.b64encode(key) + b"\n")
-        os.fsync(fd)
-        os.close(fd)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.link(temp, out)  # atomic create-if-absent
-        except FileExistsError:
-            raise KeyMaterialError(
-                f"{str(out)!r} already exists: refusing to overwrite a master key (archives "
-                "sealed with it would become unreadable); choose another --out"
-            ) from None
+            write_all(fd, base64.b64encode(key) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(temp, out)  # atomic create-if-absent
         fsync_dir(out.parent)
+    except FileExistsError:
+        raise KeyMaterialError(
+            f"{str(out)!r} already exists: refusing to overwrite a master key (archives "
+            "sealed with it would become unreadable); choose another --out"
+        ) from None
+    except OSError as exc:  # no such directory, no room, read-only, ...
+        raise OutputError(
+            f"cannot write a key to {str(out)!r}: {exc.strerror}: nothing was written; "
+            "choose another --out"
+        ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.pack.container import MAGIC
+from tests.disk import file_size_limit
 from tests.pack.dockerlogs import bulk_log
 from tests.pack.helpers import leftovers
 
@@ -54,6 +55,30 @@ def test_keygen_writes_private_key_and_refuses_overwrite(key: Path) -> None:
     assert key.read_bytes() == content
     assert content.strip() not in again.stderr + again.stdout
     assert leftovers(key.parent) == ["archive.key"]
+
+
+@pytest.mark.parametrize("room", ["no directory", "no room"])
+def test_keygen_where_no_key_can_be_written_says_so(tmp_path: Path, room: str) -> None:
+    """keygen into a directory that does not exist, or onto a disk without room (a file size
+    limit here, EFBIG; ENOSPC the same): exit 73 and one line naming the file and why; no
+    key and no temp file left. (A traceback and exit 1 before; with no room, exit 0 and a
+    key cut to its first 8 bytes.)"""
+    target = tmp_path / "missing" / "archive.key" if room == "no directory" else tmp_path / "k"
+    done = subprocess.run(
+        [sys.executable, "-m", "archiverd", "keygen", "--out", str(target)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        preexec_fn=file_size_limit(8) if room == "no room" else None,
+    )
+    why = "No such file or directory" if room == "no directory" else "File too large"
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (
+        73,
+        b"",
+        f"archiverd keygen: cannot write a key to {str(target)!r}: {why}: nothing was "
+        "written; choose another --out\n",
+    )
+    assert leftovers(tmp_path) == []
 
 
 def test_pack_unpack_files(tmp_path: Path, key: Path) -> None:

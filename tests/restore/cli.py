@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
-import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +30,3 @@ def run(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> Result:
     code = main(["--log-format", "json", *argv])
     captured = capsysbinary.readouterr()
     return Result(code, captured.out, captured.err.decode(errors="replace"))
-
-
-def file_size_limit(limit: int) -> Callable[[], None]:
-    """A `preexec_fn`: in the child, writing a file past `limit` bytes fails (EFBIG) as
-    writing to a full disk does (ENOSPC), with no small file system to mount."""
-
-    def limited() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return limited

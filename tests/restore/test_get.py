@@ -14,7 +14,8 @@ import pytest
 
 from archiverd.formats.layout import object_key
 from archiverd.restore.output import human_bytes
-from tests.restore.cli import file_size_limit, run
+from tests.disk import file_size_limit
+from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.restore.corpus import Container, Seg
 

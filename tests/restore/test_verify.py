@@ -18,8 +18,9 @@ import pytest
 from archiverd.pack import Keyring, pack_stream, verify_stream
 from archiverd.pack import stream as pack_stream_module
 from archiverd.restore.output import human_bytes
+from tests.disk import file_size_limit
 from tests.restore import chain, corpus
-from tests.restore.cli import file_size_limit, run
+from tests.restore.cli import run
 from tests.restore.conftest import Archive
 from tests.servers import S3Server
 
