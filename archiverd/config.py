@@ -409,6 +409,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if path is None and DEFAULT_CONFIG_PATH.is_file():
         path = DEFAULT_CONFIG_PATH
     if path is not None and not path.is_file():
+        if path.exists():
+            kind = "directory" if path.is_dir() else "special file"
+            raise ConfigError(
+                f"config file {str(path)!r} is a {kind}, not a file: pass the TOML file as --config"
+            )
         raise ConfigError(f"config file {str(path)!r} does not exist: pass an existing --config")
     _check_environment(os.environ)
     try:

@@ -68,6 +68,18 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["directory", "special file"])
+def test_a_config_that_is_no_regular_file_says_what_it_is(tmp_path: Path, kind: str) -> None:
+    """A --config naming a directory or a device (a special file) is refused for what it
+    is (it was called missing, which sends the user looking for a file that is there)."""
+    path = tmp_path if kind == "directory" else Path("/dev/zero")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == (
+        f"config file {str(path)!r} is a {kind}, not a file: pass the TOML file as --config"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
