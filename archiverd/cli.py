@@ -50,7 +50,27 @@ def main(argv: Sequence[str] | None = None, *, quick_exit: bool = False) -> int:
 
 def run() -> NoReturn:
     """The `archiverd` executable (console script and ``python -m archiverd``)."""
+    reopen_standard_descriptors()
     raise SystemExit(main(quick_exit=True))
+
+
+def reopen_standard_descriptors() -> None:
+    """Put /dev/null on fd 0, 1 or 2 where the process started with it closed (a careless
+    cron job or supervisor), and give Python a stream on it: otherwise the next file opened
+    (a journal, a key) becomes that descriptor, where a stray print or a C library's
+    message writes into it, and Python's `sys.stdout` is None."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:  # the lowest free number: fd itself unless a lower one is closed too
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
 QUICK_EXIT = frozenset({"ls", "get", "verify", "run"})

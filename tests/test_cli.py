@@ -178,3 +178,48 @@ def test_a_listing_to_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path, co
         74,
         f"archiverd {command}: I/O failed: No space left on device\n",
     )
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
+def test_the_executable_started_with_a_standard_descriptor_closed(
+    tmp_path: Path, closed: int
+) -> None:
+    """Started with fd 0, 1 or 2 closed (a careless cron job or supervisor), `ls` exits 0,
+    says nothing, and writes its table where stdout goes. (With stdout closed it died with
+    a traceback: sys.stdout was None.)"""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[destination]\nurl = "file://{bucket}"\n')
+    out, err = tmp_path / "out", tmp_path / "err"
+    redirect = {0: f">{out} 2>{err}", 1: f"2>{err}", 2: f">{out}"}[closed]
+    command = f"exec {closed}>&-; {sys.executable} -m archiverd ls --config {config} {redirect}"
+    done = subprocess.run(["bash", "-c", command], timeout=60, check=False)
+    assert done.returncode == 0
+    if closed != 2:
+        assert err.read_text() == ""
+    if closed != 1:
+        assert out.read_text().startswith("FIRST (UTC)")
+
+
+def test_no_file_opened_lands_on_a_closed_standard_descriptor(tmp_path: Path) -> None:
+    """With fds 1 and 2 closed, the first thing the executable does puts /dev/null on them:
+    a file it opens then (a journal, a key) can never become fd 1 or 2, where a stray print
+    or a C library's message would write into it."""
+    script = (
+        "import os, sys\n"
+        "os.close(1); os.close(2)\n"
+        "from archiverd.cli import reopen_standard_descriptors\n"
+        "reopen_standard_descriptors()\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "links = [os.readlink(f'/proc/self/fd/{n}') for n in (1, 2)]\n"
+        "os.write(os.open(sys.argv[2], os.O_WRONLY), repr((fd > 2, links)).encode())\n"
+    )
+    report = tmp_path / "report"
+    report.touch()
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "report"), str(report)],
+        timeout=60,
+        check=True,
+    )
+    assert report.read_text() == repr((True, ["/dev/null", "/dev/null"]))
