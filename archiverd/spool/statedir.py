@@ -37,6 +37,12 @@ def prepare_state_dir(path: Path) -> str:
     shown = str(path)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers a directory: this is something else
+        what = "a symlink to no directory" if path.is_symlink() else "a file"
+        raise StateError(
+            f"state.dir {shown!r} is {what}, not a directory: point state.dir at a directory "
+            "(archiverd creates it, mode 0700, where it is missing)"
+        ) from None
     except OSError as exc:
         raise StateError(
             f"state.dir {shown!r} cannot be created ({exc.strerror}): create it for the "

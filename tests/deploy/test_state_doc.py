@@ -59,3 +59,23 @@ def test_reserve_sizes_are_the_documented_ones() -> None:
 def _fs_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize
+
+
+@pytest.mark.parametrize("what", ["a file", "a symlink to no directory"])
+def test_a_state_dir_that_is_no_directory_says_what_it_is(tmp_path: Path, what: str) -> None:
+    """state.dir naming a file, or a symlink to none: exit 73 saying what it is (it said
+    "cannot be created (File exists)", which reads as a permissions problem); nothing there
+    is touched."""
+    state, target = tmp_path / "state", tmp_path / "target"
+    if what == "a file":
+        state.write_text("a file")
+    else:
+        state.symlink_to(target)
+    with pytest.raises(StateError) as caught:
+        prepare_state_dir(state)
+    assert (caught.value.exit_code, str(caught.value)) == (
+        73,
+        f"state.dir {str(state)!r} is {what}, not a directory: point state.dir at a directory "
+        "(archiverd creates it, mode 0700, where it is missing)",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
