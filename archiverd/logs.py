@@ -53,12 +53,31 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    # Library loggers (botocore, aiohttp) only speak up for warnings.
-    logging.basicConfig(level=logging.WARNING, stream=out, format="%(name)s: %(message)s")
+    # Library loggers (botocore, aiohttp) only speak up for warnings, in the same format.
+    handler = _LibraryHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _LibraryHandler)]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
     for name in FLOODING_LOGGERS:
         library = logging.getLogger(name)
         if not any(isinstance(f, RepeatFilter) for f in library.filters):
             library.addFilter(RepeatFilter())
+
+
+class _LibraryHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler set by `configure_logging` (replaced when it runs again)."""
 
 
 REPEAT_INTERVAL_SECONDS = 60.0
