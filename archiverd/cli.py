@@ -19,7 +19,7 @@ import structlog
 
 from archiverd import __version__, startup
 from archiverd.config import Settings, load_settings
-from archiverd.errors import ArchiverError
+from archiverd.errors import ArchiverError, given_up
 from archiverd.logs import configure_logging, printable
 
 log = structlog.get_logger("archiverd.cli")
@@ -83,10 +83,9 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except ArchiverError as exc:
+        text = str(exc) if args.command == "run" else given_up(str(exc))
         # Messages may quote keys and names from a bucket: no control character gets out.
-        print(
-            f"archiverd {args.command}: {printable(str(exc), keep_newlines=True)}", file=sys.stderr
-        )
+        print(f"archiverd {args.command}: {printable(text, keep_newlines=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"archiverd {args.command}: interrupted", file=sys.stderr)

@@ -45,6 +45,7 @@ the calls that raise them, with a translator that knows the library: S3's is
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -241,3 +242,13 @@ def translated(translate: Translator, where: str, *, chain: bool = True) -> Iter
         raise
     except Exception as exc:
         raise translate(exc, where=where) from (exc if chain else None)
+
+
+_WILL_RETRY = re.compile(r"[;:,] will retry$", re.MULTILINE)
+
+
+def given_up(message: str) -> str:
+    """`message` as a command that does not retry says it: a destination's transient
+    failure ends in "will retry" (`archiverd.destinations.failures`), words for the daemon,
+    which does; a command has given up, so each such line ends in "try again later"."""
+    return _WILL_RETRY.sub("; try again later", message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,36 @@ def test_no_file_opened_lands_on_a_closed_standard_descriptor(tmp_path: Path) ->
         check=True,
     )
     assert report.read_text() == repr((True, ["/dev/null", "/dev/null"]))
+
+
+@pytest.mark.parametrize("command", [["ls"], ["get", "--out", "-"], ["verify"]])
+def test_an_unreachable_bucket_is_not_promised_a_retry(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """`ls`, `get` and `verify` against an endpoint nobody listens on: exit 75 (EX_TEMPFAIL)
+    saying to try again later. The destination's message ended in "will retry", words for
+    the daemon, which does; the command had already given up."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = tmp_path / "archive.key"
+    key.write_text(base64.b64encode(bytes(32)).decode())
+    key.chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[destination]\nurl = "s3://bucket/prefix/"\nendpoint_url = "http://127.0.0.1:{port}"\n'
+        f'[encryption]\nkey_file = "{key}"\n'
+    )
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")):
+        monkeypatch.setenv(name, value)
+    code = main([command[0], "--config", str(config), *command[1:]])
+    said = capsys.readouterr().err
+    assert code == 75
+    assert said.startswith(
+        f"archiverd {command[0]}: ListObjectsV2 s3://bucket/prefix/: network error (Could not "
+        f'connect to the endpoint URL: "http://127.0.0.1:{port}/bucket?'
+    )
+    assert said.endswith('"); try again later\n')

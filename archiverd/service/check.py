@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from archiverd.config import Settings
-from archiverd.errors import ArchiverError, ConfigError, StateError
+from archiverd.errors import ArchiverError, ConfigError, StateError, given_up
 from archiverd.spool.statedir import StateLock, prepare_state_dir
 
 Check = Callable[[Settings], str]
@@ -127,7 +127,7 @@ def run_checks(
         try:
             results.append(CheckResult(name, True, check(settings)))
         except ArchiverError as exc:
-            results.append(CheckResult(name, False, str(exc), exc.exit_code))
+            results.append(CheckResult(name, False, given_up(str(exc)), exc.exit_code))
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
         print(f"{mark} {result.name}: {result.detail}", file=stream)

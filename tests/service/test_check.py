@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.config import Settings, load_settings
-from archiverd.errors import ConfigError, StateError
+from archiverd.errors import ConfigError, RetryableFailure, StateError
 from archiverd.service.check import check_state_dir, run_checks
 
 
@@ -72,3 +72,22 @@ def test_all_passing_exits_zero(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_checks(settings_for(tmp_path, tmp_path / "s"), [("a", lambda _: "ok")], out) == 0
     assert out.getvalue().endswith("1 of 1 checks passed\n")
+
+
+def test_an_unreachable_destination_is_not_promised_a_retry(tmp_path: Path) -> None:
+    """`check` runs once: a destination's transient failure says to try again later, with
+    the exit code of a transient failure (75), not "will retry", which only the daemon does."""
+
+    def unreachable(_: Settings) -> str:
+        raise RetryableFailure("GetBucketVersioning s3://b/: network error (refused); will retry")
+
+    out = io.StringIO()
+    code = run_checks(settings_for(tmp_path, tmp_path / "s"), [("destination", unreachable)], out)
+    assert (code, out.getvalue().splitlines()) == (
+        75,
+        [
+            "FAIL destination: GetBucketVersioning s3://b/: network error (refused); try again "
+            "later",
+            "0 of 1 checks passed",
+        ],
+    )
