@@ -144,6 +144,15 @@ class Daemon:
             destination=s.destination_url,
             state_dir=str(s.state.dir),
         )
+        for source in s.effective_sources:
+            # Not fatal (a runtime installed later creates it), but never silent: a typo
+            # would archive nothing. The demo source makes its own.
+            if source.kind != "demo" and not source.path.exists():
+                log.warning(
+                    "source path does not exist: nothing is archived from it until it appears",
+                    source=source.kind,
+                    path=str(source.path),
+                )
         if self.handle_signals:
             self._stack.enter_context(self._requests.installed())
         parts = await build_components(s, self.metrics, self._given, self._stack)

@@ -474,3 +474,37 @@ async def test_reload_with_a_broken_config_keeps_running_settings(state_dir: Pat
     assert not task.done()
     daemon.request_stop("test")
     assert await task == 0
+
+
+def test_a_source_root_that_does_not_exist_is_named_at_start(tmp_path: Path) -> None:
+    """A source whose path does not exist (a typo, a runtime not installed yet) archives
+    nothing until it appears: `run` says so at start, once per such source, as a warning,
+    and goes on. (It said nothing, even at info level: a typo archived nothing, silently.)"""
+    missing = tmp_path / "no-such-dir"
+    key = tmp_path / "archive.key"
+    subprocess.run(
+        [sys.executable, "-m", "archiverd", "keygen", "--out", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    config = tmp_path / "archiverd.toml"
+    config.write_text(
+        f'[http]\nlisten = "127.0.0.1:0"\n[[sources]]\nkind = "directory"\npath = "{missing}"\n'
+        f'[destination]\nurl = "file://{tmp_path / "bucket"}"\nrequire_versioning = false\n'
+        f'[encryption]\nkey_file = "{key}"\n[state]\ndir = "{tmp_path / "state"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "archiverd", "--log-level", "warning", "--log-format", "json",
+         "run", "--config", str(config), "--once"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = [json.loads(line) for line in done.stderr.decode().splitlines()]
+    assert [{k: e.get(k) for k in ("event", "level", "source", "path")} for e in said] == [
+        {
+            "event": "source path does not exist: nothing is archived from it until it appears",
+            "level": "warning",
+            "source": "directory",
+            "path": str(missing),
+        }
+    ]
