@@ -20,6 +20,7 @@ import structlog
 from archiverd import __version__, startup
 from archiverd.config import Settings, load_settings
 from archiverd.errors import ArchiverError, given_up
+from archiverd.fsutil import devnull_onto, discard_output
 from archiverd.logs import configure_logging, printable
 
 log = structlog.get_logger("archiverd.cli")
@@ -65,10 +66,7 @@ def reopen_standard_descriptors() -> None:
             continue
         except OSError:
             pass
-        null = os.open(os.devnull, os.O_RDWR)
-        if null != fd:  # the lowest free number: fd itself unless a lower one is closed too
-            os.dup2(null, fd)
-            os.close(null)
+        devnull_onto(fd)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
@@ -96,22 +94,12 @@ def _handle(args: argparse.Namespace) -> int:
         # An I/O failure no command turned into an error of its own (its output on a full
         # disk, ...): one line, and what is still buffered for stdout goes nowhere, so the
         # exit does not fail on it again.
-        _discard_stdout()
+        discard_output(sys.stdout)
         where = f": {exc.filename}" if exc.filename else ""
         print(f"archiverd {args.command}: I/O failed: {exc.strerror}{where}", file=sys.stderr)
         return os.EX_IOERR
     finally:
         startup.resume()
-
-
-def _discard_stdout() -> None:
-    """Point stdout's descriptor at /dev/null (the pending output is lost either way)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
-        pass
 
 
 def _exit_now(code: int) -> None:

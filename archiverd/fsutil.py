@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
+from contextlib import suppress
 from pathlib import Path
+from typing import IO, Any
 
 from archiverd.errors import FileRefusedError
 
@@ -58,6 +62,27 @@ def write_all(fd: int, data: bytes) -> None:
     unwritten = memoryview(data)
     while unwritten:
         unwritten = unwritten[os.write(fd, unwritten) :]
+
+
+def no_room(exc: OSError) -> bool:
+    """Whether `exc` says a file system (or a quota, or a file size limit) has no room."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def devnull_onto(fd: int) -> None:
+    """Make descriptor `fd` refer to /dev/null (closing what it referred to, if anything)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != fd:  # the lowest free number: `fd` itself when it was closed
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def discard_output(out: IO[Any]) -> None:
+    """Point `out`'s descriptor at /dev/null, so what is still buffered for it (flushed at
+    exit) goes nowhere instead of failing again; nothing where it has no descriptor (a
+    test's capture)."""
+    with suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull_onto(out.fileno())
 
 
 def read_small_file(

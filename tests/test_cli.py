@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from archiverd import __version__
 from archiverd.cli import main
+from tests.restore.corpus import write_config, write_key
 
 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -162,11 +162,8 @@ def test_a_listing_to_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path, co
     traceback and exit 1 before.)"""
     bucket = tmp_path / "bucket"
     bucket.mkdir()
-    key = tmp_path / "archive.key"
-    key.write_text(base64.b64encode(bytes(32)).decode())
-    key.chmod(0o600)
-    config = tmp_path / "c.toml"
-    config.write_text(f'[destination]\nurl = "file://{bucket}"\n[encryption]\nkey_file = "{key}"\n')
+    key, _ = write_key(tmp_path / "archive.key")
+    config = write_config(tmp_path / "c.toml", url=bucket.as_uri(), key_file=key)
     with open("/dev/full", "wb") as full:
         done = subprocess.run(
             [sys.executable, "-m", "archiverd", command, "--config", str(config)],
@@ -230,7 +227,6 @@ def test_no_file_opened_lands_on_a_closed_standard_descriptor(tmp_path: Path) ->
 def test_an_unreachable_bucket_is_not_promised_a_retry(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     command: list[str],
 ) -> None:
     """`ls`, `get` and `verify` against an endpoint nobody listens on: exit 75 (EX_TEMPFAIL)
@@ -239,16 +235,14 @@ def test_an_unreachable_bucket_is_not_promised_a_retry(
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    key = tmp_path / "archive.key"
-    key.write_text(base64.b64encode(bytes(32)).decode())
-    key.chmod(0o600)
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[destination]\nurl = "s3://bucket/prefix/"\nendpoint_url = "http://127.0.0.1:{port}"\n'
-        f'[encryption]\nkey_file = "{key}"\n'
+    key, _ = write_key(tmp_path / "archive.key")
+    config = write_config(
+        tmp_path / "c.toml",
+        url="s3://bucket/prefix/",
+        endpoint=f"http://127.0.0.1:{port}",
+        key_file=key,
+        credentials=("x", "y"),
     )
-    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")):
-        monkeypatch.setenv(name, value)
     code = main([command[0], "--config", str(config), *command[1:]])
     said = capsys.readouterr().err
     assert code == 75

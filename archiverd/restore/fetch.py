@@ -22,7 +22,6 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,6 +35,7 @@ from archiverd.errors import (
 )
 from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
+from archiverd.fsutil import discard_output, no_room
 from archiverd.pack import Keyring, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.output import human_bytes
@@ -322,7 +322,7 @@ async def restore_to_stream(
         options.trimmed or len({(s.parsed.host, s.parsed.container_id) for s in segments}) > 1
     )
     root = tmp_root if tmp_root is not None else Path(tempfile.gettempdir())
-    with _temp_dir(root) as tmp:
+    with temp_dir(root, "archiverd-get-") as tmp:
         work = Path(tmp)
         paths: dict[int, Path] = {}
         indexing: list[asyncio.Future[Path | None]] = []
@@ -406,37 +406,28 @@ def _write_out(
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep the interpreter's final
         # flush from raising again.
-        _discard_the_rest(out)
+        discard_output(out)
     except OSError as exc:  # e.g. a full disk under `> file`
-        _discard_the_rest(out)
+        discard_output(out)
         raise OutputError(
             f"writing to stdout: {exc.strerror or exc}: the output is incomplete"
         ) from None
     return messages
 
 
-def _temp_dir(root: Path) -> tempfile.TemporaryDirectory[str]:
-    """A private temp dir under `root` for `restore_to_stream`."""
+def temp_dir(
+    root: Path, prefix: str, *, ignore_cleanup_errors: bool = False
+) -> tempfile.TemporaryDirectory[str]:
+    """A private temp dir (mode 0700) under `root` for a restore command's work files;
+    `OutputError` saying what to do where none can be made."""
     try:
-        return tempfile.TemporaryDirectory(prefix="archiverd-get-", dir=root)
+        return tempfile.TemporaryDirectory(
+            prefix=prefix, dir=root, ignore_cleanup_errors=ignore_cleanup_errors
+        )
     except OSError as exc:
         raise OutputError(
             f"cannot make a temp dir in {root}: {exc.strerror}: set TMPDIR to a writable directory"
         ) from None
-
-
-def _discard_the_rest(out: BinaryIO) -> None:
-    """Point `out`'s descriptor at /dev/null, so what is still buffered for it (flushed at
-    exit) goes nowhere instead of failing again."""
-    with suppress(OSError, ValueError, io.UnsupportedOperation):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-        os.close(devnull)
-
-
-def no_room(exc: OSError) -> bool:
-    """Whether `exc` says a file system (or a quota, or a file size limit) has no room."""
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _kept_failed(exc: OSError, root: Path, segments: Sequence[Segment]) -> ArchiverError:

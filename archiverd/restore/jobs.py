@@ -3,10 +3,10 @@ pool's asyncio side so a worker imports only this and the record reader."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
+from archiverd.fsutil import devnull_onto
 from archiverd.lifeline import end_with
 from archiverd.restore.records import index_segment
 
@@ -16,9 +16,7 @@ def worker_setup(owner: int) -> None:
     there) goes nowhere, Ctrl-C stays ignored (the pool spawns its workers so): it is for
     the restore process `owner` alone, which stops the pool; and the worker ends when that
     process is gone (`archiverd.lifeline`: a restore killed outright never stops its pool)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+    devnull_onto(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with(owner)
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +31,10 @@ from archiverd import startup
 from archiverd.config import Settings
 from archiverd.errors import ArchiverError, ConfigError, EnvelopeMismatchError, OutputError
 from archiverd.formats.layout import losses_of
+from archiverd.fsutil import no_room
 from archiverd.restore.archives import Archives
 from archiverd.restore.continuity import StreamReport, check_streams
-from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, no_room, read_segment
+from archiverd.restore.fetch import DOWNLOAD_ATTEMPTS, check_identity, read_segment, temp_dir
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather, latest_or_recovered
 from archiverd.restore.output import Progress, human_bytes
 
@@ -141,12 +141,8 @@ async def verify(
     failures: list[tuple[Segment, ArchiverError]] = []
     checked: dict[tuple[str, str], Segment] = {}
     root = Path(tempfile.gettempdir())
-    try:
-        work = Path(tempfile.mkdtemp(prefix="archiverd-verify-", dir=root))
-    except OSError as exc:
-        raise OutputError(
-            f"cannot make a temp dir in {root}: {exc.strerror}: set TMPDIR to a writable directory"
-        ) from None
+    temp = temp_dir(root, "archiverd-verify-", ignore_cleanup_errors=True)
+    work = Path(temp.name)
     # Threads, not processes: inflate, AES-GCM and SHA-256 release the GIL on these buffers,
     # and a thread costs no start-up (the keyring stays in this process's memory).
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="archiverd-verify")
@@ -194,7 +190,7 @@ async def verify(
         await bounded_gather([one(s) for s in objects], parallel + 1)
     finally:
         pool.shutdown(cancel_futures=True)
-        shutil.rmtree(work, ignore_errors=True)
+        temp.cleanup()
     current = [checked.get((s.key, s.version_id), s) for s in latest_or_recovered(segments)]
     # A current object that could not even be downloaded has no metadata: the failure is
     # reported, and its stream is judged on the others.

@@ -52,6 +52,30 @@ def _line_numbers(restored: str) -> list[int]:
     return [int(json.loads(record)["log"].split()[1]) for record in restored.splitlines()]
 
 
+def _archiving(
+    tmp_path: Path,
+    dockerd: DockerDaemon,
+    seaweedfs: servers.S3Server,
+    *,
+    source: str = "",
+    sections: str = "",
+) -> tuple[Path, dict[str, str], Path]:
+    """A daemon's config archiving `dockerd`'s containers into a new bucket of `seaweedfs`
+    (`source`: more keys of the source, `sections`: more TOML), uploading only when flushed
+    and on shutdown; its environment; its log file."""
+    bucket = seaweedfs.make_bucket()
+    config = tmp_path / "archiverd.toml"
+    config.write_text(
+        f'host = "kill9"\n[[sources]]\nkind = "docker"\npath = "{dockerd.containers_dir}"\n'
+        f"{source}"
+        f'[destination]\nurl = "s3://{bucket}/a/"\nendpoint_url = "{seaweedfs.endpoint_url}"\n'
+        'addressing_style = "path"\n'
+        f"{sections}"
+        '[schedule]\nupload_at = "03:00"\n'
+    )
+    return config, archiverd_env(tmp_path, **seaweedfs.env()), tmp_path / "daemon.log"
+
+
 def _stop_once_exited(
     daemon: subprocess.Popen[bytes], dockerd: DockerDaemon, cids: list[str], log: Path
 ) -> None:
@@ -87,19 +111,13 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
     (plain and compress=true) that a large max-file keeps, segments of 200 kB, a versioned
     bucket."""
     rng = random.Random(20261202)
-    bucket = seaweedfs.make_bucket()
-    config = tmp_path / "archiverd.toml"
-    config.write_text(
-        f'host = "kill9"\n[[sources]]\nkind = "docker"\npath = "{dockerd.containers_dir}"\n'
-        "rescan_seconds = 2\n"
-        f'[destination]\nurl = "s3://{bucket}/a/"\nendpoint_url = "{seaweedfs.endpoint_url}"\n'
-        'addressing_style = "path"\n'
-        "[rotation]\nmax_segment_bytes = 200000\n"
-        '[schedule]\nupload_at = "03:00"\n'  # uploads only by flush and on shutdown
+    config, env, log = _archiving(
+        tmp_path,
+        dockerd,
+        seaweedfs,
+        source="rescan_seconds = 2\n",
+        sections="[rotation]\nmax_segment_bytes = 200000\n",
     )
-    env = archiverd_env(tmp_path, **seaweedfs.env())
-    log = tmp_path / "daemon.log"
-
     daemon = spawn_run(config, env, log)
     try:
         time.sleep(1)
@@ -150,15 +168,7 @@ def test_sigkill_after_dockerd_deleted_read_files_loses_nothing(
         "i=$((i+100)); usleep 50000; done"
     )
     writer = f"s=0; {burst}; sleep 10; s={half}; {burst}"
-    bucket = seaweedfs.make_bucket()
-    config = tmp_path / "archiverd.toml"
-    config.write_text(
-        f'host = "kill9"\n[[sources]]\nkind = "docker"\npath = "{dockerd.containers_dir}"\n'
-        f'[destination]\nurl = "s3://{bucket}/a/"\nendpoint_url = "{seaweedfs.endpoint_url}"\n'
-        'addressing_style = "path"\n[schedule]\nupload_at = "03:00"\n'
-    )
-    env = archiverd_env(tmp_path, **seaweedfs.env())
-    log = tmp_path / "daemon.log"
+    config, env, log = _archiving(tmp_path, dockerd, seaweedfs)
     daemon = spawn_run(config, env, log)
     try:
         time.sleep(1)
