@@ -5,16 +5,16 @@ cannot stream, after a download to a temp file) by `archiverd.pack.unpack_to_fil
 worker thread (it only renames its output into place once the GCM tag verified), checked
 against the plaintext SHA-256 and identity in its metadata, and only then renamed to its
 final name (``--out DIR``) or merged to stdout (``--out -``, after *every* segment
-verified). Any failure removes the temp files it made, so an interrupted or failed run
-leaves only complete, verified files, and a rerun skips those (resume).
+verified: each is kept meanwhile as its verified gzip stream, the plaintext's fifth or less,
+and gunzipped again on the way out). Any failure removes the temp files it made, so an
+interrupted or failed run leaves only complete, verified files, and a rerun skips those
+(resume).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -36,11 +36,12 @@ from archiverd.errors import (
 from archiverd.formats.layout import format_ts
 from archiverd.formats.timestamps import to_ns
 from archiverd.fsutil import discard_output, no_room
-from archiverd.pack import Keyring, unpack_to_file
+from archiverd.pack import Keyring, UnpackResult, gunzip_into, unpack_to_file
 from archiverd.restore.listing import ObjectReader, Segment, bounded_gather
 from archiverd.restore.output import human_bytes
 from archiverd.restore.query import container_name
 from archiverd.restore.streaming import BodyReader, download_retries, stream_object
+from archiverd.restore.writer import writing_behind
 
 if TYPE_CHECKING:
     from archiverd.restore.records import Block
@@ -123,32 +124,35 @@ async def fetch_segment(
     attempts: int = DOWNLOAD_ATTEMPTS,
     *,
     executor: Executor | None = None,
-) -> Mapping[str, str]:
-    """Verified plaintext of `segment` at `dst` (or raise, leaving nothing); return metadata.
+    compressed: bool = False,
+) -> tuple[Mapping[str, str], UnpackResult]:
+    """Verified plaintext of `segment` at `dst` (or raise, leaving nothing), or with
+    `compressed` its verified gzip stream (see `unpack_to_file`); return the metadata and
+    what was unpacked.
 
     From a destination that streams bodies (S3) the body is decrypted as it arrives, in a
     thread of `executor` (`archiverd.restore.streaming`); otherwise it is downloaded to a
     temp file in `work` first. Either way `dst` appears only once the tag verified, and is
     removed again if the plaintext SHA-256 is not the metadata's.
     """
-    metadata, digest = await read_segment(
+    metadata, unpacked = await read_segment(
         destination,
         segment,
-        partial(_unpack, dst=dst, keyring=keyring),
+        partial(_unpack, dst=dst, keyring=keyring, compressed=compressed),
         work,
         attempts,
         executor,
         check=partial(check_identity, segment),
     )
     expected = metadata.get("archiverd-plaintext-sha256", "")
-    if expected and digest != expected:
+    if expected and unpacked.plaintext_sha256 != expected:
         await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise EnvelopeMismatchError(
             f"{segment.key}: decrypted content does not match the plaintext SHA-256 in its "
             "metadata (object and metadata come from different segments): restore another "
             "version from `archiverd ls --versions`"
         )
-    return metadata
+    return metadata, unpacked
 
 
 async def read_segment(
@@ -222,8 +226,10 @@ def check_identity(segment: Segment, metadata: Mapping[str, str]) -> None:
         )
 
 
-def _unpack(src: BinaryIO, metadata: Mapping[str, str], dst: Path, keyring: Keyring) -> str:
-    return str(unpack_to_file(src, metadata, dst, keyring).plaintext_sha256)
+def _unpack(
+    src: BinaryIO, metadata: Mapping[str, str], dst: Path, keyring: Keyring, compressed: bool
+) -> UnpackResult:
+    return unpack_to_file(src, metadata, dst, keyring, compressed=compressed)
 
 
 async def restore_to_dir(
@@ -303,7 +309,9 @@ async def restore_to_stream(
 ) -> Summary:
     """Verify every segment into a private temp dir, then write them merged in time order.
 
-    Nothing is written to `out` unless every segment verified. Streams are per container
+    Nothing is written to `out` unless every segment verified. Each is kept meanwhile as its
+    verified gzip stream (``unpack_to_file(compressed=True)``): the temp dir needs the room
+    the objects take in the bucket, not their plaintext's. Streams are per container
     (segments in seq order, so each container's bytes come out exactly as written),
     interleaved by record time. When streams are merged, each verified segment is indexed
     (`index_segment`) in worker processes (`archiverd.restore.workers`: indexing is Python
@@ -325,15 +333,25 @@ async def restore_to_stream(
     with temp_dir(root, "archiverd-get-") as tmp:
         work = Path(tmp)
         paths: dict[int, Path] = {}
+        plaintext_bytes = 0
         indexing: list[asyncio.Future[Path | None]] = []
 
         async def one(index: int, segment: Segment) -> None:
-            dst = work / f"{index:08d}.log"
+            nonlocal plaintext_bytes
+            dst = work / f"{index:08d}.log.gz"
             try:
-                await fetch_segment(
-                    destination, segment, keyring, dst, work, options.attempts, executor=pool
+                _, unpacked = await fetch_segment(
+                    destination,
+                    segment,
+                    keyring,
+                    dst,
+                    work,
+                    options.attempts,
+                    executor=pool,
+                    compressed=True,
                 )
                 paths[index] = dst
+                plaintext_bytes += unpacked.plaintext_bytes
                 if indexer is not None:
                     # Not awaited here: the next download need not wait for this index.
                     indexing.append(asyncio.ensure_future(indexer.index(dst)))
@@ -364,7 +382,7 @@ async def restore_to_stream(
             return summary
         streams = _streams(segments, paths)
         summary.restored = len(segments)
-        summary.plaintext_bytes = sum(p.stat().st_size for p in paths.values())
+        summary.plaintext_bytes = plaintext_bytes
         summary.messages = _write_out(streams, indexed, out, options)
     return summary
 
@@ -372,37 +390,38 @@ async def restore_to_stream(
 def _write_out(
     streams: list[tuple[int, list[Path]]], indexed: set[Path], out: BinaryIO, options: FetchOptions
 ) -> int:
-    """The verified segment files of `streams` to `out`: as they are (one stream, nothing
-    left out), else merged by time; how many messages were written (0 when copied). A reader
-    gone (`| head`) ends it quietly; any other failure to write is an `OutputError`."""
+    """The verified segment files (gzip) of `streams` to `out`: gunzipped as they are (one
+    stream, nothing left out), else merged by time; how many messages were written (0 when
+    copied). A reader gone (`| head`) ends it quietly; any other failure to write is an
+    `OutputError`."""
     from archiverd.restore.records import merge, stream_messages, write_blocks, write_messages
 
     messages = 0
     try:
-        if len(streams) == 1 and not options.filtered and not options.trimmed:
-            _copy(streams[0][1], out)
-        elif not options.filtered:
-            # No --grep/--text: merge raw records a block at a time, never building
-            # message objects.
-            messages = write_blocks(
-                [(_blocks(files, start, indexed), start) for start, files in streams],
-                out,
-                since_ns=options.since_ns,
-                until_ns=options.until_ns,
-            )
-        else:
-            merged = merge(
-                [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
-            )
-            messages = write_messages(
-                merged,
-                out,
-                grep=options.grep,
-                text=options.text,
-                since_ns=options.since_ns,
-                until_ns=options.until_ns,
-            )
-        out.flush()
+        with writing_behind(out) as sink:
+            if len(streams) == 1 and not options.filtered and not options.trimmed:
+                _gunzip(streams[0][1], sink)
+            elif not options.filtered:
+                # No --grep/--text: merge raw records a block at a time, never building
+                # message objects.
+                messages = write_blocks(
+                    [(_blocks(files, start, indexed), start) for start, files in streams],
+                    sink,
+                    since_ns=options.since_ns,
+                    until_ns=options.until_ns,
+                )
+            else:
+                merged = merge(
+                    [stream_messages(files, start, n) for n, (start, files) in enumerate(streams)]
+                )
+                messages = write_messages(
+                    merged,
+                    sink,
+                    grep=options.grep,
+                    text=options.text,
+                    since_ns=options.since_ns,
+                    until_ns=options.until_ns,
+                )
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep the interpreter's final
         # flush from raising again.
@@ -436,19 +455,12 @@ def _kept_failed(exc: OSError, root: Path, segments: Sequence[Segment]) -> Archi
     on a local file."""
     if not no_room(exc):
         return ArchiverError(str(exc))
-    sizes = [_plaintext_bytes(segment) for segment in segments]
-    known = [size for size in sizes if size is not None]
-    room = f": {human_bytes(sum(known))} here" if len(known) == len(sizes) else ""
+    room = human_bytes(sum(segment.size for segment in segments))
     return OutputError(
         f"no room for it in the temp dir {root}: {exc.strerror} (get --out - keeps every "
-        f"segment there until all are verified{room}; set TMPDIR to a file system with room)"
+        f"segment there, compressed, until all are verified: {room} here; set TMPDIR to a "
+        "file system with room)"
     )
-
-
-def _plaintext_bytes(segment: Segment) -> int | None:
-    """The plaintext size its metadata's ``archiverd-range`` gives, or None."""
-    start, _, end = (segment.metadata or {}).get("archiverd-range", "").partition("-")
-    return int(end) - int(start) if start.isdigit() and end.isdigit() else None
 
 
 def _streams(
@@ -478,48 +490,11 @@ def _blocks(files: list[Path], start: int, indexed: set[Path]) -> Iterator[Block
     return stream_blocks(files, start)
 
 
-def _copy(paths: Sequence[Path], out: BinaryIO) -> None:
-    """The files, in order, to `out`: with sendfile(2) where `out` is a descriptor that
-    takes it (a pipe, a file), so the bytes never pass through this process (half the CPU of
-    a copy, and a pipe's reader gets them sooner); else copied."""
-    out.flush()
-    target = _descriptor(out)
+def _gunzip(paths: Sequence[Path], out: BinaryIO) -> None:
+    """The verified gzip files, in order, gunzipped to `out`."""
     for path in paths:
-        with path.open("rb") as handle:
-            if target is not None and _sent(handle.fileno(), target):
-                continue
-            target = None  # not taken (e.g. a file opened to append): copy the rest
-            shutil.copyfileobj(handle, out, _CHUNK)
-
-
-def _descriptor(out: BinaryIO) -> int | None:
-    try:
-        return out.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):  # e.g. a BytesIO
-        return None
-
-
-_NOT_TAKEN = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
-"""What sendfile(2) says when `out` cannot take it at all (O_APPEND, a kind of file it
-does not write to)."""
-
-
-def _sent(source: int, target: int) -> bool:
-    """All of the file `source` written to `target` by sendfile(2); False, with nothing
-    written, where `target` does not take it."""
-    size = os.fstat(source).st_size
-    done = 0
-    while done < size:
-        try:
-            sent = os.sendfile(target, source, done, size - done)
-        except OSError as exc:
-            if done == 0 and exc.errno in _NOT_TAKEN:
-                return False
-            raise
-        if sent == 0:
-            raise OSError(errno.EIO, f"a restored file ended at {done} of {size} bytes")
-        done += sent
-    return True
+        with path.open("rb") as gzipped:
+            gunzip_into(gzipped, out)
 
 
 def _filter_file(src: Path, dst: Path, options: FetchOptions) -> int:

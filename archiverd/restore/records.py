@@ -22,7 +22,9 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
+
+from isal import igzip
 
 from archiverd.formats import docker
 from archiverd.formats.records import line_text, read_line
@@ -58,6 +60,14 @@ class Message:
         return self._text
 
 
+def open_segment(path: Path, buffering: int = 0) -> BinaryIO:
+    """A restored segment file, to read its plaintext: gunzipped as it is read where it was
+    kept as its verified gzip stream (a ``.gz`` name: `get --out -`), else as it is."""
+    if path.suffix == ".gz":
+        return cast(BinaryIO, igzip.open(path, "rb"))  # type: ignore[no-untyped-call]
+    return path.open("rb", buffering=buffering)
+
+
 def iter_messages(lines: Iterable[bytes]) -> Iterator[Message]:
     """Group raw lines (each ending in ``\\n`` except maybe the last) into messages, as
     `archiverd.formats.records.read_line` reads them (the sealer's reading)."""
@@ -87,7 +97,7 @@ def stream_messages(
     """
     last = start_ns
     for path in paths:
-        with path.open("rb") as handle:
+        with open_segment(path) as handle:
             for message in iter_messages(handle):
                 if message.ts_ns is not None and message.ts_ns > last:
                     last = message.ts_ns
@@ -155,7 +165,7 @@ def stream_records(
     for path in paths:
         parts: list[bytes] = []
         first: int | None = None
-        with path.open("rb", buffering=_READ_BYTES) as handle:
+        with open_segment(path, buffering=_READ_BYTES) as handle:
             for line in handle:
                 closes, ts = read_line(line, times)
                 if closes and not parts:
@@ -357,7 +367,7 @@ def stream_blocks(
     last = start_ns
     for path in paths:
         reader = _Reader()
-        with path.open("rb", buffering=0) as handle:
+        with open_segment(path) as handle:
             for data, final in _line_blocks(handle, block_bytes):
                 fast = reader.fast_keys(data, last)
                 if fast is not None:
@@ -485,7 +495,7 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
     top = low
     reader = _Reader()
     fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, path.open("rb", buffering=0) as handle:
+    with os.fdopen(fd, "wb") as out, open_segment(path) as handle:
         for data, final in _line_blocks(handle, block_bytes):
             lengths: array.array[int] | None = None
             stored = reader.fast_keys(data, top)  # in int64 and raised already
@@ -540,7 +550,7 @@ def stream_indexed(files: Sequence[tuple[Path, Path]], start_ns: int) -> Iterato
     `NO_INDEX_BELOW`."""
     last = start_ns
     for path, index in files:
-        with path.open("rb", buffering=0) as handle, index.open("rb") as frames:
+        with open_segment(path) as handle, index.open("rb") as frames:
             while head := frames.read(24):
                 count, size, one_line_each = array.array("q", head)
                 times = array.array("q")

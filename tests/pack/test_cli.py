@@ -110,6 +110,32 @@ def test_pack_unpack_stdio(key: Path) -> None:
     assert done.stdout == data
 
 
+def test_unpack_to_stdout_keeps_the_gzip_stream_meanwhile_not_the_plaintext(
+    tmp_path: Path, key: Path
+) -> None:
+    """`unpack - -` holds the object in a temp file until its tag verifies: its verified
+    gzip stream, not its plaintext. No file may grow past the packed size here, far below
+    the plaintext's, and every byte comes out. (It failed with "File too large" before.)"""
+    data = bulk_log(2_000_000, seed=9)
+    packed = archiverd("pack", "--key-file", str(key), "-", "-", stdin=data)
+    assert packed.returncode == 0, packed.stderr
+    assert len(packed.stdout) < len(data) // 2
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "archiverd", "unpack", "--key-file", str(key), "-", "-"],
+        input=packed.stdout,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        preexec_fn=file_size_limit(len(packed.stdout)),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
+    assert list(tmp.iterdir()) == []
+
+
 def test_unpack_failures_exit_nonzero_and_leave_nothing(tmp_path: Path, key: Path) -> None:
     """Flipped, truncated or wrong-key input: exit 65, a clear message, no output file."""
     (tmp_path / "in.log").write_bytes(bulk_log(200_000))

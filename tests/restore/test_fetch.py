@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from isal import isal_zlib
 
 from archiverd.destinations.base import ObjectVersion, StoredObject
 from archiverd.errors import EnvelopeMismatchError, RetryableDestinationError
 from archiverd.formats.layout import SegmentDescription, object_key, parse_key
 from archiverd.pack import Keyring
-from archiverd.restore.fetch import FetchOptions, _copy, check_identity, restore_to_dir
+from archiverd.restore.fetch import FetchOptions, _gunzip, check_identity, restore_to_dir
 from archiverd.restore.listing import Segment
 from archiverd.restore.timespec import parse_time
 from tests.restore import corpus
@@ -192,54 +193,44 @@ def test_rfc3339_round_trips(moment: datetime) -> None:
 
 
 def _restored(tmp_path: Path) -> tuple[list[Path], bytes]:
-    """Three restored segment files (one empty, the others larger than a pipe's buffer),
-    and their bytes in order."""
+    """Three segments as `get --out -` keeps them, verified gzip streams (one empty, one of
+    two members, all larger than a pipe's buffer once gunzipped), and their bytes in order."""
     contents = [b"first line\n" * 10_000, b"", b"second\n" * 30_000]
+    members = [[contents[0]], [b""], [contents[2][:100_000], contents[2][100_000:]]]
     paths = []
-    for n, content in enumerate(contents):
-        path = tmp_path / f"{n}.log"
-        path.write_bytes(content)
+    for n, parts in enumerate(members):
+        path = tmp_path / f"{n}.log.gz"
+        path.write_bytes(b"".join(isal_zlib.compress(part, 1, 31) for part in parts))
         paths.append(path)
     return paths, b"".join(contents)
 
 
-def test_restored_files_go_to_a_pipe_by_sendfile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`get --out - | reader`: the bytes go from the files to the pipe in the kernel, after
-    whatever `out` held already, and arrive whole and in order."""
+def test_kept_segments_go_to_a_pipe_gunzipped_whole_and_in_order(tmp_path: Path) -> None:
+    """`get --out - | reader`: each kept gzip stream (every member) gunzipped, in order,
+    after whatever `out` held already."""
     paths, expected = _restored(tmp_path)
-    calls = []
-    real_sendfile = os.sendfile
-
-    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        calls.append(count)
-        return real_sendfile(out_fd, in_fd, offset, count)
-
-    monkeypatch.setattr(os, "sendfile", sendfile)
     read_end, write_end = os.pipe()
     received = bytearray()
     reader = threading.Thread(target=lambda: received.extend(_drain(read_end)))
     reader.start()
     with os.fdopen(write_end, "wb") as out:
         out.write(b"held\n")  # buffered, not yet written
-        _copy(paths, out)
+        _gunzip(paths, out)
     reader.join()
     assert bytes(received) == b"held\n" + expected
-    assert calls, "sendfile(2) was not used"
 
 
-def test_restored_files_are_copied_where_sendfile_is_refused(tmp_path: Path) -> None:
-    """`get --out - >> file` (O_APPEND, which sendfile(2) refuses) and an `out` with no
-    descriptor: the same bytes, copied, after what was there."""
+def test_kept_segments_are_appended_to_a_file_or_written_to_memory(tmp_path: Path) -> None:
+    """`get --out - >> file` and an `out` with no descriptor: the same bytes, after what
+    was there."""
     paths, expected = _restored(tmp_path)
     appended = tmp_path / "appended.out"
     appended.write_bytes(b"before\n")
     with appended.open("ab") as out:
-        _copy(paths, out)
+        _gunzip(paths, out)
     assert appended.read_bytes() == b"before\n" + expected
     memory = io.BytesIO()
-    _copy(paths, memory)
+    _gunzip(paths, memory)
     assert memory.getvalue() == expected
 
 
@@ -249,10 +240,10 @@ def _drain(fd: int) -> bytes:
 
 
 def test_a_pipe_whose_reader_left_stops_the_copy_with_broken_pipe(tmp_path: Path) -> None:
-    """`get --out - | head -c 100`, the reader gone: sendfile(2) meets EPIPE and the copy
+    """`get --out - | head -c 100`, the reader gone: the write meets EPIPE and the copy
     stops with BrokenPipeError, which `restore_to_stream` ends quietly on."""
     paths, _ = _restored(tmp_path)
     read_end, write_end = os.pipe()
     os.close(read_end)
     with os.fdopen(write_end, "wb") as out, pytest.raises(BrokenPipeError):
-        _copy(paths, out)
+        _gunzip(paths, out)

@@ -300,6 +300,15 @@ def _container_kept_whole(archive: Archive) -> Container:
     )
 
 
+def _stored_bytes(archive: Archive, seg: Seg) -> int:
+    """The size in the bucket of the version of `seg` that `get` restores (its newest)."""
+    version = next(v for v in reversed(seg.versions) if not v.is_delete_marker)
+    head = archive.server.boto3_client().head_object(
+        Bucket=archive.corpus.bucket, Key=seg.key, VersionId=version.version_id
+    )
+    return int(head["ContentLength"])
+
+
 def _get_to_stdout(
     archive: Archive, *args: str, stdout: Any = subprocess.PIPE, **kwargs: Any
 ) -> subprocess.CompletedProcess[bytes]:
@@ -337,13 +346,13 @@ def test_a_full_disk_under_stdout_is_an_error_not_a_traceback(
 def test_a_temp_dir_without_room_is_an_error_and_nothing_is_written(
     archive: Archive, tmp_path: Path
 ) -> None:
-    """`get --out -` keeps every verified segment's plaintext in a temp dir (under TMPDIR)
+    """`get --out -` keeps every verified segment (compressed) in a temp dir (under TMPDIR)
     until all are verified. Where that has no room (here a file size limit, EFBIG; ENOSPC
     the same): exit 73, each segment listed with why, where and how much room it takes,
     nothing on stdout and nothing left in TMPDIR. (A traceback and exit 1 before.)"""
     container = _container_kept_whole(archive)
     segs = [s for s in archive.corpus.restored() if s.container == container]
-    assert min(len(s.plaintext) for s in segs) > 256  # each one past the limit
+    assert min(_stored_bytes(archive, s) - 16 for s in segs) > 64  # each one past the limit
     tmp = tmp_path / "tmp"
     tmp.mkdir()
 
@@ -352,13 +361,13 @@ def test_a_temp_dir_without_room_is_an_error_and_nothing_is_written(
         "--container",
         container.id,
         env={**os.environ, "TMPDIR": str(tmp)},
-        preexec_fn=file_size_limit(256),  # tempfile's probe of TMPDIR fits
+        preexec_fn=file_size_limit(64),  # tempfile's probe of TMPDIR fits
     )
-    room = human_bytes(sum(len(s.plaintext) for s in segs))
+    room = human_bytes(sum(_stored_bytes(archive, s) for s in segs))
     why = (
         f"no room for it in the temp dir {tmp}: File too large (get --out - keeps every "
-        f"segment there until all are verified: {room} here; set TMPDIR to a file system "
-        "with room)"
+        f"segment there, compressed, until all are verified: {room} here; set TMPDIR to a "
+        "file system with room)"
     )
     lines = done.stderr.decode().splitlines()
     assert (done.returncode, done.stdout, lines[0]) == (
@@ -371,6 +380,40 @@ def test_a_temp_dir_without_room_is_an_error_and_nothing_is_written(
     assert set(lines[1 : listed + 1]) <= {f"  {s.key}: {why}" for s in segs}
     more = [f"  ... and {len(segs) - listed} more"] if len(segs) > listed else []
     assert (len(set(lines[1 : listed + 1])), lines[listed + 1 :]) == (listed, more)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["one container", "merged"])
+def test_the_temp_dir_holds_segments_compressed_not_their_plaintext(
+    archive: Archive, merged: bool, tmp_path: Path
+) -> None:
+    """`get --out -` keeps every verified segment until all are verified, compressed as
+    archived (its verified gzip stream, gunzipped again on the way out), not its plaintext:
+    a temp dir where no file may grow past the largest gzip stream, but where none of the
+    plaintexts fits, restores every byte. (Each segment failed with "no room for it in the
+    temp dir" before: the temp dir needed the plaintext of everything selected.)"""
+    segs = archive.corpus.restored()
+    if not merged:
+        container = _container_kept_whole(archive)
+        segs = [s for s in segs if s.container == container]
+    # Its gzip stream is its body without the 16-byte tag; the merge's index files (8 or 16
+    # bytes a record) fit as well.
+    limit = max(512, *(_stored_bytes(archive, s) for s in segs))
+    assert limit < min(len(s.plaintext) for s in segs)  # no plaintext fits
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = [] if merged else ["--container", segs[0].container.id]
+
+    done = _get_to_stdout(
+        archive, *args, env={**os.environ, "TMPDIR": str(tmp)}, preexec_fn=file_size_limit(limit)
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    if merged:
+        assert sorted(done.stdout.splitlines()) == sorted(
+            b"".join(s.plaintext for s in segs).splitlines()
+        )
+    else:
+        assert done.stdout == written(archive, segs[0].container)
     assert list(tmp.iterdir()) == []
 
 
