@@ -16,12 +16,12 @@ from typing import BinaryIO, cast
 
 Chunk = bytes | memoryview
 
-DEPTH = 4
-"""Chunks (about a MiB each) waiting for the writer at most."""
+BEHIND_BYTES = 4 << 20
+"""How many bytes may wait for the writer (one chunk waits whatever its size)."""
 
 
 class BackgroundWriter:
-    """Writes chunks to `out` on its own thread, at most `DEPTH` of them behind `write`.
+    """Writes chunks to `out` on its own thread, at most `BEHIND_BYTES` behind `write`.
 
     The first failure of a write (a reader gone, a full disk) is raised, as it was raised
     there, by the next `write` or by `close`; chunks after it are dropped, never written out
@@ -30,17 +30,26 @@ class BackgroundWriter:
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._queue: queue.Queue[Chunk | None] = queue.Queue(DEPTH)
+        self._queue: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._waiting = 0
+        """Bytes queued and not yet written (or dropped)."""
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="archiverd-stdout", daemon=True)
         self._thread.start()
 
     def write(self, data: Chunk) -> int:
-        """Queue `data` (waiting while `DEPTH` chunks wait); raise the writer's failure."""
+        """Queue `data` (waiting while `BEHIND_BYTES` wait); raise the writer's failure."""
         self._raise()
-        if len(data):
+        size = len(data)
+        if size:
+            with self._room:
+                self._room.wait_for(
+                    lambda: not self._waiting or self._waiting + size <= BEHIND_BYTES
+                )
+                self._waiting += size
             self._queue.put(data)
-        return len(data)
+        return size
 
     def close(self, *, check: bool = True) -> None:
         """Wait until everything queued is written and `out` flushed; raise the writer's
@@ -63,6 +72,9 @@ class BackgroundWriter:
                     self._out.write(chunk)
                 except BaseException as exc:  # raised in the caller's thread
                     self._error = exc
+            with self._room:
+                self._waiting -= len(chunk)
+                self._room.notify()
         if self._error is None:
             try:
                 self._out.flush()

@@ -9,13 +9,15 @@ import threading
 
 import pytest
 
-from archiverd.restore.writer import DEPTH, BackgroundWriter, writing_behind
+from archiverd.restore.writer import BEHIND_BYTES, BackgroundWriter, writing_behind
 
 
 def test_every_chunk_arrives_in_order_and_is_flushed_on_exit() -> None:
-    """Bytes and memoryviews, many more than the queue holds: all of them, in order."""
+    """Bytes and memoryviews, many more than may wait, one larger than that alone: all of
+    them, in order."""
     out = io.BytesIO()
-    chunks = [bytes([n % 251]) * (n + 1) for n in range(10 * DEPTH)]
+    chunks = [bytes([n % 251]) * (n * 20_000 + 1) for n in range(100)]
+    chunks.insert(50, b"big" * BEHIND_BYTES)
     with writing_behind(out) as sink:
         for n, chunk in enumerate(chunks):
             assert sink.write(memoryview(chunk) if n % 2 else chunk) == len(chunk)
@@ -48,14 +50,15 @@ def test_a_failed_write_is_raised_by_a_later_write_and_nothing_after_it_is_writt
     writer = BackgroundWriter(sink)  # type: ignore[arg-type]
 
     def write_many() -> None:
-        for n in range(100 * DEPTH):  # would hang if the failed writer stopped taking chunks
-            writer.write(bytes([n]) * 10)
+        for n in range(1000):  # would hang if the failed writer stopped taking chunks
+            writer.write(bytes([n % 256]) * (BEHIND_BYTES // 3))
 
     with pytest.raises(OSError, match="No space left on device") as raised:
         write_many()
     assert raised.value is sink.error
     writer.close(check=False)
-    assert sink.got == bytes([0]) * 10 + bytes([1]) * 10
+    third = BEHIND_BYTES // 3
+    assert sink.got == b"\0" * third + b"\1" * third
 
 
 def test_a_failure_on_the_last_chunks_is_raised_on_exit() -> None:
