@@ -183,8 +183,9 @@ def unpack_to_file(
     CPU) is only for comparing with the segment's ``archiverd-plaintext-sha256`` metadata.
 
     With `compressed`, `dst` gets the verified gzip stream instead (decrypted, its tag, CRC,
-    length and hash checked as above; `gunzip_into` releases its plaintext): a fifth of the
-    plaintext's size or less, for a caller that keeps many segments before releasing any.
+    length and hash checked as above; `gunzip_into` releases its plaintext): a quarter of
+    the plaintext's size or less on usual logs, for a caller that keeps many segments before
+    releasing any.
 
     The output goes to a temp file beside `dst`, which is renamed only after the tag
     verifies; on any failure neither `dst` nor the temp file is left behind. Not fsynced:

@@ -5,10 +5,10 @@ cannot stream, after a download to a temp file) by `archiverd.pack.unpack_to_fil
 worker thread (it only renames its output into place once the GCM tag verified), checked
 against the plaintext SHA-256 and identity in its metadata, and only then renamed to its
 final name (``--out DIR``) or merged to stdout (``--out -``, after *every* segment
-verified: each is kept meanwhile as its verified gzip stream, the plaintext's fifth or less,
-and gunzipped again on the way out). Any failure removes the temp files it made, so an
-interrupted or failed run leaves only complete, verified files, and a rerun skips those
-(resume).
+verified: each is kept meanwhile as its verified gzip stream, a quarter of the plaintext or
+less on usual logs, and gunzipped again on the way out). Any failure removes the temp files
+it made, so an interrupted or failed run leaves only complete, verified files, and a rerun
+skips those (resume).
 """
 
 from __future__ import annotations
