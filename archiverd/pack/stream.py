@@ -24,7 +24,7 @@ import hmac
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +175,7 @@ def unpack_to_file(
     *,
     hash_plaintext: bool = True,
     compressed: bool = False,
+    on_plaintext: Callable[[bytes], None] | None = None,
 ) -> UnpackResult:
     """Verify, decrypt and gunzip `src` into `dst` (mode 0600), all or nothing.
 
@@ -185,7 +186,8 @@ def unpack_to_file(
     With `compressed`, `dst` gets the verified gzip stream instead (decrypted, its tag, CRC,
     length and hash checked as above; `gunzip_into` releases its plaintext): a quarter of
     the plaintext's size or less on usual logs, for a caller that keeps many segments before
-    releasing any.
+    releasing any. `on_plaintext` sees each plaintext chunk in order as it is inflated,
+    *before* the tag verified: only for work that is thrown away unless this returns.
 
     The output goes to a temp file beside `dst`, which is renamed only after the tag
     verifies; on any failure neither `dst` nor the temp file is left behind. Not fsynced:
@@ -195,7 +197,9 @@ def unpack_to_file(
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            result = _unpack(src, envelope, out, keyring, hash_plaintext, keep_gzip=compressed)
+            result = _unpack(
+                src, envelope, out, keyring, hash_plaintext, keep_gzip=compressed, see=on_plaintext
+            )
         # Renamed only once verified. No fsync: a restore can simply be re-run, and syncing
         # gigabytes of plaintext would halve unpack throughput.
         os.replace(temp, dst)
@@ -259,6 +263,7 @@ def _unpack(
     hash_plaintext: bool,
     *,
     keep_gzip: bool = False,
+    see: Callable[[bytes], None] | None = None,
 ) -> UnpackResult:
     parsed = env.parse(envelope)
     data_key = keyring.unwrap(parsed.wrapped)
@@ -275,18 +280,24 @@ def _unpack(
         decryptor.authenticate_additional_data(env.SUITE_ID_BYTES)
     else:
         decryptor = Cipher(algorithms.AES(data_key), modes.GCM(parsed.iv)).decryptor()
-    return _Unpacker(decryptor, out, hash_plaintext, keep_gzip).run(src, parsed)
+    return _Unpacker(decryptor, out, hash_plaintext, keep_gzip, see).run(src, parsed)
 
 
 class _Unpacker:
     """Decrypt + gunzip loop; keeps going after a gunzip error so the tag decides. `out`
     gets the plaintext, or with `keep_gzip` the decrypted gzip stream (still gunzipped here,
-    for its checks and hash)."""
+    for its checks and hash); `see`, if any, gets the plaintext too."""
 
     def __init__(
-        self, decryptor: Any, out: BinaryIO, hash_plaintext: bool, keep_gzip: bool
+        self,
+        decryptor: Any,
+        out: BinaryIO,
+        hash_plaintext: bool,
+        keep_gzip: bool,
+        see: Callable[[bytes], None] | None,
     ) -> None:
         self._decryptor = decryptor
+        self._see = see
         self._out = out
         self._gzip_out = out if keep_gzip else None
         self._hashing = hash_plaintext
@@ -349,6 +360,8 @@ class _Unpacker:
         if plain:
             if self._gzip_out is None:
                 self._out.write(plain)
+            if self._see is not None:
+                self._see(plain)
             if self._hashing:
                 self._hash.update(plain)
             self._plain_bytes += len(plain)

@@ -25,7 +25,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from archiverd.destinations.base import StoredObject
 from archiverd.errors import (
@@ -78,6 +78,15 @@ class FetchOptions:
         return self.since_ns is not None or self.until_ns is not None
 
 
+class Fetched(NamedTuple):
+    """What `fetch_segment` got: the object's metadata, what was unpacked, and whether its
+    merge index was made."""
+
+    metadata: dict[str, str]
+    unpacked: UnpackResult
+    indexed: bool
+
+
 @dataclass
 class Summary:
     """What one `get` did."""
@@ -125,20 +134,22 @@ async def fetch_segment(
     *,
     executor: Executor | None = None,
     compressed: bool = False,
-) -> tuple[Mapping[str, str], UnpackResult]:
+    index: Path | None = None,
+) -> Fetched:
     """Verified plaintext of `segment` at `dst` (or raise, leaving nothing), or with
-    `compressed` its verified gzip stream (see `unpack_to_file`); return the metadata and
-    what was unpacked.
+    `compressed` its verified gzip stream (see `unpack_to_file`); and where asked, its
+    merge index at `index`, made from the plaintext as it streams by where it can be
+    (`StreamIndexer`).
 
     From a destination that streams bodies (S3) the body is decrypted as it arrives, in a
     thread of `executor` (`archiverd.restore.streaming`); otherwise it is downloaded to a
     temp file in `work` first. Either way `dst` appears only once the tag verified, and is
     removed again if the plaintext SHA-256 is not the metadata's.
     """
-    metadata, unpacked = await read_segment(
+    metadata, (unpacked, indexed) = await read_segment(
         destination,
         segment,
-        partial(_unpack, dst=dst, keyring=keyring, compressed=compressed),
+        partial(_unpack, dst=dst, keyring=keyring, compressed=compressed, index=index),
         work,
         attempts,
         executor,
@@ -152,7 +163,7 @@ async def fetch_segment(
             "metadata (object and metadata come from different segments): restore another "
             "version from `archiverd ls --versions`"
         )
-    return metadata, unpacked
+    return Fetched(metadata, unpacked, indexed)
 
 
 async def read_segment(
@@ -227,9 +238,27 @@ def check_identity(segment: Segment, metadata: Mapping[str, str]) -> None:
 
 
 def _unpack(
-    src: BinaryIO, metadata: Mapping[str, str], dst: Path, keyring: Keyring, compressed: bool
-) -> UnpackResult:
-    return unpack_to_file(src, metadata, dst, keyring, compressed=compressed)
+    src: BinaryIO,
+    metadata: Mapping[str, str],
+    dst: Path,
+    keyring: Keyring,
+    compressed: bool,
+    index: Path | None,
+) -> tuple[UnpackResult, bool]:
+    """`unpack_to_file`, and whether the index was made (a fresh one for every attempt)."""
+    if index is None:
+        return unpack_to_file(src, metadata, dst, keyring, compressed=compressed), False
+    from archiverd.restore.records import StreamIndexer
+
+    indexer = StreamIndexer(index)
+    try:
+        unpacked = unpack_to_file(
+            src, metadata, dst, keyring, compressed=compressed, on_plaintext=indexer.feed
+        )
+    except BaseException:
+        indexer.abandon()
+        raise
+    return unpacked, indexer.finish()
 
 
 async def restore_to_dir(
@@ -313,12 +342,14 @@ async def restore_to_stream(
     verified gzip stream (``unpack_to_file(compressed=True)``): the temp dir needs the room
     the objects take in the bucket, not their plaintext's. Streams are per container
     (segments in seq order, so each container's bytes come out exactly as written),
-    interleaved by record time. When streams are merged, each verified segment is indexed
-    (`index_segment`) in worker processes (`archiverd.restore.workers`: indexing is Python
-    code holding the GIL, so threads would only take turns with the downloads) while the
-    others download, so the merge itself parses nothing; a segment whose index could not be
-    made (a worker died, a time beyond 64 bits) is parsed by the merge instead, to the same
-    bytes.
+    interleaved by record time. When streams are merged, each segment is indexed as its
+    plaintext streams by (`StreamIndexer`, in its unpack thread: the compiled pass over
+    ordinary dockerd records); a segment it cannot index (other records, no compiled pass)
+    is indexed once verified (`index_segment`) in worker processes
+    (`archiverd.restore.workers`: that is Python code holding the GIL, so threads would only
+    take turns with the downloads) while others download, so the merge itself parses
+    nothing; a segment whose index could not be made at all (a worker died, a time beyond 64
+    bits) is parsed by the merge instead, to the same bytes.
 
     The record parser and the worker processes are imported here, not with the module:
     `get --out DIR` and `verify` use neither.
@@ -334,13 +365,14 @@ async def restore_to_stream(
         work = Path(tmp)
         paths: dict[int, Path] = {}
         plaintext_bytes = 0
+        made: set[Path] = set()
         indexing: list[asyncio.Future[Path | None]] = []
 
         async def one(index: int, segment: Segment) -> None:
             nonlocal plaintext_bytes
             dst = work / f"{index:08d}.log.gz"
             try:
-                _, unpacked = await fetch_segment(
+                fetched = await fetch_segment(
                     destination,
                     segment,
                     keyring,
@@ -349,10 +381,13 @@ async def restore_to_stream(
                     options.attempts,
                     executor=pool,
                     compressed=True,
+                    index=dst.with_suffix(".idx") if indexer is not None else None,
                 )
                 paths[index] = dst
-                plaintext_bytes += unpacked.plaintext_bytes
-                if indexer is not None:
+                plaintext_bytes += fetched.unpacked.plaintext_bytes
+                if fetched.indexed:
+                    made.add(dst)
+                elif indexer is not None:
                     # Not awaited here: the next download need not wait for this index.
                     indexing.append(asyncio.ensure_future(indexer.index(dst)))
             except ArchiverError as exc:
@@ -364,13 +399,12 @@ async def restore_to_stream(
         indexer = Indexer(min(options.parallel, os.cpu_count() or 1)) if merging else None
         pool = ThreadPoolExecutor(options.parallel, thread_name_prefix="archiverd-unpack")
         try:
-            if indexer is not None:
-                indexer.start()
+            # The worker processes start with the first segment that needs them.
             await bounded_gather([one(i, s) for i, s in enumerate(segments)], options.parallel)
             indexed = (
                 set()
                 if summary.failures  # nothing will be merged: the indexes are not awaited
-                else {path for path in await asyncio.gather(*indexing) if path is not None}
+                else made | {path for path in await asyncio.gather(*indexing) if path is not None}
             )
         finally:
             pool.shutdown(cancel_futures=True)

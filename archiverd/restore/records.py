@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import heapq
 import io
 import itertools
@@ -531,6 +532,85 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
             if lengths is not None:
                 lengths.tofile(out)
     return True
+
+
+class StreamIndexer:
+    """`index_segment`'s index of a segment, built from its plaintext as it streams by
+    (restore's unpack threads inflate it anyway), while every block of it is ordinary
+    dockerd records that the compiled pass keys without the GIL: no Python per record, no
+    second inflate. At the first block that is not (or where the pass was not built, or the
+    index cannot be written) it stops and removes what it wrote, and `finish` says False:
+    `index_segment` then indexes the file, in a worker process.
+
+    `feed` the plaintext in order, in chunks of any size; then `finish`, or `abandon`.
+    """
+
+    def __init__(self, index: Path, *, block_bytes: int = _BLOCK_BYTES) -> None:
+        self._index = index
+        self._block_bytes = block_bytes
+        self._reader = _Reader()
+        self._carry = b""
+        self._top = NO_INDEX_BELOW
+        self._out: BinaryIO | None = None
+        self._failed = docker.compiled_keys is None
+
+    def feed(self, chunk: bytes) -> None:
+        """The next plaintext bytes: framed once a block of whole lines is at hand."""
+        if self._failed:
+            return
+        data = self._carry + chunk if self._carry else chunk
+        cut = data.rfind(b"\n") + 1 if len(data) >= self._block_bytes else 0
+        self._carry = data[cut:]
+        if cut:
+            self._frame(data[:cut])
+
+    def finish(self) -> bool:
+        """Frame what is left; whether the index is complete (else nothing is left of it)."""
+        if self._carry:  # (a last line without newline fails: `index_segment` reads it)
+            self._frame(self._carry)
+        if self._failed:
+            return False
+        try:
+            self._file().close()
+        except OSError:
+            self._fail()
+            return False
+        return True
+
+    def abandon(self) -> None:
+        """Stop, removing what was written (the unpack failed)."""
+        self._fail()
+
+    def _frame(self, data: bytes) -> None:
+        if self._failed:
+            return
+        keys = self._reader.fast_keys(data, self._top)  # in int64 and raised already
+        if keys is None:
+            self._fail()
+            return
+        try:
+            out = self._file()
+            array.array("q", [len(keys), len(data), True]).tofile(out)
+            keys.tofile(out)
+        except OSError:  # no room for it: an index is never needed
+            self._fail()
+            return
+        self._top = keys[-1]
+
+    def _file(self) -> BinaryIO:
+        if self._out is None:
+            fd = os.open(self._index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._out = os.fdopen(fd, "wb")
+        return self._out
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._carry = b""
+        if self._out is not None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+            self._out = None
+            self._index.unlink(missing_ok=True)
 
 
 def _running_max(times: list[int], top: int) -> array.array[int]:

@@ -20,6 +20,7 @@ from archiverd.restore import records
 from archiverd.restore.records import (
     NO_INDEX_BELOW,
     Block,
+    StreamIndexer,
     index_segment,
     stream_blocks,
     stream_indexed,
@@ -166,6 +167,86 @@ def test_block_merge_equals_record_merge(
             until_ns=until,
         )
     assert (merged.getvalue(), count) == (expected.getvalue(), expected_count)
+
+
+def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
+    """`data` cut into pieces of `sizes` (cycled), as an inflater hands it out."""
+    pieces: list[bytes] = []
+    at = 0
+    for size in itertools.cycle(sizes):
+        if at >= len(data):
+            return pieces
+        pieces.append(data[at : at + size])
+        at += size
+    raise AssertionError("unreachable")
+
+
+def _stream_indexed(path: Path, sizes: list[int], block_bytes: int) -> tuple[Path, bool]:
+    """`StreamIndexer` of the file at `path`, fed in pieces of `sizes`: the index and
+    whether it was made."""
+    index = path.with_suffix(".idx")
+    indexer = StreamIndexer(index, block_bytes=block_bytes)
+    for piece in _pieces(path.read_bytes(), sizes):
+        indexer.feed(piece)
+    return index, indexer.finish()
+
+
+_ORDINARY = st.builds(
+    lambda second, fraction, text, stream: (
+        json.dumps(
+            {"log": text + "\n", "stream": stream, "time": second + fraction + "Z"},
+            separators=(",", ":"),
+        ).encode()
+        + b"\n"
+    ),
+    _SECOND.filter(lambda second: second.startswith("2026-11-23T08")),
+    _FRACTION.filter(str.isdigit),
+    _TEXT,
+    st.sampled_from(["stdout", "stderr"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    segment=st.one_of(
+        _FILE.map(lambda content: (content, False)),
+        st.lists(_ORDINARY, max_size=30).map(lambda lines: (b"".join(lines), True)),
+    ),
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    block_bytes=st.integers(1, 400),
+    start=st.integers(1_795_420_799, 1_795_420_802).map(lambda s: s * 10**9),
+)
+def test_an_index_made_while_the_plaintext_streams_by_reads_as_parsing_does(
+    segment: tuple[bytes, bool], sizes: list[int], block_bytes: int, start: int
+) -> None:
+    """`StreamIndexer` fed a segment's plaintext in pieces of any size, framing blocks of
+    any size: where it says it made the index, `stream_indexed` reads the same keys and
+    records as parsing the file; where not, no index file is left; and a segment of
+    ordinary dockerd records (the common case) always gets one."""
+    assert docker.compiled_keys is not None, "the compiled pass was not built"
+    content, ordinary = segment
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.log"
+        path.write_bytes(content)
+        index, made = _stream_indexed(path, sizes, block_bytes)
+        assert made == index.exists()
+        assert made or not ordinary
+        if made:
+            assert _records(list(stream_indexed([(path, index)], start))) == [
+                (key, raw) for key, _, raw in stream_records([path], start)
+            ]
+
+
+def test_an_abandoned_stream_index_leaves_nothing(tmp_path: Path) -> None:
+    """An unpack that failed midway: what the indexer wrote so far is removed."""
+    record = {"log": "x\n", "stream": "stdout", "time": "2026-11-23T08:00:00.000000001Z"}
+    line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    index = tmp_path / "x.idx"
+    indexer = StreamIndexer(index, block_bytes=len(line))
+    indexer.feed(line * 3)
+    assert index.exists()  # a frame is written
+    indexer.abandon()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bulk_path_reads_dockerd_records_as_records_are_read() -> None:

@@ -1,4 +1,5 @@
-"""Segments are indexed in worker processes; a worker that dies costs speed, never bytes."""
+"""Segments the unpack threads cannot index are indexed in worker processes; a worker that
+dies costs speed, never bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from archiverd.errors import TamperedError
-from archiverd.restore import jobs, workers
+from archiverd.restore import jobs, records, workers
 from archiverd.restore.fetch import FetchOptions, restore_to_stream
 from archiverd.restore.listing import Segment
 from archiverd.restore.records import stream_blocks, stream_indexed
@@ -22,6 +23,29 @@ from tests.restore import corpus
 from tests.restore.test_fetch import KEYRING, ScriptedDestination, scripted_segment
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+class _NoStreamIndex:
+    """A `StreamIndexer` that never indexes: every segment goes to the worker processes."""
+
+    def __init__(self, index: Path) -> None:
+        pass
+
+    def feed(self, chunk: bytes) -> None:
+        pass
+
+    def finish(self) -> bool:
+        return False
+
+    def abandon(self) -> None:
+        pass
+
+
+@pytest.fixture
+def workers_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every segment of a merge indexed by the worker processes (as segments of CRI or
+    plain records are), not as it streams by."""
+    monkeypatch.setattr(records, "StreamIndexer", _NoStreamIndex)
 
 
 def _die(path: Path) -> bool:
@@ -76,6 +100,7 @@ async def merged_both_ways(
     return expected, await merged(segments, dest, tmp_path / "b")
 
 
+@pytest.mark.usefixtures("workers_index")
 async def test_a_worker_that_dies_leaves_the_segments_to_the_merge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,6 +111,35 @@ async def test_a_worker_that_dies_leaves_the_segments_to_the_merge(
     assert with_job == expected
     assert sorted(expected.splitlines()) == sorted(everything.splitlines())
     assert list((tmp_path / "b").iterdir()) == [tmp_path / "b" / "merged.log"]
+
+
+async def test_only_segments_off_the_compiled_pass_go_to_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments of ordinary dockerd records are indexed in their unpack threads as their
+    plaintext streams by; only those holding a line dockerd split in two records (seq 0
+    here, see `corpus.segment_records`) go to a worker. The merge is byte for byte the
+    one the workers' indexes alone give."""
+    segments, dest, everything = two_containers(3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    asked: list[Path] = []
+
+    class Counting(Indexer):
+        async def index(self, path: Path) -> Path | None:
+            asked.append(path)
+            return await super().index(path)
+
+    monkeypatch.setattr(workers, "Indexer", Counting)
+    in_threads = await merged(segments, dest, tmp_path / "a")
+    split = {n for n, segment in enumerate(segments) if segment.parsed.seq % 3 == 0}
+    assert sorted(int(path.name[:8]) for path in asked) == sorted(split)
+    assert 0 < len(split) < len(segments)
+    asked.clear()
+    monkeypatch.setattr(records, "StreamIndexer", _NoStreamIndex)
+    assert await merged(segments, dest, tmp_path / "b") == in_threads
+    assert len(asked) == len(segments)
+    assert sorted(in_threads.splitlines()) == sorted(everything.splitlines())
 
 
 async def test_a_dead_worker_breaks_only_the_pool(tmp_path: Path) -> None:
@@ -150,6 +204,7 @@ def _print_and_index(path: Path) -> bool:
     return jobs.index_beside(path)
 
 
+@pytest.mark.usefixtures("workers_index")
 async def test_a_worker_writes_nothing_into_the_merged_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +215,7 @@ async def test_a_worker_writes_nothing_into_the_merged_output(
     assert "noise" not in capfd.readouterr().out
 
 
+@pytest.mark.usefixtures("workers_index")
 async def test_a_damaged_object_in_a_merge_fails_as_without_workers(tmp_path: Path) -> None:
     """A flipped byte in one segment of a merge whose other segments are indexed in workers:
     that segment fails (TamperedError, exit 65), nothing is written, no temp file is left."""
