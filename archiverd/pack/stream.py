@@ -299,7 +299,7 @@ class _Unpacker:
         self._decryptor = decryptor
         self._see = see
         self._out = out
-        self._gzip_out = out if keep_gzip else None
+        self._keep_gzip = keep_gzip
         self._hashing = hash_plaintext
         self._inflater: Any = isal_zlib.decompressobj(_GZIP_WBITS)
         self._hash = hashlib.sha256()
@@ -336,8 +336,8 @@ class _Unpacker:
     def _feed(self, data: bytes) -> None:
         if len(self._head) < len(_GZIP_MAGIC):
             self._head += data[: len(_GZIP_MAGIC) - len(self._head)]
-        if data and self._gzip_out is not None:
-            self._gzip_out.write(data)
+        if data and self._keep_gzip:
+            self._out.write(data)
         if self._gzip_error is not None or not data:
             return
         try:
@@ -358,7 +358,7 @@ class _Unpacker:
 
     def _write(self, plain: bytes) -> None:
         if plain:
-            if self._gzip_out is None:
+            if not self._keep_gzip:
                 self._out.write(plain)
             if self._see is not None:
                 self._see(plain)

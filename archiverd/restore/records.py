@@ -495,14 +495,12 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
     low = NO_INDEX_BELOW
     top = low
     reader = _Reader()
-    fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, open_segment(path) as handle:
+    with _new_index(index) as out, open_segment(path) as handle:
         for data, final in _line_blocks(handle, block_bytes):
             lengths: array.array[int] | None = None
             stored = reader.fast_keys(data, top)  # in int64 and raised already
             if stored is not None:
-                array.array("q", [len(stored), len(data), True]).tofile(out)
-                stored.tofile(out)
+                _write_frame(out, stored, len(data))
                 top = stored[-1]
                 continue
             times = reader.fast_times(data)
@@ -527,11 +525,24 @@ def index_segment(path: Path, index: Path, *, block_bytes: int = _BLOCK_BYTES) -
                 out.close()
                 index.unlink()
                 return False
-            array.array("q", [len(stored), size, lengths is None]).tofile(out)
-            stored.tofile(out)
-            if lengths is not None:
-                lengths.tofile(out)
+            _write_frame(out, stored, size, lengths)
     return True
+
+
+def _new_index(path: Path) -> BinaryIO:
+    """A new (or emptied) private index file at `path`, to write frames into."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
+def _write_frame(
+    out: BinaryIO, keys: array.array[int], size: int, lengths: array.array[int] | None = None
+) -> None:
+    """One frame of an index (see `index_segment`): `keys` of the messages in `size` bytes,
+    and their `lengths` unless every message is one line."""
+    array.array("q", [len(keys), size, lengths is None]).tofile(out)
+    keys.tofile(out)
+    if lengths is not None:
+        lengths.tofile(out)
 
 
 class StreamIndexer:
@@ -589,9 +600,7 @@ class StreamIndexer:
             self._fail()
             return
         try:
-            out = self._file()
-            array.array("q", [len(keys), len(data), True]).tofile(out)
-            keys.tofile(out)
+            _write_frame(self._file(), keys, len(data))
         except OSError:  # no room for it: an index is never needed
             self._fail()
             return
@@ -599,8 +608,7 @@ class StreamIndexer:
 
     def _file(self) -> BinaryIO:
         if self._out is None:
-            fd = os.open(self._index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            self._out = os.fdopen(fd, "wb")
+            self._out = _new_index(self._index)
         return self._out
 
     def _fail(self) -> None:

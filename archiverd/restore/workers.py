@@ -1,10 +1,11 @@
-"""Worker processes for restore's CPU-bound Python work (indexing segments for the merge).
+"""Worker processes for restore's CPU-bound Python work (indexing segments for the merge
+that their unpack threads could not index: `archiverd.restore.records.StreamIndexer`).
 
-Threads overlap poorly with the downloads here: indexing a segment is Python code that holds
-the GIL, so next to the event loop and the unpack threads it only takes turns with them.
-`Indexer` runs `index_segment` in a small pool of fresh interpreters instead (the "spawn"
-start method: never a fork of this threaded process), started before the downloads, so they
-load while the first segments download. A worker sees only paths in restore's
+Threads overlap poorly with the downloads here: indexing such a segment is Python code that
+holds the GIL, so next to the event loop and the unpack threads it only takes turns with
+them. `Indexer` runs `index_segment` in a small pool of fresh interpreters instead (the
+"spawn" start method: never a fork of this threaded process), started with the first
+segment that needs one, while the others still download. A worker sees only paths in restore's
 private temp dir: no key, no metadata.
 
 An index is an optimisation, never a source of truth: a worker that dies (or a pool that
@@ -39,7 +40,7 @@ class Indexer:
         self._broken = False
 
     def start(self) -> None:
-        """Start the workers now (they load while the first segments download)."""
+        """Start the workers now, before the first `index` would."""
         self._started()
 
     async def index(self, path: Path) -> Path | None:
